@@ -1,0 +1,294 @@
+//! Object storage behind one trait.
+//!
+//! [`Backend`] speaks object semantics only (keys, ranges, multipart uploads); it knows
+//! nothing of inodes or tenants. Implementations: [`s3::S3Backend`] (aws-sdk-s3),
+//! [`local::LocalBackend`] (a directory used as a bucket), [`memory::InMemoryBackend`]
+//! (tests, with op counters). Wrappers: [`prefix::PrefixBackend`] confines a tenant to its
+//! key prefix; [`fault::FaultBackend`] injects failures in tests.
+//!
+//! Keys are plain `/`-separated strings. A backend never interprets `..` or `.`: those are
+//! ordinary characters in object keys, and the layers above refuse to produce them.
+
+pub mod error;
+pub mod fault;
+
+pub mod memory;
+pub mod prefix;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use error::{BackendError, BackendErrorKind, BackendResult};
+
+/// An object's entity tag, as the service returned it (quotes included for S3).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ETag(Arc<str>);
+
+impl ETag {
+    /// Wrap a raw ETag string.
+    pub fn new(s: impl Into<Arc<str>>) -> Self {
+        Self(s.into())
+    }
+
+    /// The raw string, suitable for an `If-Match` header.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ETag({})", self.0)
+    }
+}
+
+impl fmt::Display for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Metadata of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ObjectMeta {
+    /// Full key within the backend (for a [`prefix::PrefixBackend`], relative to its prefix).
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last-Modified, when the service reports it.
+    pub last_modified: Option<SystemTime>,
+    /// ETag, when the service reports it (some servers omit it in listings).
+    pub etag: Option<ETag>,
+}
+
+impl ObjectMeta {
+    /// Build metadata; the struct is `#[non_exhaustive]` so outside code uses this.
+    pub fn new(key: impl Into<String>, size: u64, last_modified: Option<SystemTime>, etag: Option<ETag>) -> Self {
+        Self {
+            key: key.into(),
+            size,
+            last_modified,
+            etag,
+        }
+    }
+}
+
+/// A half-open byte range `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ByteRange {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+}
+
+impl ByteRange {
+    /// `[start, end)`; an empty range when `end <= start`.
+    pub fn new(start: u64, end: u64) -> Self {
+        Self {
+            start,
+            end: end.max(start),
+        }
+    }
+
+    /// Number of bytes in the range.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Whether the range holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// Arguments of [`Backend::list`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ListParams {
+    /// Only keys starting with this string.
+    pub prefix: String,
+    /// Group keys by the next `/` after `prefix` into common prefixes.
+    pub delimited: bool,
+    /// Continuation token from the previous page.
+    pub continuation: Option<String>,
+    /// Page size hint (services cap it at 1000).
+    pub max_keys: Option<u32>,
+}
+
+impl ListParams {
+    /// List under `prefix`, grouping by `/` when `delimited`.
+    pub fn new(prefix: impl Into<String>, delimited: bool) -> Self {
+        Self {
+            prefix: prefix.into(),
+            delimited,
+            continuation: None,
+            max_keys: None,
+        }
+    }
+
+    /// Continue from a previous page's token.
+    pub fn with_continuation(mut self, token: Option<String>) -> Self {
+        self.continuation = token;
+        self
+    }
+
+    /// Ask for at most `n` entries per page.
+    pub fn with_max_keys(mut self, n: u32) -> Self {
+        self.max_keys = Some(n);
+        self
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ListPage {
+    /// Objects on this page, in key order.
+    pub objects: Vec<ObjectMeta>,
+    /// Common prefixes (each ends with `/`), when the listing was delimited.
+    pub common_prefixes: Vec<String>,
+    /// Token for the next page; `None` when this is the last page.
+    pub next: Option<String>,
+}
+
+impl ListPage {
+    /// Build a page; the struct is `#[non_exhaustive]` so outside code uses this.
+    pub fn new(objects: Vec<ObjectMeta>, common_prefixes: Vec<String>, next: Option<String>) -> Self {
+        Self {
+            objects,
+            common_prefixes,
+            next,
+        }
+    }
+}
+
+/// Result of a PUT, copy or multipart completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PutResult {
+    /// ETag of the new object, when reported.
+    pub etag: Option<ETag>,
+}
+
+impl PutResult {
+    /// Build a result.
+    pub fn new(etag: Option<ETag>) -> Self {
+        Self { etag }
+    }
+}
+
+/// The id of an in-progress multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(pub String);
+
+/// A part that has been uploaded, as needed to complete the upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    /// 1-based part number.
+    pub part_number: u32,
+    /// ETag the service returned for the part.
+    pub etag: ETag,
+}
+
+/// An in-progress multipart upload found by [`Backend::list_multipart_uploads`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MultipartUploadInfo {
+    /// Key the upload will create.
+    pub key: String,
+    /// Upload id.
+    pub upload_id: UploadId,
+    /// When the upload was initiated, if known.
+    pub initiated: Option<SystemTime>,
+}
+
+impl MultipartUploadInfo {
+    /// Build an entry.
+    pub fn new(key: impl Into<String>, upload_id: UploadId, initiated: Option<SystemTime>) -> Self {
+        Self {
+            key: key.into(),
+            upload_id,
+            initiated,
+        }
+    }
+}
+
+/// Minimum size of every part but the last, fixed by S3.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// Maximum size of one part, fixed by S3.
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Maximum number of parts in one upload, fixed by S3.
+pub const MAX_PARTS: u32 = 10_000;
+
+/// Object storage, as every tenant sees it.
+///
+/// Object-safe so tenants can mix backends behind `Arc<dyn Backend>`. All methods are
+/// cancel-safe in the sense that dropping a future leaves no local state behind (an
+/// abandoned multipart upload may remain on the service until aborted).
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// A short description for logs and `check` output (`s3://bucket/prefix`), never secrets.
+    fn describe(&self) -> String;
+
+    /// Metadata of `key`; [`BackendErrorKind::NotFound`] if absent.
+    async fn head(&self, key: &str) -> BackendResult<ObjectMeta>;
+
+    /// Bytes `range` of `key`. With `if_match`, fails with
+    /// [`BackendErrorKind::PreconditionFailed`] if the object's ETag differs. A range reaching
+    /// past the end is truncated to the object's size.
+    async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes>;
+
+    /// One page of keys under `params.prefix`, in key order.
+    async fn list(&self, params: &ListParams) -> BackendResult<ListPage>;
+
+    /// Create or replace `key` with `data` in one request.
+    async fn put(&self, key: &str, data: Bytes) -> BackendResult<PutResult>;
+
+    /// Start a multipart upload for `key`.
+    async fn create_multipart(&self, key: &str) -> BackendResult<UploadId>;
+
+    /// Upload (or replace) part `part_number` (1-based) of an upload.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        part_number: u32,
+        data: Bytes,
+    ) -> BackendResult<CompletedPart>;
+
+    /// Fill part `part_number` with `range` of the existing object `src` (server-side copy).
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        part_number: u32,
+        src: &str,
+        range: ByteRange,
+    ) -> BackendResult<CompletedPart>;
+
+    /// Finish an upload; `parts` in ascending part order. The object appears atomically.
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[CompletedPart],
+    ) -> BackendResult<PutResult>;
+
+    /// Abandon an upload, freeing its parts. Aborting an unknown upload is not an error.
+    async fn abort_multipart(&self, key: &str, upload: &UploadId) -> BackendResult<()>;
+
+    /// In-progress multipart uploads whose key starts with `prefix`.
+    async fn list_multipart_uploads(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>>;
+
+    /// Server-side copy of a whole object of at most 5 GiB (larger objects: multipart copy).
+    async fn copy(&self, src: &str, dst: &str) -> BackendResult<PutResult>;
+
+    /// Delete `key`. Deleting an absent key is not an error.
+    async fn delete(&self, key: &str) -> BackendResult<()>;
+}

@@ -1,0 +1,9 @@
+//! byosfs: a FUSE filesystem that mounts one directory per tenant, each backed by that
+//! tenant's own object storage (S3-compatible or a local directory) under a key prefix.
+//!
+//! Layers, top to bottom (a layer only calls those below it):
+//! `fuse` (kernel glue) → `fs` (filesystem logic, the one errno mapping) → `namespace`
+//! (inodes) / `read` (range reads, read-ahead) / `upload` (multipart pipeline) → `cache`
+//! (block cache) / `backend` (object storage trait and implementations).
+
+pub mod backend;
