@@ -7,3 +7,4 @@
 //! (block cache) / `backend` (object storage trait and implementations).
 
 pub mod backend;
+pub mod secret;
