@@ -12,8 +12,10 @@
 pub mod error;
 pub mod fault;
 
+pub mod local;
 pub mod memory;
 pub mod prefix;
+pub mod s3;
 
 use std::fmt;
 use std::sync::Arc;

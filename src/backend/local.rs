@@ -1,0 +1,737 @@
+//! A local directory used as a bucket.
+//!
+//! Object `a/b` is the file `root/a/b`; a key ending in `/` is a directory marker, i.e. the
+//! directory itself, and an empty directory lists as its marker (`dir/`, size 0). A
+//! directory that has children lists only through them, as on S3. Unlike S3, `a` and `a/b`
+//! cannot both exist (a path is a file or a directory); such writes fail with
+//! `InvalidRequest`. Deleting the last file of a directory leaves the directory (it then
+//! lists as a marker), matching `rmdir` semantics rather than S3's implicit prefixes.
+//!
+//! Writes go to a temp file under the internal directory (same filesystem as `root`) and are
+//! renamed into place, so readers never see partial objects. Multipart parts live under
+//! `root/.byosfs-internal/uploads/<id>/`; that directory is never listed and keys under it
+//! are refused. ETags derive from (size, mtime ns, inode), so any change to a file changes
+//! its ETag. Blocking IO runs on `spawn_blocking`.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{
+    Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
+    MultipartUploadInfo, ObjectMeta, PutResult, UploadId, MIN_PART_SIZE,
+};
+
+/// Name of the hidden directory inside `root` holding temp files and multipart parts.
+pub const INTERNAL_DIR: &str = ".byosfs-internal";
+
+/// A directory used as a bucket.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    counter: AtomicU64,
+}
+
+impl LocalBackend {
+    /// Use `root` (which must exist and be a directory) as the bucket.
+    pub fn new(root: PathBuf) -> Result<Self, BackendError> {
+        match fs::metadata(&root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(BackendError::new(
+                    BackendErrorKind::BucketNotFound,
+                    format!("{} is not a directory", root.display()),
+                ))
+            }
+            Err(e) => {
+                return Err(BackendError::new(
+                    BackendErrorKind::BucketNotFound,
+                    format!("local root {}", root.display()),
+                )
+                .with_source(e))
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root,
+                counter: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Run `f` on the blocking pool.
+    async fn blocking<T, F>(&self, op: &'static str, key: &str, f: F) -> BackendResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> BackendResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| {
+            BackendError::new(BackendErrorKind::Other, format!("{op} {key}: task failed")).with_source(e)
+        })?
+    }
+}
+
+/// The one mapping of IO errors to kinds for this backend.
+fn io_err(op: &str, key: &str, e: io::Error) -> BackendError {
+    let kind = match e.kind() {
+        io::ErrorKind::NotFound => BackendErrorKind::NotFound,
+        io::ErrorKind::PermissionDenied => BackendErrorKind::AccessDenied,
+        io::ErrorKind::StorageFull => BackendErrorKind::NoSpace,
+        _ => match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => BackendErrorKind::NoSpace,
+            Some(libc::ENOTDIR | libc::EISDIR | libc::ENOTEMPTY | libc::EEXIST | libc::ENAMETOOLONG) => {
+                BackendErrorKind::InvalidRequest
+            }
+            _ => BackendErrorKind::Other,
+        },
+    };
+    BackendError::new(kind, format!("{op} {key}")).with_source(e)
+}
+
+fn invalid(op: &str, key: &str, why: &str) -> BackendError {
+    BackendError::new(BackendErrorKind::InvalidRequest, format!("{op} {key:?}: {why}"))
+}
+
+/// Whether `key` maps to a path strictly inside root and outside the internal directory.
+fn key_is_safe(key: &str) -> bool {
+    if key.is_empty() || key.starts_with('/') || key.contains('\0') {
+        return false;
+    }
+    let body = key.strip_suffix('/').unwrap_or(key);
+    !body.is_empty()
+        && body.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+        && body.split('/').next() != Some(INTERNAL_DIR)
+}
+
+fn etag_of(m: &fs::Metadata) -> ETag {
+    let ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+    ETag::new(format!("\"{:x}-{:x}-{:x}\"", m.len(), ns, m.ino()))
+}
+
+fn meta_of(key: &str, m: &fs::Metadata) -> ObjectMeta {
+    let size = if m.is_dir() { 0 } else { m.len() };
+    ObjectMeta::new(key, size, m.modified().ok(), Some(etag_of(m)))
+}
+
+impl Inner {
+    fn path(&self, op: &str, key: &str) -> BackendResult<PathBuf> {
+        if !key_is_safe(key) {
+            return Err(invalid(op, key, "key cannot map to a safe local path"));
+        }
+        Ok(self.root.join(key.trim_end_matches('/')))
+    }
+
+    fn internal(&self) -> PathBuf {
+        self.root.join(INTERNAL_DIR)
+    }
+
+    fn unique(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{:x}-{:x}-{n:x}", std::process::id(), t)
+    }
+
+    /// A new temp file in the internal directory; removed on drop unless persisted.
+    fn temp(&self, op: &str, key: &str) -> BackendResult<TempFile> {
+        let dir = self.internal().join("tmp");
+        fs::create_dir_all(&dir).map_err(|e| io_err(op, key, e))?;
+        let path = dir.join(self.unique());
+        let file = File::create(&path).map_err(|e| io_err(op, key, e))?;
+        Ok(TempFile { path, file: Some(file) })
+    }
+
+    fn upload_dir(&self, upload: &UploadId) -> BackendResult<PathBuf> {
+        if upload.0.is_empty() || !upload.0.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(no_upload(upload));
+        }
+        Ok(self.internal().join("uploads").join(&upload.0))
+    }
+
+    /// The upload's directory, checking it exists and belongs to `key`.
+    fn upload_for(&self, key: &str, upload: &UploadId) -> BackendResult<PathBuf> {
+        let dir = self.upload_dir(upload)?;
+        match fs::read_to_string(dir.join("key")) {
+            Ok(k) if k == key => Ok(dir),
+            _ => Err(no_upload(upload)),
+        }
+    }
+
+    /// Move a finished temp file to `key`'s path, creating parent directories.
+    fn install(&self, op: &str, key: &str, tmp: TempFile) -> BackendResult<ETag> {
+        let dst = self.path(op, key)?;
+        if key.ends_with('/') {
+            return Err(invalid(op, key, "a directory marker cannot hold data"));
+        }
+        if let Some(parent) = dst.parent() {
+            fs::create_dir_all(parent).map_err(|e| io_err(op, key, e))?;
+        }
+        if dst.is_dir() {
+            return Err(invalid(op, key, "a directory exists at this key"));
+        }
+        tmp.persist(&dst).map_err(|e| io_err(op, key, e))?;
+        let m = fs::metadata(&dst).map_err(|e| io_err(op, key, e))?;
+        Ok(etag_of(&m))
+    }
+
+    fn open_object(&self, op: &str, key: &str) -> BackendResult<(File, fs::Metadata)> {
+        let path = self.path(op, key)?;
+        if key.ends_with('/') {
+            return Err(invalid(op, key, "directory markers hold no data"));
+        }
+        let file = File::open(&path).map_err(|e| io_err(op, key, e))?;
+        let m = file.metadata().map_err(|e| io_err(op, key, e))?;
+        if !m.is_file() {
+            return Err(BackendError::not_found(key));
+        }
+        Ok((file, m))
+    }
+
+    fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
+        let path = self.path("head", key)?;
+        let m = fs::metadata(&path).map_err(|e| io_err("head", key, e))?;
+        // `dir/` is the directory; `dir` (no slash) is not an object when it is a directory.
+        if m.is_dir() != key.ends_with('/') || !(m.is_dir() || m.is_file()) {
+            return Err(BackendError::not_found(key));
+        }
+        Ok(meta_of(key, &m))
+    }
+
+    fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
+        let (mut file, m) = self.open_object("get", key)?;
+        if let Some(want) = if_match {
+            if *want != etag_of(&m) {
+                return Err(BackendError::new(
+                    BackendErrorKind::PreconditionFailed,
+                    format!("get {key}"),
+                ));
+            }
+        }
+        let start = range.start.min(m.len());
+        let end = range.end.min(m.len());
+        let len = usize::try_from(end - start).map_err(|_| invalid("get", key, "range too large"))?;
+        file.seek(SeekFrom::Start(start)).map_err(|e| io_err("get", key, e))?;
+        let mut buf = vec![0u8; len];
+        let mut filled = 0;
+        // A file may shrink under us; return what is there rather than spinning.
+        while filled < len {
+            let n = file.read(&mut buf[filled..]).map_err(|e| io_err("get", key, e))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        buf.truncate(filled);
+        Ok(Bytes::from(buf))
+    }
+
+    fn put(&self, key: &str, data: &[u8]) -> BackendResult<PutResult> {
+        let path = self.path("put", key)?;
+        if key.ends_with('/') {
+            if !data.is_empty() {
+                return Err(invalid("put", key, "a directory marker cannot hold data"));
+            }
+            fs::create_dir_all(&path).map_err(|e| io_err("put", key, e))?;
+            let m = fs::metadata(&path).map_err(|e| io_err("put", key, e))?;
+            return Ok(PutResult::new(Some(etag_of(&m))));
+        }
+        let mut tmp = self.temp("put", key)?;
+        tmp.write_all(data).map_err(|e| io_err("put", key, e))?;
+        let etag = self.install("put", key, tmp)?;
+        Ok(PutResult::new(Some(etag)))
+    }
+
+    fn delete(&self, key: &str) -> BackendResult<()> {
+        let path = self.path("delete", key)?;
+        let res = if key.ends_with('/') {
+            fs::remove_dir(&path)
+        } else {
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => return Ok(()),
+                _ => fs::remove_file(&path),
+            }
+        };
+        match res {
+            Ok(()) => Ok(()),
+            // A marker of a non-empty directory persists implicitly through its children.
+            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(()),
+            Err(e) => Err(io_err("delete", key, e)),
+        }
+    }
+
+    fn list(&self, params: &ListParams) -> BackendResult<ListPage> {
+        let prefix = params.prefix.as_str();
+        if prefix.contains('\0') || prefix.starts_with('/') {
+            return Err(invalid("list", prefix, "bad prefix"));
+        }
+        let max = usize::try_from(params.max_keys.unwrap_or(1000).clamp(1, 1000)).unwrap_or(1000);
+        let mut walk = Walk {
+            prefix,
+            delimited: params.delimited,
+            after: params.continuation.as_deref().unwrap_or(""),
+            limit: max + 1,
+            out: Vec::new(),
+        };
+        walk.dir(&self.root, "").map_err(|e| io_err("list", prefix, e))?;
+        let mut entries = walk.out;
+        let next = if entries.len() > max {
+            entries.truncate(max);
+            entries.last().map(|e| e.key().to_owned())
+        } else {
+            None
+        };
+        let mut objects = Vec::new();
+        let mut prefixes = Vec::new();
+        for e in entries {
+            match e {
+                Entry::Object(m) => objects.push(m),
+                Entry::Prefix(p) => prefixes.push(p),
+            }
+        }
+        Ok(ListPage::new(objects, prefixes, next))
+    }
+}
+
+enum Entry {
+    Object(ObjectMeta),
+    Prefix(String),
+}
+
+impl Entry {
+    fn key(&self) -> &str {
+        match self {
+            Self::Object(m) => &m.key,
+            Self::Prefix(p) => p,
+        }
+    }
+}
+
+/// Depth-first walk in S3 key order: sorting each directory's entries by their key form
+/// (`name` for files, `name/` for directories) yields byte-wise order over full keys,
+/// because every key below `d/` shares that prefix and no sibling key does.
+struct Walk<'a> {
+    prefix: &'a str,
+    delimited: bool,
+    /// Continuation: only keys strictly greater are returned.
+    after: &'a str,
+    /// Stop once this many entries are collected.
+    limit: usize,
+    out: Vec<Entry>,
+}
+
+impl Walk<'_> {
+    fn full(&self) -> bool {
+        self.out.len() >= self.limit
+    }
+
+    fn dir(&mut self, path: &Path, dir_key: &str) -> io::Result<()> {
+        let mut children: Vec<(String, fs::Metadata)> = Vec::new();
+        for ent in fs::read_dir(path)? {
+            let ent = ent?;
+            let Some(name) = ent.file_name().to_str().map(str::to_owned) else {
+                continue; // Not representable as an S3 key.
+            };
+            if dir_key.is_empty() && name == INTERNAL_DIR {
+                continue;
+            }
+            let m = match ent.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // Raced with a delete.
+                Err(e) => return Err(e),
+            };
+            let key = if m.is_dir() {
+                format!("{dir_key}{name}/")
+            } else if m.is_file() {
+                format!("{dir_key}{name}")
+            } else {
+                continue; // Symlinks, sockets, devices: not objects.
+            };
+            children.push((key, m));
+        }
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, m) in children {
+            if self.full() {
+                break;
+            }
+            if m.is_file() {
+                if key.starts_with(self.prefix) && key.as_str() > self.after {
+                    self.out.push(Entry::Object(meta_of(&key, &m)));
+                }
+                continue;
+            }
+            // Directory `key` (ends with '/').
+            let relevant = key.starts_with(self.prefix) || self.prefix.starts_with(key.as_str());
+            let all_before = key.as_str() <= self.after && !self.after.starts_with(key.as_str());
+            if !relevant || all_before {
+                continue;
+            }
+            if self.delimited && key.starts_with(self.prefix) && key.len() > self.prefix.len() {
+                if key.as_str() > self.after {
+                    self.out.push(Entry::Prefix(key));
+                }
+                continue;
+            }
+            let child_path = path.join(key[dir_key.len()..].trim_end_matches('/'));
+            let is_empty = fs::read_dir(&child_path)?.next().is_none();
+            if is_empty {
+                if key.starts_with(self.prefix) && key.as_str() > self.after {
+                    self.out.push(Entry::Object(meta_of(&key, &m)));
+                }
+            } else {
+                self.dir(&child_path, &key)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn no_upload(upload: &UploadId) -> BackendError {
+    BackendError::new(BackendErrorKind::NoSuchUpload, format!("upload {}", upload.0))
+}
+
+/// A temp file removed on drop unless renamed into place.
+struct TempFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl TempFile {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.write_all(data),
+            None => Err(io::Error::other("temp file already closed")),
+        }
+    }
+
+    fn file(&mut self) -> io::Result<&mut File> {
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("temp file already closed"))
+    }
+
+    fn persist(mut self, dst: &Path) -> io::Result<()> {
+        if let Some(f) = self.file.take() {
+            f.sync_data()?;
+        }
+        fs::rename(&self.path, dst)?;
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn copy_range_into(src: &mut File, start: u64, len: u64, dst: &mut File) -> io::Result<u64> {
+    src.seek(SeekFrom::Start(start))?;
+    io::copy(&mut src.take(len), dst)
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn describe(&self) -> String {
+        format!("file://{}", self.inner.root.display())
+    }
+
+    async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
+        let k = key.to_owned();
+        self.blocking("head", key, move |i| i.head(&k)).await
+    }
+
+    async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
+        let k = key.to_owned();
+        let want = if_match.cloned();
+        self.blocking("get", key, move |i| i.get_range(&k, range, want.as_ref()))
+            .await
+    }
+
+    async fn list(&self, params: &ListParams) -> BackendResult<ListPage> {
+        let p = params.clone();
+        self.blocking("list", &params.prefix, move |i| i.list(&p)).await
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> BackendResult<PutResult> {
+        let k = key.to_owned();
+        self.blocking("put", key, move |i| i.put(&k, &data)).await
+    }
+
+    async fn create_multipart(&self, key: &str) -> BackendResult<UploadId> {
+        let k = key.to_owned();
+        self.blocking("create multipart", key, move |i| {
+            i.path("create multipart", &k)?;
+            if k.ends_with('/') {
+                return Err(invalid("create multipart", &k, "a directory marker cannot hold data"));
+            }
+            let id = UploadId(i.unique());
+            let dir = i.upload_dir(&id)?;
+            fs::create_dir_all(&dir).map_err(|e| io_err("create multipart", &k, e))?;
+            fs::write(dir.join("key"), k.as_bytes()).map_err(|e| io_err("create multipart", &k, e))?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        part_number: u32,
+        data: Bytes,
+    ) -> BackendResult<CompletedPart> {
+        let (k, up) = (key.to_owned(), upload.clone());
+        self.blocking("upload part", key, move |i| {
+            check_part(&k, part_number)?;
+            let dir = i.upload_for(&k, &up)?;
+            let mut tmp = i.temp("upload part", &k)?;
+            tmp.write_all(&data).map_err(|e| io_err("upload part", &k, e))?;
+            finish_part(&k, &dir, part_number, tmp)
+        })
+        .await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        part_number: u32,
+        src: &str,
+        range: ByteRange,
+    ) -> BackendResult<CompletedPart> {
+        let (k, up, s) = (key.to_owned(), upload.clone(), src.to_owned());
+        self.blocking("upload part copy", key, move |i| {
+            check_part(&k, part_number)?;
+            let dir = i.upload_for(&k, &up)?;
+            let (mut file, m) = i.open_object("upload part copy", &s)?;
+            if range.end > m.len() || range.is_empty() {
+                return Err(invalid("upload part copy", &s, "source range outside the object"));
+            }
+            let mut tmp = i.temp("upload part copy", &k)?;
+            let f = tmp.file().map_err(|e| io_err("upload part copy", &k, e))?;
+            copy_range_into(&mut file, range.start, range.len(), f).map_err(|e| io_err("upload part copy", &s, e))?;
+            finish_part(&k, &dir, part_number, tmp)
+        })
+        .await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[CompletedPart],
+    ) -> BackendResult<PutResult> {
+        let (k, up, parts) = (key.to_owned(), upload.clone(), parts.to_vec());
+        self.blocking("complete multipart", key, move |i| {
+            const OP: &str = "complete multipart";
+            let dir = i.upload_for(&k, &up)?;
+            let mut tmp = i.temp(OP, &k)?;
+            let mut last = 0;
+            for (n, p) in parts.iter().enumerate() {
+                let path = dir.join(p.part_number.to_string());
+                let mut f = File::open(&path).map_err(|_| invalid(OP, &k, "part missing"))?;
+                let m = f.metadata().map_err(|e| io_err(OP, &k, e))?;
+                if etag_of(&m) != p.etag || p.part_number <= last {
+                    return Err(invalid(OP, &k, "part list out of order or stale"));
+                }
+                if n + 1 < parts.len() && m.len() < MIN_PART_SIZE {
+                    return Err(invalid(OP, &k, "EntityTooSmall: non-final part below 5 MiB"));
+                }
+                last = p.part_number;
+                let out = tmp.file().map_err(|e| io_err(OP, &k, e))?;
+                io::copy(&mut f, out).map_err(|e| io_err(OP, &k, e))?;
+            }
+            let etag = i.install(OP, &k, tmp)?;
+            let _ = fs::remove_dir_all(&dir);
+            Ok(PutResult::new(Some(etag)))
+        })
+        .await
+    }
+
+    async fn abort_multipart(&self, key: &str, upload: &UploadId) -> BackendResult<()> {
+        let (k, up) = (key.to_owned(), upload.clone());
+        self.blocking("abort multipart", key, move |i| {
+            let Ok(dir) = i.upload_for(&k, &up) else {
+                return Ok(()); // Unknown upload: nothing to free.
+            };
+            match fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("abort multipart", &k, e)),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn list_multipart_uploads(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
+        let p = prefix.to_owned();
+        self.blocking("list multipart uploads", prefix, move |i| {
+            let dir = i.internal().join("uploads");
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io_err("list multipart uploads", &p, e)),
+            };
+            let mut v = Vec::new();
+            for ent in rd {
+                let ent = ent.map_err(|e| io_err("list multipart uploads", &p, e))?;
+                let Ok(key) = fs::read_to_string(ent.path().join("key")) else {
+                    continue; // Being created or aborted concurrently.
+                };
+                let Some(id) = ent.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                if key.starts_with(&p) {
+                    let initiated = ent.metadata().ok().and_then(|m| m.modified().ok());
+                    v.push(MultipartUploadInfo::new(key, UploadId(id), initiated));
+                }
+            }
+            v.sort_by(|a, b| a.key.cmp(&b.key).then_with(|| a.upload_id.0.cmp(&b.upload_id.0)));
+            Ok(v)
+        })
+        .await
+    }
+
+    async fn copy(&self, src: &str, dst: &str) -> BackendResult<PutResult> {
+        let (s, d) = (src.to_owned(), dst.to_owned());
+        self.blocking("copy", src, move |i| {
+            let (mut file, m) = i.open_object("copy", &s)?;
+            let mut tmp = i.temp("copy", &d)?;
+            let f = tmp.file().map_err(|e| io_err("copy", &d, e))?;
+            copy_range_into(&mut file, 0, m.len(), f).map_err(|e| io_err("copy", &s, e))?;
+            let etag = i.install("copy", &d, tmp)?;
+            Ok(PutResult::new(Some(etag)))
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> BackendResult<()> {
+        let k = key.to_owned();
+        self.blocking("delete", key, move |i| i.delete(&k)).await
+    }
+}
+
+fn check_part(key: &str, part_number: u32) -> BackendResult<()> {
+    if (1..=super::MAX_PARTS).contains(&part_number) {
+        Ok(())
+    } else {
+        Err(invalid("upload part", key, "part number outside 1..=10000"))
+    }
+}
+
+fn finish_part(key: &str, dir: &Path, part_number: u32, tmp: TempFile) -> BackendResult<CompletedPart> {
+    let dst = dir.join(part_number.to_string());
+    tmp.persist(&dst).map_err(|e| io_err("upload part", key, e))?;
+    let m = fs::metadata(&dst).map_err(|e| io_err("upload part", key, e))?;
+    Ok(CompletedPart {
+        part_number,
+        etag: etag_of(&m),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> (tempfile::TempDir, LocalBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().to_path_buf()).unwrap();
+        (dir, b)
+    }
+
+    async fn keys(b: &LocalBackend, params: ListParams) -> (Vec<String>, Vec<String>) {
+        let p = b.list(&params).await.unwrap();
+        (p.objects.into_iter().map(|o| o.key).collect(), p.common_prefixes)
+    }
+
+    #[tokio::test]
+    async fn missing_root_is_bucket_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = LocalBackend::new(dir.path().join("nope")).unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::BucketNotFound);
+    }
+
+    #[tokio::test]
+    async fn listing_is_in_s3_byte_order_not_readdir_order() {
+        let (_d, b) = backend();
+        for k in ["a/b", "a-c", "a0", "a/a/x"] {
+            b.put(k, Bytes::from_static(b"1")).await.unwrap();
+        }
+        let (objs, _) = keys(&b, ListParams::new("", false)).await;
+        assert_eq!(objs, vec!["a-c", "a/a/x", "a/b", "a0"]);
+        let (objs, cps) = keys(&b, ListParams::new("", true)).await;
+        assert_eq!(objs, vec!["a-c", "a0"]);
+        assert_eq!(cps, vec!["a/"]);
+    }
+
+    #[tokio::test]
+    async fn empty_directory_is_a_marker_and_internal_dir_is_hidden() {
+        let (d, b) = backend();
+        b.put("dir/", Bytes::new()).await.unwrap();
+        assert!(d.path().join("dir").is_dir());
+        let id = b.create_multipart("x").await.unwrap();
+        let (objs, _) = keys(&b, ListParams::new("", false)).await;
+        assert_eq!(objs, vec!["dir/"]);
+        assert_eq!(b.head("dir/").await.unwrap().size, 0);
+        assert_eq!(b.head("dir").await.unwrap_err().kind(), BackendErrorKind::NotFound);
+        let (objs, _) = keys(&b, ListParams::new("dir/", true)).await;
+        assert_eq!(objs, vec!["dir/"]);
+        b.abort_multipart("x", &id).await.unwrap();
+        let err = b.put(".byosfs-internal/x", Bytes::new()).await.unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::InvalidRequest);
+    }
+
+    #[tokio::test]
+    async fn unsafe_keys_are_refused() {
+        let (_d, b) = backend();
+        for k in ["", "../x", "a/../../x", "./a", "a//b", "/abs", "a\0b", "."] {
+            let err = b.put(k, Bytes::new()).await.unwrap_err();
+            assert_eq!(err.kind(), BackendErrorKind::InvalidRequest, "{k:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn etag_changes_when_file_changes_behind_our_back() {
+        let (d, b) = backend();
+        let e1 = b.put("f", Bytes::from_static(b"one")).await.unwrap().etag.unwrap();
+        assert_eq!(b.head("f").await.unwrap().etag.unwrap(), e1);
+        fs::write(d.path().join("f"), b"other").unwrap();
+        let err = b.get_range("f", ByteRange::new(0, 3), Some(&e1)).await.unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::PreconditionFailed);
+    }
+
+    #[tokio::test]
+    async fn file_and_directory_at_same_key_conflict() {
+        let (_d, b) = backend();
+        b.put("a", Bytes::from_static(b"1")).await.unwrap();
+        let err = b.put("a/b", Bytes::from_static(b"2")).await.unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::InvalidRequest);
+    }
+
+    #[tokio::test]
+    async fn no_temp_files_are_left_behind() {
+        let (d, b) = backend();
+        b.put("x", Bytes::from_static(b"1")).await.unwrap();
+        b.copy("x", "y").await.unwrap();
+        let tmp = d.path().join(INTERNAL_DIR).join("tmp");
+        assert_eq!(fs::read_dir(tmp).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,784 @@
+//! S3-compatible object storage through `aws-sdk-s3` (AWS, R2, B2, MinIO, s3s, ...).
+//!
+//! One [`aws_sdk_s3::Client`] per distinct connection setting, shared through
+//! [`S3ClientPool`] so every tenant on the same endpoint and credentials reuses one
+//! connection pool. SDK errors become [`BackendError`]s in exactly one function,
+//! [`classify`]; nothing else here (or above) looks at HTTP status codes.
+//!
+//! The SDK retries requests (standard mode: exponential backoff with jitter) but not the
+//! reading of a response body, so [`S3Backend::get_range`] bounds each body read with the
+//! request timeout and re-issues the GET a bounded number of times itself.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as SdkCompletedPart};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use tokio::sync::Mutex;
+
+use super::{
+    Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
+    MultipartUploadInfo, ObjectMeta, PutResult, UploadId,
+};
+use crate::secret::Secret;
+
+/// Where and how to reach one bucket. Built by `app.rs` from the user configuration.
+#[derive(Debug, Clone)]
+pub struct S3BackendConfig {
+    /// Custom endpoint URL (`http://` allowed); `None` uses AWS's endpoint for `region`.
+    pub endpoint: Option<String>,
+    /// Signing region; `"auto"` for Cloudflare R2.
+    pub region: String,
+    /// Path-style addressing (MinIO, s3s); AWS and R2 use virtual-host style.
+    pub force_path_style: bool,
+    /// Bucket name.
+    pub bucket: String,
+    /// How to authenticate.
+    pub credentials: S3Credentials,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Deadline of one attempt (also bounds reading a GET body).
+    pub request_timeout: Duration,
+    /// Attempts per request, including the first (SDK standard retry).
+    pub max_attempts: u32,
+}
+
+/// Credentials for an S3 endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3Credentials {
+    /// Fixed keys from the configuration.
+    Static {
+        /// Access key id (not secret; shown in errors is fine).
+        access_key_id: String,
+        /// Secret access key.
+        secret_access_key: Secret,
+        /// Session token for temporary credentials.
+        session_token: Option<Secret>,
+    },
+    /// The AWS default provider chain (env, profile, SSO, IMDS, ...).
+    DefaultChain,
+}
+
+impl Hash for S3Credentials {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Self::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => {
+                0u8.hash(state);
+                access_key_id.hash(state);
+                secret_access_key.expose().hash(state);
+                session_token.as_ref().map(Secret::expose).hash(state);
+            }
+            Self::DefaultChain => 1u8.hash(state),
+        }
+    }
+}
+
+/// Everything that makes two clients different; the bucket is not part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    endpoint: Option<String>,
+    region: String,
+    force_path_style: bool,
+    credentials: S3Credentials,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    max_attempts: u32,
+}
+
+impl ClientKey {
+    fn of(cfg: &S3BackendConfig) -> Self {
+        Self {
+            endpoint: cfg.endpoint.clone(),
+            region: cfg.region.clone(),
+            force_path_style: cfg.force_path_style,
+            credentials: cfg.credentials.clone(),
+            connect_timeout: cfg.connect_timeout,
+            request_timeout: cfg.request_timeout,
+            max_attempts: cfg.max_attempts,
+        }
+    }
+}
+
+/// Shares one SDK client (and its connection pool) among all backends with equal settings.
+#[derive(Default)]
+pub struct S3ClientPool {
+    clients: Mutex<HashMap<ClientKey, Client>>,
+}
+
+impl fmt::Debug for S3ClientPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3ClientPool").finish_non_exhaustive()
+    }
+}
+
+impl S3ClientPool {
+    /// An empty pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A backend for `cfg.bucket`, reusing a client when one with the same settings exists.
+    /// Does not contact the service (see `check::probe` for that).
+    pub async fn backend(&self, cfg: &S3BackendConfig) -> Result<S3Backend, BackendError> {
+        validate(cfg)?;
+        let key = ClientKey::of(cfg);
+        let mut clients = self.clients.lock().await;
+        let client = match clients.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let c = build_client(cfg).await;
+                clients.insert(key, c.clone());
+                c
+            }
+        };
+        Ok(S3Backend {
+            client,
+            bucket: cfg.bucket.clone(),
+            endpoint: cfg.endpoint.clone(),
+            request_timeout: cfg.request_timeout,
+            body_attempts: cfg.max_attempts.max(1),
+        })
+    }
+}
+
+fn validate(cfg: &S3BackendConfig) -> BackendResult<()> {
+    let invalid = |msg: &str| Err(BackendError::new(BackendErrorKind::InvalidRequest, msg.to_owned()));
+    if cfg.bucket.is_empty() || cfg.bucket.contains('/') {
+        return invalid("bucket name must be non-empty and contain no '/'");
+    }
+    if cfg.region.is_empty() {
+        return invalid("region must not be empty (use \"auto\" for R2)");
+    }
+    if let Some(ep) = &cfg.endpoint {
+        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+            return invalid("endpoint must start with http:// or https://");
+        }
+    }
+    Ok(())
+}
+
+async fn build_client(cfg: &S3BackendConfig) -> Client {
+    let region = Region::new(cfg.region.clone());
+    let builder = match &cfg.credentials {
+        S3Credentials::DefaultChain => {
+            let sdk = aws_config::defaults(BehaviorVersion::latest())
+                .region(region.clone())
+                .load()
+                .await;
+            aws_sdk_s3::config::Builder::from(&sdk)
+        }
+        S3Credentials::Static {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .credentials_provider(Credentials::new(
+                access_key_id.clone(),
+                secret_access_key.expose().to_owned(),
+                session_token.as_ref().map(|t| t.expose().to_owned()),
+                None,
+                "byosfs-config",
+            )),
+    };
+    let mut builder = builder
+        .region(region)
+        .force_path_style(cfg.force_path_style)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(cfg.connect_timeout)
+                .operation_attempt_timeout(cfg.request_timeout)
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts.max(1)))
+        // The SDK default (since 2025) computes CRC32 over every upload body and validates
+        // response checksums: CPU work per part, and several non-AWS servers reject or
+        // mangle the extra trailer headers. Only send checksums where S3 requires them.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        // Upload stall detection fires falsely while a slow server processes a fully sent
+        // body; our own per-attempt timeout covers that. Downloads keep it, with a grace
+        // period no shorter than the request timeout so a slow-but-alive stream survives.
+        .stalled_stream_protection(
+            StalledStreamProtectionConfig::enabled()
+                .upload_enabled(false)
+                .grace_period(cfg.request_timeout.max(Duration::from_secs(5)))
+                .build(),
+        );
+    if let Some(ep) = &cfg.endpoint {
+        builder = builder.endpoint_url(ep.clone());
+    }
+    Client::from_conf(builder.build())
+}
+
+/// One bucket on an S3-compatible service.
+#[derive(Clone)]
+pub struct S3Backend {
+    client: Client,
+    bucket: String,
+    endpoint: Option<String>,
+    request_timeout: Duration,
+    body_attempts: u32,
+}
+
+impl fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Backend")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Turn an SDK error into a [`BackendError`]. The only place that reads HTTP codes.
+pub fn classify<E>(op: &str, key: &str, err: SdkError<E>) -> BackendError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let context = if key.is_empty() {
+        op.to_owned()
+    } else {
+        format!("{op} {key}")
+    };
+    let kind = match &err {
+        SdkError::TimeoutError(_) => BackendErrorKind::Timeout,
+        SdkError::DispatchFailure(d) => {
+            if d.is_timeout() {
+                BackendErrorKind::Timeout
+            } else if chain_mentions_tls(&err) {
+                BackendErrorKind::Tls
+            } else if d.is_io() || d.is_other() {
+                BackendErrorKind::Unreachable
+            } else {
+                BackendErrorKind::Other
+            }
+        }
+        SdkError::ConstructionFailure(_) => BackendErrorKind::InvalidRequest,
+        _ => {
+            let status = err.raw_response().map(|r| r.status().as_u16());
+            kind_from_response(status, err.code())
+        }
+    };
+    BackendError::new(kind, context).with_source(err)
+}
+
+/// Service answer (status + S3 error code) → kind. HEAD answers carry no body, hence no
+/// code, so the status alone must give a sensible kind.
+fn kind_from_response(status: Option<u16>, code: Option<&str>) -> BackendErrorKind {
+    use BackendErrorKind as K;
+    match code {
+        Some("NoSuchKey" | "NotFound") => return K::NotFound,
+        Some("NoSuchBucket") => return K::BucketNotFound,
+        Some("NoSuchUpload") => return K::NoSuchUpload,
+        Some("PreconditionFailed") => return K::PreconditionFailed,
+        Some("InvalidAccessKeyId") => return K::InvalidAccessKey,
+        Some("SignatureDoesNotMatch") => return K::SignatureMismatch,
+        Some("AccessDenied" | "AllAccessDisabled" | "AccountProblem") => return K::AccessDenied,
+        Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequests") => {
+            return K::Throttled
+        }
+        Some("RequestTimeout" | "InternalError" | "ServiceUnavailable") => return K::Transient,
+        Some("NotImplemented") => return K::Unsupported,
+        _ => {}
+    }
+    match status {
+        Some(404) => K::NotFound,
+        Some(412) => K::PreconditionFailed,
+        Some(401 | 403) => K::AccessDenied,
+        Some(429 | 503) => K::Throttled,
+        Some(501) => K::Unsupported,
+        Some(s) if s >= 500 => K::Transient,
+        Some(s) if s >= 400 => K::InvalidRequest,
+        _ => K::Other,
+    }
+}
+
+fn chain_mentions_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    // Bounded: error chains are short, but never trust a cycle.
+    for _ in 0..16 {
+        let Some(e) = cur else { return false };
+        let s = e.to_string().to_ascii_lowercase();
+        if s.contains("certificate") || s.contains("tls") || s.contains("handshake") || s.contains("ssl") {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn is_invalid_range<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    err.code() == Some("InvalidRange") || err.raw_response().map(|r| r.status().as_u16()) == Some(416)
+}
+
+fn to_system_time(t: Option<&DateTime>) -> Option<SystemTime> {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+}
+
+fn to_size(n: Option<i64>) -> u64 {
+    n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
+}
+
+fn missing(op: &str, what: &str) -> BackendError {
+    BackendError::new(BackendErrorKind::Other, format!("{op}: response lacks {what}"))
+}
+
+/// Percent-encode a key for `x-amz-copy-source` (keeps `/` and RFC 3986 unreserved bytes).
+fn encode_copy_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `Range`-style value for the inclusive byte interval of a non-empty `range`.
+fn range_header(range: ByteRange) -> String {
+    format!("bytes={}-{}", range.start, range.end - 1)
+}
+
+impl S3Backend {
+    /// The bucket this backend addresses.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn copy_source(&self, src: &str) -> String {
+        format!("{}/{}", self.bucket, encode_copy_key(src))
+    }
+
+    /// One GET attempt including the body read. `Ok(None)` = range not satisfiable.
+    async fn get_once(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Option<Bytes>> {
+        let res = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(range_header(range))
+            .set_if_match(if_match.map(|e| e.as_str().to_owned()))
+            .send()
+            .await;
+        let out = match res {
+            Ok(o) => o,
+            Err(e) if is_invalid_range(&e) => return Ok(None),
+            Err(e) => return Err(classify("get", key, e)),
+        };
+        let expected = out.content_length().and_then(|n| u64::try_from(n).ok());
+        let body = match tokio::time::timeout(self.request_timeout, out.body.collect()).await {
+            Err(_) => {
+                return Err(BackendError::new(
+                    BackendErrorKind::Timeout,
+                    format!("get {key}: body not received within {:?}", self.request_timeout),
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(
+                    BackendError::new(BackendErrorKind::Transient, format!("get {key}: reading body")).with_source(e),
+                )
+            }
+            Ok(Ok(b)) => b.into_bytes(),
+        };
+        if let Some(n) = expected {
+            if u64::try_from(body.len()).ok() != Some(n) {
+                return Err(BackendError::new(
+                    BackendErrorKind::Transient,
+                    format!("get {key}: body truncated ({} of {n} bytes)", body.len()),
+                ));
+            }
+        }
+        Ok(Some(body))
+    }
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    fn describe(&self) -> String {
+        match &self.endpoint {
+            Some(ep) => format!("s3://{} at {ep}", self.bucket),
+            None => format!("s3://{}", self.bucket),
+        }
+    }
+
+    async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify("head", key, e))?;
+        Ok(ObjectMeta::new(
+            key,
+            to_size(out.content_length()),
+            to_system_time(out.last_modified()),
+            out.e_tag().map(ETag::new),
+        ))
+    }
+
+    async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
+        if range.is_empty() {
+            // S3 cannot express an empty range; still report a missing key or changed ETag.
+            let meta = self.head(key).await?;
+            if let (Some(want), Some(have)) = (if_match, meta.etag.as_ref()) {
+                if want != have {
+                    return Err(BackendError::new(
+                        BackendErrorKind::PreconditionFailed,
+                        format!("get {key}"),
+                    ));
+                }
+            }
+            return Ok(Bytes::new());
+        }
+        let mut attempt = 1;
+        loop {
+            match self.get_once(key, range, if_match).await {
+                Ok(body) => return Ok(body.unwrap_or_default()),
+                Err(e) if e.is_retryable() && attempt < self.body_attempts => {
+                    tracing::debug!(key, attempt, error = %e, "retrying GET after body failure");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn list(&self, params: &ListParams) -> BackendResult<ListPage> {
+        let max_keys = params.max_keys.map(|n| i32::try_from(n.min(1000)).unwrap_or(1000));
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&params.prefix)
+            .set_delimiter(params.delimited.then(|| "/".to_owned()))
+            .set_continuation_token(params.continuation.clone())
+            .set_max_keys(max_keys)
+            .send()
+            .await
+            .map_err(|e| classify("list", &params.prefix, e))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectMeta::new(
+                    o.key()?,
+                    to_size(o.size()),
+                    to_system_time(o.last_modified()),
+                    o.e_tag().map(ETag::new),
+                ))
+            })
+            .collect();
+        let common_prefixes = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_owned))
+            .collect();
+        let next = if out.is_truncated() == Some(true) {
+            out.next_continuation_token().map(str::to_owned)
+        } else {
+            None
+        };
+        Ok(ListPage::new(objects, common_prefixes, next))
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> BackendResult<PutResult> {
+        let len = i64::try_from(data.len()).unwrap_or(i64::MAX);
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(len)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| classify("put", key, e))?;
+        Ok(PutResult::new(out.e_tag().map(ETag::new)))
+    }
+
+    async fn create_multipart(&self, key: &str) -> BackendResult<UploadId> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify("create multipart", key, e))?;
+        out.upload_id()
+            .map(|id| UploadId(id.to_owned()))
+            .ok_or_else(|| missing("create multipart", "UploadId"))
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        part_number: u32,
+        data: Bytes,
+    ) -> BackendResult<CompletedPart> {
+        let part = part_no(part_number)?;
+        let len = i64::try_from(data.len()).unwrap_or(i64::MAX);
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.0)
+            .part_number(part)
+            .content_length(len)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| classify("upload part", key, e))?;
+        let etag = out.e_tag().ok_or_else(|| missing("upload part", "ETag"))?;
+        Ok(CompletedPart {
+            part_number,
+            etag: ETag::new(etag),
+        })
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        part_number: u32,
+        src: &str,
+        range: ByteRange,
+    ) -> BackendResult<CompletedPart> {
+        if range.is_empty() {
+            return Err(BackendError::new(
+                BackendErrorKind::InvalidRequest,
+                format!("upload part copy {key}: empty source range"),
+            ));
+        }
+        let part = part_no(part_number)?;
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.0)
+            .part_number(part)
+            .copy_source(self.copy_source(src))
+            .copy_source_range(range_header(range))
+            .send()
+            .await
+            .map_err(|e| classify("upload part copy", key, e))?;
+        let etag = out
+            .copy_part_result()
+            .and_then(|r| r.e_tag())
+            .ok_or_else(|| missing("upload part copy", "ETag"))?;
+        Ok(CompletedPart {
+            part_number,
+            etag: ETag::new(etag),
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[CompletedPart],
+    ) -> BackendResult<PutResult> {
+        let mut sdk_parts = Vec::with_capacity(parts.len());
+        for p in parts {
+            sdk_parts.push(
+                SdkCompletedPart::builder()
+                    .part_number(part_no(p.part_number)?)
+                    .e_tag(p.etag.as_str())
+                    .build(),
+            );
+        }
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.0)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(sdk_parts)).build())
+            .send()
+            .await
+            .map_err(|e| classify("complete multipart", key, e))?;
+        Ok(PutResult::new(out.e_tag().map(ETag::new)))
+    }
+
+    async fn abort_multipart(&self, key: &str, upload: &UploadId) -> BackendResult<()> {
+        let res = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.0)
+            .send()
+            .await;
+        match res.map_err(|e| classify("abort multipart", key, e)) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.kind(), BackendErrorKind::NoSuchUpload | BackendErrorKind::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_multipart_uploads(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
+        let mut v = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        // Bounded: 1000 pages of 1000 uploads is far beyond any sane bucket.
+        for _ in 0..1000 {
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| classify("list multipart uploads", prefix, e))?;
+            for u in out.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                    v.push(MultipartUploadInfo::new(
+                        k,
+                        UploadId(id.to_owned()),
+                        to_system_time(u.initiated()),
+                    ));
+                }
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            id_marker = out.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        Ok(v)
+    }
+
+    async fn copy(&self, src: &str, dst: &str) -> BackendResult<PutResult> {
+        let out = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(dst)
+            .copy_source(self.copy_source(src))
+            .send()
+            .await
+            .map_err(|e| classify("copy", src, e))?;
+        Ok(PutResult::new(
+            out.copy_object_result().and_then(|r| r.e_tag()).map(ETag::new),
+        ))
+    }
+
+    async fn delete(&self, key: &str) -> BackendResult<()> {
+        let res = self.client.delete_object().bucket(&self.bucket).key(key).send().await;
+        match res.map_err(|e| classify("delete", key, e)) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == BackendErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn part_no(n: u32) -> BackendResult<i32> {
+    match i32::try_from(n) {
+        Ok(p) if (1..=10_000).contains(&p) => Ok(p),
+        _ => Err(BackendError::new(
+            BackendErrorKind::InvalidRequest,
+            format!("part number {n} outside 1..=10000"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_case::test_case;
+
+    #[test_case(Some(404), None => BackendErrorKind::NotFound; "head 404 without body")]
+    #[test_case(Some(403), None => BackendErrorKind::AccessDenied; "head 403 without body")]
+    #[test_case(Some(404), Some("NoSuchBucket") => BackendErrorKind::BucketNotFound)]
+    #[test_case(Some(404), Some("NoSuchKey") => BackendErrorKind::NotFound)]
+    #[test_case(Some(404), Some("NoSuchUpload") => BackendErrorKind::NoSuchUpload)]
+    #[test_case(Some(412), Some("PreconditionFailed") => BackendErrorKind::PreconditionFailed)]
+    #[test_case(Some(412), None => BackendErrorKind::PreconditionFailed; "412 without body")]
+    #[test_case(Some(403), Some("SignatureDoesNotMatch") => BackendErrorKind::SignatureMismatch)]
+    #[test_case(Some(403), Some("InvalidAccessKeyId") => BackendErrorKind::InvalidAccessKey)]
+    #[test_case(Some(403), Some("AccessDenied") => BackendErrorKind::AccessDenied)]
+    #[test_case(Some(503), Some("SlowDown") => BackendErrorKind::Throttled)]
+    #[test_case(Some(503), None => BackendErrorKind::Throttled; "503 without body")]
+    #[test_case(Some(429), None => BackendErrorKind::Throttled)]
+    #[test_case(Some(500), Some("InternalError") => BackendErrorKind::Transient)]
+    #[test_case(Some(502), None => BackendErrorKind::Transient)]
+    #[test_case(Some(400), Some("InvalidArgument") => BackendErrorKind::InvalidRequest)]
+    #[test_case(Some(501), Some("NotImplemented") => BackendErrorKind::Unsupported)]
+    fn response_kinds(status: Option<u16>, code: Option<&str>) -> BackendErrorKind {
+        kind_from_response(status, code)
+    }
+
+    #[test]
+    fn copy_source_is_percent_encoded() {
+        assert_eq!(encode_copy_key("a b/ü+?.txt"), "a%20b/%C3%BC%2B%3F.txt");
+    }
+
+    #[test]
+    fn part_numbers_are_range_checked() {
+        assert!(part_no(0).is_err());
+        assert!(part_no(10_001).is_err());
+        assert_eq!(part_no(7).unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn pool_shares_clients_and_hides_secret() {
+        let cfg = S3BackendConfig {
+            endpoint: Some("http://127.0.0.1:9".to_owned()),
+            region: "auto".to_owned(),
+            force_path_style: true,
+            bucket: "b1".to_owned(),
+            credentials: S3Credentials::Static {
+                access_key_id: "AKID".to_owned(),
+                secret_access_key: Secret::new("super-secret-value"),
+                session_token: None,
+            },
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            max_attempts: 1,
+        };
+        let pool = S3ClientPool::new();
+        let a = pool.backend(&cfg).await.unwrap();
+        let mut cfg2 = cfg.clone();
+        cfg2.bucket = "b2".to_owned();
+        let b = pool.backend(&cfg2).await.unwrap();
+        assert_eq!(pool.clients.lock().await.len(), 1);
+        assert_eq!(b.bucket(), "b2");
+        let text = format!("{a:?} {cfg:?} {}", a.describe());
+        assert!(!text.contains("super-secret-value"), "{text}");
+        let mut bad = cfg.clone();
+        bad.bucket = String::new();
+        assert_eq!(
+            pool.backend(&bad).await.unwrap_err().kind(),
+            BackendErrorKind::InvalidRequest
+        );
+    }
+}
