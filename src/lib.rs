@@ -7,4 +7,5 @@
 //! (block cache) / `backend` (object storage trait and implementations).
 
 pub mod backend;
+pub mod check;
 pub mod secret;
