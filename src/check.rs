@@ -1,6 +1,7 @@
 //! Connection probe: the "test connection" button.
 //!
-//! [`probe`] exercises what the filesystem needs from a backend, in order: put a small object
+//! [`probe`] exercises what the filesystem needs from a backend, in order: list the bucket
+//! (catches a missing bucket even on servers that create buckets on write), put a small object
 //! under a unique key, head it, read a range back and compare, create and abort a multipart
 //! upload, delete the object. The first failing step is reported with a message a user can
 //! act on ("put failed: signature mismatch (wrong secret access key?)"). The probe object is
@@ -12,11 +13,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::backend::{Backend, BackendError, BackendErrorKind, ByteRange};
+use crate::backend::{Backend, BackendError, BackendErrorKind, ByteRange, ListParams};
 
 /// One step of the probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeStep {
+    /// List one key of the bucket.
+    List,
     /// Write a small object.
     Put,
     /// Read its metadata.
@@ -32,6 +35,7 @@ pub enum ProbeStep {
 impl fmt::Display for ProbeStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Self::List => "list",
             Self::Put => "put",
             Self::Head => "head",
             Self::Get => "get",
@@ -109,8 +113,18 @@ fn probe_key() -> String {
 /// Run the probe against `backend`. See the module docs for the steps.
 pub async fn probe(backend: &dyn Backend) -> Result<ProbeReport, ProbeError> {
     let key = probe_key();
-    let mut steps = Vec::with_capacity(5);
+    let mut steps = Vec::with_capacity(6);
     let fail = |step, error| ProbeError { step, error };
+
+    let t = Instant::now();
+    backend
+        .list(&ListParams::new(".byosfs-check-", false).with_max_keys(1))
+        .await
+        .map_err(|e| fail(ProbeStep::List, e))?;
+    steps.push(StepTiming {
+        step: ProbeStep::List,
+        latency: t.elapsed(),
+    });
 
     let t = Instant::now();
     backend
@@ -219,6 +233,7 @@ mod tests {
         assert_eq!(
             steps,
             vec![
+                ProbeStep::List,
                 ProbeStep::Put,
                 ProbeStep::Head,
                 ProbeStep::Get,
