@@ -1,0 +1,8 @@
+//! Helpers shared by integration tests: real S3 servers on loopback.
+//!
+//! Each test binary compiles this module separately and uses only part of it.
+// Test-only code: panicking on a broken fixture is the right failure mode.
+#![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
+
+pub mod moto;
+pub mod s3server;

@@ -1,0 +1,171 @@
+//! A real S3 server (s3s + s3s-fs) on 127.0.0.1 with signature checking, for tests.
+//!
+//! It runs on its own tokio runtime in a background thread, so tests using any runtime (or
+//! none, or child processes) can talk to it. [`TestS3Server::stop`] drops the runtime, which
+//! closes the listener and cuts every open connection: a "server died" event.
+//!
+//! Limits of s3s-fs (gate tests on them): objects are files, so `a` and `a/b` cannot both
+//! exist and `dir/` markers cannot be stored; listings omit ETags and scan the whole bucket;
+//! HEAD on a directory answers 500; `GetObject` ignores `If-Match`; `ListMultipartUploads` is
+//! not implemented; aborting an unknown upload answers AccessDenied.
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use byosfs::backend::s3::{S3BackendConfig, S3Credentials};
+use byosfs::secret::Secret;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::{S3Auth, SecretKey, SimpleAuth};
+use s3s::service::S3ServiceBuilder;
+use s3s::{s3_error, S3Result};
+use tokio::sync::oneshot;
+
+/// A running s3s-fs server; stopped on drop.
+#[derive(Debug)]
+pub struct TestS3Server {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// Access key the server accepts.
+    pub access_key: String,
+    /// Secret key the server accepts.
+    pub secret_key: String,
+    /// Directory holding the buckets (one subdirectory each).
+    pub root: PathBuf,
+    _dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestS3Server {
+    /// Start a server with the given (empty) buckets.
+    pub fn start(buckets: &[&str]) -> TestS3Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        for b in buckets {
+            std::fs::create_dir(root.join(b)).expect("create bucket dir");
+        }
+        let access_key = "test-access-key".to_owned();
+        let secret_key = "test-secret-key-do-not-use".to_owned();
+        // Bind here so the port is known before returning, and the server is accepting
+        // (queueing in the backlog) before any test request is made.
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (tx, rx) = oneshot::channel();
+        let (ak, sk, fs_root) = (access_key.clone(), secret_key.clone(), root.clone());
+        let thread = std::thread::Builder::new()
+            .name("test-s3-server".to_owned())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("server runtime");
+                rt.block_on(serve(listener, fs_root, ak, sk, rx));
+                // Dropping the runtime cancels every connection task mid-flight.
+                rt.shutdown_background();
+            })
+            .expect("spawn server thread");
+        TestS3Server {
+            endpoint,
+            access_key,
+            secret_key,
+            root,
+            _dir: dir,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop listening and cut open connections. Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// A path-style SDK client for direct upload/inspection.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(&self.access_key, &self.secret_key, None, None, "test"))
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// Backend configuration for `bucket` on this server, with short timeouts.
+    pub fn s3_config(&self, bucket: &str) -> S3BackendConfig {
+        S3BackendConfig {
+            endpoint: Some(self.endpoint.clone()),
+            region: "us-east-1".to_owned(),
+            force_path_style: true,
+            bucket: bucket.to_owned(),
+            credentials: S3Credentials::Static {
+                access_key_id: self.access_key.clone(),
+                secret_access_key: Secret::new(self.secret_key.clone()),
+                session_token: None,
+            },
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            max_attempts: 2,
+        }
+    }
+}
+
+impl Drop for TestS3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `SimpleAuth`, but an unknown access key is `InvalidAccessKeyId` as on AWS (SimpleAuth
+/// answers `NotSignedUp`).
+struct AwsLikeAuth(SimpleAuth);
+
+#[async_trait::async_trait]
+impl S3Auth for AwsLikeAuth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        match self.0.lookup(access_key) {
+            Some(s) => Ok(s.clone()),
+            None => Err(s3_error!(InvalidAccessKeyId)),
+        }
+    }
+}
+
+async fn serve(listener: StdListener, root: PathBuf, ak: String, sk: String, mut stop: oneshot::Receiver<()>) {
+    let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs root");
+    let service = {
+        let mut b = S3ServiceBuilder::new(fs);
+        b.set_auth(AwsLikeAuth(SimpleAuth::from_single(ak, sk)));
+        b.build()
+    };
+    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    let http = ConnBuilder::new(TokioExecutor::new());
+    loop {
+        let socket = tokio::select! {
+            res = listener.accept() => match res {
+                Ok((s, _)) => s,
+                Err(_) => continue,
+            },
+            _ = &mut stop => break,
+        };
+        // Without this, s3s-fs's small responses wait ~40 ms on delayed ACK.
+        let _ = socket.set_nodelay(true);
+        let conn = http
+            .serve_connection(TokioIo::new(socket), service.clone())
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
