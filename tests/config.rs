@@ -540,6 +540,7 @@ fn prefix_isolation(first: &str, second: &str, ok: bool) {
             let issue = &e.issues()[0];
             assert_eq!(issue.field, "tenants[1].prefix");
             assert!(issue.message.contains("overlaps tenant \"one\""), "{issue}");
+            assert_eq!(issue.line, Some(line_of(&text, &format!("prefix = {second:?}"))));
         }
     }
 }

@@ -545,7 +545,8 @@ impl Validator<'_> {
                         "prefix {prefix:?} on backend {backend:?} overlaps tenant {other:?} (line {other_line}): \
                          tenants on the same storage need disjoint prefixes such as \"{name}/\""
                     );
-                    self.push(Some(t_span.clone()), f("prefix"), msg);
+                    let at = t.prefix.as_ref().map_or(t_span.clone(), Spanned::span);
+                    self.push(Some(at), f("prefix"), msg);
                     continue;
                 }
                 placed.push((here, tenants.len(), line));
