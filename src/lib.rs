@@ -8,4 +8,6 @@
 
 pub mod backend;
 pub mod check;
+pub mod cli;
+pub mod config;
 pub mod secret;

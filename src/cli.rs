@@ -1,0 +1,247 @@
+//! Command line (clap derive) and tracing setup.
+//!
+//! ```text
+//! byosfs mount --config FILE MOUNTPOINT [--daemon] [--allow-other] [--read-only] [--log-level LEVEL]
+//! byosfs check --config FILE [--tenant NAME]
+//! ```
+//! Flags given on the command line override the config file (they can only switch options
+//! on, never off). `main` parses [`Cli`], calls [`init_tracing`], loads the config and applies
+//! [`MountArgs::apply`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+/// Level used when neither `--log-level` nor `RUST_LOG` is given.
+const DEFAULT_LEVEL: &str = "info";
+
+/// byosfs: mount one directory per tenant, each backed by that tenant's own object storage
+/// (S3-compatible or a local directory).
+#[derive(Debug, Parser)]
+#[command(name = "byosfs", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log verbosity: error, warn, info, debug or trace (applies to byosfs; other crates stay
+    /// at warn), or a full tracing filter such as "byosfs=debug,aws_smithy_runtime=info".
+    /// Without it, RUST_LOG is used, then "info". Logs go to stderr.
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_level)]
+    pub log_level: Option<String>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount the filesystem (in the foreground unless --daemon).
+    Mount(MountArgs),
+    /// Validate the config file and check that each tenant's storage is reachable.
+    Check(CheckArgs),
+}
+
+/// `byosfs mount`.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// Config file (TOML); see config.example.toml.
+    #[arg(short, long, value_name = "FILE", env = "BYOSFS_CONFIG")]
+    pub config: PathBuf,
+
+    /// Empty directory to mount on; each tenant appears as a subdirectory.
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+
+    /// Detach from the terminal after the mount is ready (default: stay in the foreground;
+    /// stop with Ctrl-C or `fusermount3 -u MOUNTPOINT`).
+    #[arg(long)]
+    pub daemon: bool,
+
+    /// Let users other than the one mounting access the files (overrides [mount]
+    /// allow_other; non-root users need user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    pub allow_other: bool,
+
+    /// Mount every tenant read-only (overrides [mount] read_only and per-tenant settings).
+    #[arg(long)]
+    pub read_only: bool,
+}
+
+impl MountArgs {
+    /// Apply command-line overrides to a loaded config.
+    pub fn apply(&self, config: &mut Config) {
+        if self.allow_other {
+            config.mount.allow_other = true;
+        }
+        if self.read_only {
+            config.mount.read_only = true;
+            for tenant in &mut config.tenants {
+                tenant.read_only = true;
+            }
+        }
+    }
+}
+
+/// `byosfs check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Config file (TOML) to validate.
+    #[arg(short, long, value_name = "FILE", env = "BYOSFS_CONFIG")]
+    pub config: PathBuf,
+
+    /// Check only this tenant's storage (the whole file is still validated).
+    #[arg(long, value_name = "NAME")]
+    pub tenant: Option<String>,
+}
+
+/// Expand a bare level to a filter for byosfs only; pass anything else through.
+fn level_to_filter(level: &str) -> String {
+    let level = level.trim();
+    match level.to_ascii_lowercase().as_str() {
+        "error" | "warn" | "info" | "debug" | "trace" | "off" => {
+            format!("warn,byosfs={}", level.to_ascii_lowercase())
+        }
+        _ => level.to_owned(),
+    }
+}
+
+/// clap value parser: refuse filters tracing cannot parse, at argument parsing time.
+fn parse_level(level: &str) -> Result<String, String> {
+    EnvFilter::try_new(level_to_filter(level))
+        .map(|_| level.to_owned())
+        .map_err(|e| format!("{e}; use error, warn, info, debug, trace or a tracing filter directive"))
+}
+
+/// Install the global tracing subscriber: stderr, filter from `level` (see
+/// [`Cli::log_level`]), else `RUST_LOG`, else "info". Calling it twice is harmless (the
+/// second call does nothing), which keeps tests simple.
+pub fn init_tracing(level: Option<&str>) {
+    let mut rejected = None;
+    let filter = match level.map(level_to_filter) {
+        Some(directives) => EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+            rejected = Some(format!("--log-level {directives:?}: {e}"));
+            EnvFilter::new(DEFAULT_LEVEL)
+        }),
+        None => match EnvFilter::try_from_default_env() {
+            Ok(filter) => filter,
+            Err(e) => {
+                if std::env::var_os(EnvFilter::DEFAULT_ENV).is_some() {
+                    rejected = Some(format!("RUST_LOG: {e}"));
+                }
+                EnvFilter::new(DEFAULT_LEVEL)
+            }
+        },
+    };
+    let installed = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .is_ok();
+    if let (true, Some(why)) = (installed, rejected) {
+        tracing::warn!("ignoring invalid log filter ({why}); using {DEFAULT_LEVEL:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("byosfs").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn mount_defaults_to_foreground() {
+        let cli = parse(&["mount", "--config", "c.toml", "/mnt/x"]).unwrap();
+        let Command::Mount(m) = cli.command else {
+            panic!("expected mount");
+        };
+        assert_eq!(m.config, PathBuf::from("c.toml"));
+        assert_eq!(m.mountpoint, PathBuf::from("/mnt/x"));
+        assert!(!m.daemon && !m.allow_other && !m.read_only);
+        assert_eq!(cli.log_level, None);
+    }
+
+    #[test]
+    fn mount_flags() {
+        let cli = parse(&[
+            "mount",
+            "-c",
+            "c.toml",
+            "/mnt/x",
+            "--daemon",
+            "--allow-other",
+            "--read-only",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        let Command::Mount(m) = cli.command else {
+            panic!("expected mount");
+        };
+        assert!(m.daemon && m.allow_other && m.read_only);
+        assert_eq!(cli.log_level.as_deref(), Some("debug"));
+    }
+
+    #[test]
+    fn check_with_tenant() {
+        let cli = parse(&["--log-level", "warn", "check", "--config", "c.toml", "--tenant", "acme"]).unwrap();
+        let Command::Check(c) = cli.command else {
+            panic!("expected check");
+        };
+        assert_eq!(c.tenant.as_deref(), Some("acme"));
+        assert_eq!(cli.log_level.as_deref(), Some("warn"));
+    }
+
+    #[test]
+    fn bad_invocations_are_rejected() {
+        assert!(
+            parse(&["mount", "--config", "c.toml"]).is_err(),
+            "mountpoint is required"
+        );
+        assert!(parse(&["mount", "/mnt/x", "--config", "c.toml", "--log-level", "byosfs=loud"]).is_err());
+        assert!(parse(&["frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn help_explains_every_flag() {
+        let mut cmd = Cli::command();
+        // Global args reach subcommands when the command is built.
+        cmd.build();
+        let mount = cmd.find_subcommand_mut("mount").unwrap().render_long_help().to_string();
+        for flag in [
+            "--config",
+            "MOUNTPOINT",
+            "--daemon",
+            "--allow-other",
+            "--read-only",
+            "--log-level",
+        ] {
+            assert!(mount.contains(flag), "mount help lacks {flag}:\n{mount}");
+        }
+        let check = cmd.find_subcommand_mut("check").unwrap().render_long_help().to_string();
+        assert!(check.contains("--tenant") && check.contains("--config"), "{check}");
+    }
+
+    #[test]
+    fn level_expansion() {
+        assert_eq!(level_to_filter("debug"), "warn,byosfs=debug");
+        assert_eq!(level_to_filter("byosfs=trace,hyper=info"), "byosfs=trace,hyper=info");
+        assert!(parse_level("TRACE").is_ok());
+    }
+
+    #[test]
+    fn init_tracing_twice_is_harmless() {
+        init_tracing(Some("debug"));
+        init_tracing(None);
+        tracing::debug!("still alive");
+    }
+}

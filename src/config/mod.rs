@@ -1,0 +1,276 @@
+//! Configuration: a TOML file → validated, fully resolved, typed [`Config`].
+//!
+//! Pipeline: `toml` + serde into `raw` structs (unknown keys and wrong types are errors, with
+//! their line) → `validate` applies defaults and presets, checks every rule and collects *all*
+//! problems → [`Config`], in which nothing is optional that has a default, sizes are bytes,
+//! durations are [`Duration`]s, tenants know their backend and full key prefix, and
+//! credentials have been read (environment variables and secrets files are read at load time,
+//! so a typo fails `byosfs check`, not the first upload).
+//!
+//! Errors look like `config.toml:14: tenants[2].backend: unknown backend "r3" (defined: "r2",
+//! "local")` (0-based array index) and never contain secret values. This module depends on
+//! nothing else in the crate except [`crate::secret`]; `app` translates it into the
+//! per-layer configs.
+
+mod checks;
+mod credentials;
+mod provider;
+mod raw;
+mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use credentials::Credentials;
+pub use provider::Provider;
+
+/// Smallest S3 multipart part (except the last). Same value as `backend::MIN_PART_SIZE`,
+/// repeated because config must not depend on the backend layer.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// Largest S3 multipart part.
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Absolute path of the file this was loaded from.
+    pub source: PathBuf,
+    /// FUSE mount options.
+    pub mount: MountConfig,
+    /// Read path: block cache and read-ahead.
+    pub cache: CacheConfig,
+    /// Write path: multipart uploads and staging.
+    pub write: WriteConfig,
+    /// Backends by name. Every backend here is referenced by at least one tenant or not
+    /// (unused ones are kept, with a warning logged).
+    pub backends: BTreeMap<String, BackendConfig>,
+    /// Tenants in file order; names are unique.
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// `[mount]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountConfig {
+    /// Let other users access the mount (`allow_other`; needs `user_allow_other` in
+    /// /etc/fuse.conf for non-root). Default false.
+    pub allow_other: bool,
+    /// Refuse all writes on every tenant. Default false.
+    pub read_only: bool,
+    /// Default owner of files; `None`: the uid of the mounting process.
+    pub uid: Option<u32>,
+    /// Default group of files; `None`: the gid of the mounting process.
+    pub gid: Option<u32>,
+    /// Filesystem name shown in `mount`/`df`. Default "byosfs".
+    pub fs_name: String,
+    /// How long the kernel may cache attributes. Default 1s.
+    pub attr_ttl: Duration,
+    /// How long the kernel may cache name lookups. Default 1s.
+    pub entry_ttl: Duration,
+    /// FUSE event-loop threads. Default 4.
+    pub threads: usize,
+}
+
+/// `[cache]`: the read path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Block cache budget in bytes. Default 512 MiB.
+    pub memory: u64,
+    /// Cache block size in bytes, a power of two ≤ `memory`. Default 1 MiB.
+    pub block_size: u64,
+    /// First read-ahead window of a sequential stream. Default 1 MiB.
+    pub readahead_initial: u64,
+    /// Read-ahead window cap (the window doubles up to this). Default 64 MiB.
+    pub readahead_max: u64,
+    /// Sequential streams tracked per open file. Default 4.
+    pub max_streams: usize,
+    /// How long object metadata (size, ETag, listings) is trusted. Default 1s.
+    pub metadata_ttl: Duration,
+    /// How long "no such object" is trusted. Default 1s.
+    pub negative_ttl: Duration,
+}
+
+/// `[write]`: the write path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteConfig {
+    /// Multipart part size in bytes, in [5 MiB, 5 GiB]. Default 8 MiB. With S3's 10 000
+    /// part limit this caps a file at `part_size * 10 000` (80 GB at the default).
+    pub part_size: u64,
+    /// Write buffer budget in bytes shared by all open files, ≥ `part_size`. Default 256 MiB.
+    pub memory: u64,
+    /// Parts uploaded concurrently per file. Default 4.
+    pub max_concurrent_parts: usize,
+    /// Directory for data that must be rewritten before upload (seeking writers);
+    /// `None`: a private directory under the system temp dir. Absolute.
+    pub staging_dir: Option<PathBuf>,
+    /// Staging disk budget in bytes. Default 10 GiB.
+    pub staging_limit: u64,
+    /// Largest directory rename (in objects copied) that is allowed. Default 1000.
+    pub max_rename_entries: usize,
+}
+
+/// A storage backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendConfig {
+    /// An S3-compatible service.
+    S3(S3Config),
+    /// A local directory used as a bucket.
+    Local(LocalConfig),
+}
+
+/// `[backends.NAME]` with `type = "s3"`, presets applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// The preset the values were derived from.
+    pub provider: Provider,
+    /// Endpoint URL (`http(s)://host[:port][/path]`); `None`: AWS resolves it from the region.
+    pub endpoint: Option<String>,
+    /// Signing region.
+    pub region: String,
+    /// Path-style (`host/bucket/key`) instead of virtual-hosted addressing.
+    pub force_path_style: bool,
+    /// Bucket name (non-empty).
+    pub bucket: String,
+    /// Backend-wide key prefix, "" or ending in "/"; already included in each tenant's prefix.
+    pub prefix: String,
+    /// Resolved credentials.
+    pub credentials: Credentials,
+    /// Per-attempt timeout of one request. Default 60s.
+    pub request_timeout: Duration,
+    /// TCP/TLS connect timeout. Default 5s.
+    pub connect_timeout: Duration,
+    /// Attempts per request including the first, ≥ 1. Default 3.
+    pub max_attempts: u32,
+}
+
+/// `[backends.NAME]` with `type = "local"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalConfig {
+    /// Absolute root directory (relative paths in the file are resolved against the config
+    /// file's directory). May not exist yet: the app creates it.
+    pub root: PathBuf,
+    /// Backend-wide key prefix, "" or ending in "/"; already included in each tenant's prefix.
+    pub prefix: String,
+}
+
+/// One `[[tenants]]` entry, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantConfig {
+    /// Directory name under the mount point; a valid single path component.
+    pub name: String,
+    /// Key of this tenant's backend in [`Config::backends`].
+    pub backend: String,
+    /// Full key prefix within the bucket/root (backend prefix + tenant prefix, or
+    /// `"<name>/"` for tenants placed on the default backend without a prefix). "" or
+    /// ending in "/"; never contains "." or ".." segments; no two tenants on the same
+    /// storage have equal or nested prefixes.
+    pub prefix: String,
+    /// Refuse writes in this tenant (also forced by [`MountConfig::read_only`]).
+    pub read_only: bool,
+    /// Owner of this tenant's files; falls back to [`MountConfig::uid`].
+    pub uid: Option<u32>,
+    /// Group of this tenant's files; falls back to [`MountConfig::gid`].
+    pub gid: Option<u32>,
+    /// Permission bits of the tenant's directories (files get the same bits without execute).
+    /// Default 0o755.
+    pub mode: u32,
+}
+
+impl Config {
+    /// Read, parse and validate `path`. Relative paths inside are resolved against the
+    /// file's directory; environment variables and secrets files are read now.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parse and validate `text` as if it had been read from `path` (used for error
+    /// messages and to resolve relative paths).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        validate::parse(text, path, &|var| std::env::var(var).ok())
+    }
+
+    /// The tenant called `name`.
+    pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// The backend a tenant uses (always present in a validated config).
+    pub fn backend_of(&self, tenant: &TenantConfig) -> Option<&BackendConfig> {
+        self.backends.get(&tenant.backend)
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read config file: {source}", path.display())]
+    Read {
+        /// The path given.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file has syntax errors, unknown keys, wrong types or invalid values. All problems
+    /// found are listed, one per line.
+    #[error("{}", Issues(.0))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+impl ConfigError {
+    /// The individual problems (empty for [`ConfigError::Read`]).
+    pub fn issues(&self) -> &[ConfigIssue] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid(issues) => issues,
+        }
+    }
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The config file, as given.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted path of the offending key, e.g. `tenants[2].backend` (may be empty for syntax
+    /// errors).
+    pub field: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+struct Issues<'a>(&'a [ConfigIssue]);
+
+impl fmt::Display for Issues<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}

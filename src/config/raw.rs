@@ -1,0 +1,152 @@
+//! The config file as serde sees it: every table `deny_unknown_fields`, every optional key an
+//! `Option` (defaults are applied in `validate`, where they are documented once), and values
+//! that may be rejected later wrapped in `Spanned` so the error can name their line.
+//!
+//! Backends are one flat table with a `type` key rather than a serde-tagged enum: tagged enums
+//! buffer their content, which loses `Spanned` positions and turns every typo into "data did
+//! not match any variant". Keys that do not belong to the chosen type are refused in
+//! `validate` with a message naming the type.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::credentials::RawCredentials;
+use super::provider::Provider;
+use super::units::{ByteSize, DurationValue};
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub(crate) mount: RawMount,
+    #[serde(default)]
+    pub(crate) cache: RawCache,
+    #[serde(default)]
+    pub(crate) write: RawWrite,
+    #[serde(default)]
+    pub(crate) defaults: RawDefaults,
+    #[serde(default)]
+    pub(crate) backends: BTreeMap<String, Spanned<RawBackend>>,
+    #[serde(default)]
+    pub(crate) tenants: Vec<Spanned<RawTenant>>,
+}
+
+/// `[mount]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMount {
+    pub(crate) allow_other: Option<bool>,
+    pub(crate) read_only: Option<bool>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) fs_name: Option<Spanned<String>>,
+    pub(crate) attr_ttl: Option<DurationValue>,
+    pub(crate) entry_ttl: Option<DurationValue>,
+    pub(crate) threads: Option<Spanned<usize>>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub(crate) memory: Option<Spanned<ByteSize>>,
+    pub(crate) block_size: Option<Spanned<ByteSize>>,
+    pub(crate) readahead_initial: Option<Spanned<ByteSize>>,
+    pub(crate) readahead_max: Option<Spanned<ByteSize>>,
+    pub(crate) max_streams: Option<Spanned<usize>>,
+    pub(crate) metadata_ttl: Option<DurationValue>,
+    pub(crate) negative_ttl: Option<DurationValue>,
+}
+
+/// `[write]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWrite {
+    pub(crate) part_size: Option<Spanned<ByteSize>>,
+    pub(crate) memory: Option<Spanned<ByteSize>>,
+    pub(crate) max_concurrent_parts: Option<Spanned<usize>>,
+    pub(crate) staging_dir: Option<PathBuf>,
+    pub(crate) staging_limit: Option<ByteSize>,
+    pub(crate) max_rename_entries: Option<Spanned<usize>>,
+}
+
+/// `[defaults]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefaults {
+    pub(crate) backend: Option<Spanned<String>>,
+}
+
+/// `type = ...` of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BackendKind {
+    S3,
+    Local,
+}
+
+/// `[backends.NAME]`; which keys are allowed depends on `type`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    #[serde(rename = "type")]
+    pub(crate) kind: BackendKind,
+    // s3
+    pub(crate) provider: Option<Provider>,
+    pub(crate) account_id: Option<Spanned<String>>,
+    pub(crate) project_ref: Option<Spanned<String>>,
+    pub(crate) region: Option<Spanned<String>>,
+    pub(crate) endpoint: Option<Spanned<String>>,
+    pub(crate) force_path_style: Option<bool>,
+    pub(crate) bucket: Option<Spanned<String>>,
+    pub(crate) prefix: Option<Spanned<String>>,
+    pub(crate) credentials: Option<Spanned<RawCredentials>>,
+    pub(crate) allow_inline_secrets: Option<bool>,
+    pub(crate) request_timeout: Option<DurationValue>,
+    pub(crate) connect_timeout: Option<DurationValue>,
+    pub(crate) max_attempts: Option<Spanned<u32>>,
+    // local
+    pub(crate) root: Option<Spanned<PathBuf>>,
+}
+
+impl RawBackend {
+    /// Names of the S3-only keys that are set (for "not valid for type local" errors).
+    pub(crate) fn s3_keys_set(&self) -> Vec<&'static str> {
+        let flags = [
+            ("provider", self.provider.is_some()),
+            ("account_id", self.account_id.is_some()),
+            ("project_ref", self.project_ref.is_some()),
+            ("region", self.region.is_some()),
+            ("endpoint", self.endpoint.is_some()),
+            ("force_path_style", self.force_path_style.is_some()),
+            ("bucket", self.bucket.is_some()),
+            ("credentials", self.credentials.is_some()),
+            ("allow_inline_secrets", self.allow_inline_secrets.is_some()),
+            ("request_timeout", self.request_timeout.is_some()),
+            ("connect_timeout", self.connect_timeout.is_some()),
+            ("max_attempts", self.max_attempts.is_some()),
+        ];
+        flags
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(name, _)| name)
+            .collect()
+    }
+}
+
+/// One `[[tenants]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTenant {
+    pub(crate) name: Spanned<String>,
+    pub(crate) backend: Option<Spanned<String>>,
+    pub(crate) prefix: Option<Spanned<String>>,
+    pub(crate) read_only: Option<bool>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) mode: Option<Spanned<String>>,
+}
