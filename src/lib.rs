@@ -7,4 +7,6 @@
 //! (block cache) / `backend` (object storage trait and implementations).
 
 pub mod backend;
+pub mod cache;
+pub mod read;
 pub mod secret;
