@@ -195,6 +195,13 @@ impl ReadAheadPolicy {
         let pending = target - s.issued_to;
         let step = (s.window / 2).min(p.max_request).max(1);
         if end > s.issued_to || pending >= step {
+            let mut target = target;
+            if target < size && pending > p.max_request {
+                // Issue whole requests only; the remainder waits to join the next one instead of
+                // going out as a small fragment.
+                let whole = s.issued_to + pending / p.max_request * p.max_request;
+                target = whole.max(align_up(end, p.block_size).min(size));
+            }
             let range = ByteRange::new(s.issued_to, target);
             s.issued_to = target;
             Some(range)
