@@ -7,7 +7,9 @@
 //! (block cache) / `backend` (object storage trait and implementations).
 
 pub mod backend;
+pub mod cache;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod read;
 pub mod secret;

@@ -1,0 +1,326 @@
+//! Block cache: a byte-budgeted LRU of fixed-size blocks of object data, shared by every open
+//! file of every tenant.
+//!
+//! Pure and synchronous: no IO and no `async`, so its lock is never held across an `.await`.
+//! Entries are keyed by ([`ObjectId`], block index). An [`ObjectId`] includes the tenant and the
+//! object *version* (the ETag when known, else size and Last-Modified), so a replaced object can
+//! never be served blocks of its predecessor and two tenants never share an entry.
+//!
+//! Invariant: [`BlockCache::used_bytes`] never exceeds the budget. Least recently used blocks
+//! are evicted *before* an insert; a block larger than the whole budget is not cached at all.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use lru::LruCache;
+
+use crate::backend::{ETag, ObjectMeta};
+
+/// Recommended block size: 1 MiB.
+///
+/// Small enough that a random 4 KiB read (sqlite, a player probing headers) does not pin much
+/// memory per hit, large enough that a 64 MiB read-ahead window is only 64 entries, so the
+/// per-block bookkeeping (hashing, LRU links) is negligible next to the data.
+pub const DEFAULT_BLOCK_SIZE: u64 = 1024 * 1024;
+
+/// Which version of an object the blocks belong to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Version {
+    /// The ETag identifies the content; Last-Modified is deliberately left out, since a
+    /// re-upload of identical bytes keeps the ETag and its cached blocks stay valid.
+    ETag(ETag),
+    /// No ETag reported: the best we have is Last-Modified (together with the size).
+    Modified(Option<SystemTime>),
+}
+
+/// One version of one object of one tenant: the identity under which its blocks are cached.
+///
+/// Cheap to clone (two reference-count increments).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectId {
+    tenant: u32,
+    key: Arc<str>,
+    size: u64,
+    version: Version,
+}
+
+impl ObjectId {
+    /// The identity of the object described by `meta`, as seen by `tenant`.
+    pub fn new(tenant: u32, meta: &ObjectMeta) -> Self {
+        let version = match &meta.etag {
+            Some(etag) => Version::ETag(etag.clone()),
+            None => Version::Modified(meta.last_modified),
+        };
+        Self {
+            tenant,
+            key: Arc::from(meta.key.as_str()),
+            size: meta.size,
+            version,
+        }
+    }
+
+    /// The tenant the object belongs to.
+    pub fn tenant(&self) -> u32 {
+        self.tenant
+    }
+
+    /// The object's key within the tenant's backend.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The ETag pinned for this version, if the backend reported one.
+    pub fn etag(&self) -> Option<&ETag> {
+        match &self.version {
+            Version::ETag(e) => Some(e),
+            Version::Modified(_) => None,
+        }
+    }
+
+    /// The object's size in bytes for this version.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// LRU state behind the cache's one lock.
+#[derive(Debug)]
+struct Inner {
+    blocks: LruCache<(ObjectId, u64), Bytes>,
+    used: u64,
+}
+
+/// A byte-budgeted LRU cache of fixed-size object blocks. See the module docs.
+#[derive(Debug)]
+pub struct BlockCache {
+    budget: u64,
+    block_size: u64,
+    inner: Mutex<Inner>,
+}
+
+impl BlockCache {
+    /// A cache holding at most `budget_bytes` of block data, for blocks of `block_size` bytes
+    /// (a `block_size` of 0 is treated as 1).
+    pub fn new(budget_bytes: u64, block_size: u64) -> Self {
+        Self {
+            budget: budget_bytes,
+            block_size: block_size.max(1),
+            inner: Mutex::new(Inner {
+                blocks: LruCache::unbounded(),
+                used: 0,
+            }),
+        }
+    }
+
+    /// Size of a block; block `i` of an object holds bytes `[i * block_size, (i + 1) * block_size)`
+    /// (the last block of an object may be shorter).
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// The byte budget given at construction.
+    pub fn budget_bytes(&self) -> u64 {
+        self.budget
+    }
+
+    /// Block `block` of `id`, marking it most recently used.
+    pub fn get(&self, id: &ObjectId, block: u64) -> Option<Bytes> {
+        // The tuple key needs an owned ObjectId; cloning it is two refcount bumps.
+        self.lock().blocks.get(&(id.clone(), block)).cloned()
+    }
+
+    /// Whether block `block` of `id` is cached, without changing the LRU order.
+    pub fn contains(&self, id: &ObjectId, block: u64) -> bool {
+        self.lock().blocks.contains(&(id.clone(), block))
+    }
+
+    /// Cache `data` as block `block` of `id`, replacing any previous entry and evicting least
+    /// recently used blocks until it fits. Data larger than the whole budget is not cached.
+    ///
+    /// The cache keeps `data` alive as given: callers that cut blocks out of a larger buffer
+    /// should copy them, or the whole buffer stays allocated behind a small accounted block.
+    pub fn insert(&self, id: &ObjectId, block: u64, data: Bytes) {
+        let len = len_u64(&data);
+        let key = (id.clone(), block);
+        let mut inner = self.lock();
+        if let Some(old) = inner.blocks.pop(&key) {
+            inner.used -= len_u64(&old);
+        }
+        if len > self.budget {
+            return;
+        }
+        while inner.used + len > self.budget {
+            match inner.blocks.pop_lru() {
+                Some((_, evicted)) => inner.used -= len_u64(&evicted),
+                // Unreachable while `used` is the sum of entry sizes; stop rather than spin.
+                None => break,
+            }
+        }
+        inner.used += len;
+        inner.blocks.push(key, data);
+    }
+
+    /// Bytes of block data currently cached; never more than the budget.
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().used
+    }
+
+    /// Number of cached blocks.
+    pub fn len(&self) -> usize {
+        self.lock().blocks.len()
+    }
+
+    /// Whether no block is cached.
+    pub fn is_empty(&self) -> bool {
+        self.lock().blocks.is_empty()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every update keeps `used` equal to the sum of entry sizes before anything that could
+        // panic, so the state behind a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn len_u64(b: &Bytes) -> u64 {
+    // usize is at most 64 bits on every supported target.
+    u64::try_from(b.len()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn meta(key: &str, size: u64, etag: Option<&str>) -> ObjectMeta {
+        ObjectMeta::new(key, size, None, etag.map(ETag::new))
+    }
+
+    fn id(key: &str) -> ObjectId {
+        ObjectId::new(1, &meta(key, 100, Some("\"e1\"")))
+    }
+
+    #[test]
+    fn get_returns_inserted_block() {
+        let cache = BlockCache::new(100, 10);
+        let a = id("a");
+        cache.insert(&a, 3, Bytes::from_static(b"0123456789"));
+        assert_eq!(cache.get(&a, 3).as_deref(), Some(&b"0123456789"[..]));
+        assert_eq!(cache.get(&a, 4), None);
+        assert_eq!(cache.used_bytes(), 10);
+    }
+
+    #[test]
+    fn evicts_least_recently_used_first() {
+        let cache = BlockCache::new(30, 10);
+        let a = id("a");
+        for b in 0..3 {
+            cache.insert(&a, b, Bytes::from(vec![0u8; 10]));
+        }
+        // Touch block 0 so block 1 becomes the least recently used.
+        assert!(cache.get(&a, 0).is_some());
+        cache.insert(&a, 3, Bytes::from(vec![0u8; 10]));
+        assert!(cache.contains(&a, 0));
+        assert!(!cache.contains(&a, 1));
+        assert!(cache.contains(&a, 2));
+        assert!(cache.contains(&a, 3));
+        assert_eq!(cache.used_bytes(), 30);
+    }
+
+    #[test]
+    fn replacing_a_block_does_not_double_count() {
+        let cache = BlockCache::new(30, 10);
+        let a = id("a");
+        cache.insert(&a, 0, Bytes::from(vec![1u8; 10]));
+        cache.insert(&a, 0, Bytes::from(vec![2u8; 5]));
+        assert_eq!(cache.used_bytes(), 5);
+        assert_eq!(cache.get(&a, 0).as_deref(), Some(&[2u8; 5][..]));
+    }
+
+    #[test]
+    fn block_larger_than_budget_is_not_cached() {
+        let cache = BlockCache::new(8, 10);
+        let a = id("a");
+        cache.insert(&a, 0, Bytes::from(vec![0u8; 4]));
+        cache.insert(&a, 1, Bytes::from(vec![0u8; 10]));
+        assert!(!cache.contains(&a, 1));
+        // The oversized insert must not have evicted what was there.
+        assert!(cache.contains(&a, 0));
+        assert_eq!(cache.used_bytes(), 4);
+    }
+
+    #[test]
+    fn versions_do_not_share_blocks() {
+        let cache = BlockCache::new(100, 10);
+        let v1 = ObjectId::new(1, &meta("k", 10, Some("\"v1\"")));
+        let v2 = ObjectId::new(1, &meta("k", 10, Some("\"v2\"")));
+        cache.insert(&v1, 0, Bytes::from_static(b"old"));
+        assert_eq!(cache.get(&v2, 0), None);
+        assert!(cache.get(&v1, 0).is_some());
+    }
+
+    #[test]
+    fn without_etag_size_and_mtime_are_the_version() {
+        let t0 = SystemTime::UNIX_EPOCH;
+        let t1 = t0 + std::time::Duration::from_secs(1);
+        let a = ObjectId::new(1, &ObjectMeta::new("k", 10, Some(t0), None));
+        let same = ObjectId::new(1, &ObjectMeta::new("k", 10, Some(t0), None));
+        let newer = ObjectId::new(1, &ObjectMeta::new("k", 10, Some(t1), None));
+        let longer = ObjectId::new(1, &ObjectMeta::new("k", 11, Some(t0), None));
+        assert_eq!(a, same);
+        assert_ne!(a, newer);
+        assert_ne!(a, longer);
+        assert_eq!(a.etag(), None);
+        let cache = BlockCache::new(100, 10);
+        cache.insert(&a, 0, Bytes::from_static(b"x"));
+        assert!(cache.get(&same, 0).is_some());
+        assert!(cache.get(&newer, 0).is_none());
+        assert!(cache.get(&longer, 0).is_none());
+    }
+
+    #[test]
+    fn tenants_do_not_share_blocks() {
+        let cache = BlockCache::new(100, 10);
+        let m = meta("same/key", 10, Some("\"same-etag\""));
+        let t1 = ObjectId::new(1, &m);
+        let t2 = ObjectId::new(2, &m);
+        cache.insert(&t1, 0, Bytes::from_static(b"tenant one"));
+        assert_eq!(cache.get(&t2, 0), None);
+        assert_eq!(t1.key(), t2.key());
+        assert_ne!(t1, t2);
+    }
+
+    #[test]
+    fn accessors_report_meta() {
+        let a = ObjectId::new(7, &meta("dir/f", 42, Some("\"x\"")));
+        assert_eq!(a.tenant(), 7);
+        assert_eq!(a.key(), "dir/f");
+        assert_eq!(a.size(), 42);
+        assert_eq!(a.etag().map(ETag::as_str), Some("\"x\""));
+    }
+
+    proptest! {
+        #[test]
+        fn budget_never_exceeded(
+            budget in 0u64..200,
+            ops in prop::collection::vec((0u32..3, 0u64..8, 0usize..64, any::<bool>()), 1..200),
+        ) {
+            let cache = BlockCache::new(budget, 16);
+            let ids: Vec<ObjectId> = (0..3).map(|t| ObjectId::new(t, &meta("k", 1000, Some("\"e\"")))).collect();
+            for (t, block, len, read) in ops {
+                let oid = &ids[t as usize];
+                if read {
+                    if let Some(b) = cache.get(oid, block) {
+                        prop_assert!(b.iter().all(|&x| x == block as u8));
+                    }
+                } else {
+                    cache.insert(oid, block, Bytes::from(vec![block as u8; len]));
+                    let fits = len as u64 <= budget;
+                    prop_assert_eq!(cache.contains(oid, block), fits);
+                }
+                prop_assert!(cache.used_bytes() <= budget);
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! Block fetches of one open file: block-aligned range GETs run in spawned tasks, deduplicated
+//! through an in-flight table, their results put in the shared [`BlockCache`].
+//!
+//! Every GET is a spawned task, whether it was issued as read-ahead or because a read needed a
+//! block nobody had fetched: a read then only *waits*, so a read that is cancelled (the kernel
+//! interrupts it) never cancels a fetch another read is waiting for.
+//!
+//! Invariants:
+//! - A block is in at most one in-flight fetch; a read needing it subscribes to that fetch
+//!   instead of issuing its own GET.
+//! - A finished fetch puts its blocks in the cache *before* leaving the in-flight table, so a
+//!   block is never neither cached nor in flight while its fetch completes (no duplicate GET).
+//! - Waiters receive the bytes through the fetch itself, not the cache: a cache too small for the
+//!   window may evict blocks at once, and readers still get their data.
+//! - A fetch that ends without a result (its task was aborted) publishes
+//!   [`FetchError::Cancelled`]; its waiters then fetch the block themselves.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use super::ReadError;
+use crate::backend::{Backend, BackendError, BackendErrorKind, ByteRange};
+use crate::cache::{BlockCache, ObjectId};
+
+/// Outcome of one GET, shared with every reader waiting for it.
+pub(super) type FetchResult = Result<Bytes, FetchError>;
+
+/// A cloneable summary of why a fetch failed (a [`BackendError`] is not `Clone`).
+#[derive(Debug, Clone)]
+pub(super) enum FetchError {
+    /// The object is no longer the version pinned at open.
+    Changed,
+    /// The task was aborted before it produced a result.
+    Cancelled,
+    /// The backend failed; enough to rebuild a [`BackendError`] for each waiter.
+    Backend { kind: BackendErrorKind, message: Arc<str> },
+}
+
+/// One GET in flight: a block-aligned range and the channel its result is published on.
+#[derive(Debug)]
+pub(super) struct Fetch {
+    range: ByteRange,
+    tx: watch::Sender<Option<FetchResult>>,
+}
+
+/// A spawned fetch task, kept by the reader so that it can abort read-ahead that is no longer
+/// useful.
+#[derive(Debug)]
+pub(super) struct Spawned {
+    abort: AbortHandle,
+    fetch: Arc<Fetch>,
+}
+
+impl Spawned {
+    /// Whether the task has ended.
+    pub(super) fn is_finished(&self) -> bool {
+        self.abort.is_finished()
+    }
+
+    /// Abort the task unconditionally.
+    pub(super) fn abort(&self) {
+        self.abort.abort();
+    }
+}
+
+/// Where one block of a read comes from.
+#[derive(Debug)]
+pub(super) enum BlockSource {
+    /// Already cached.
+    Ready(Bytes),
+    /// Being fetched by the GET of `[start, ..)` publishing on `rx`.
+    Pending {
+        rx: watch::Receiver<Option<FetchResult>>,
+        start: u64,
+    },
+}
+
+/// The fetching state of one open file.
+#[derive(Debug)]
+pub(super) struct Fetcher {
+    backend: Arc<dyn Backend>,
+    id: ObjectId,
+    cache: Arc<BlockCache>,
+    block_size: u64,
+    /// Largest GET, in blocks (at least 1).
+    max_request_blocks: u64,
+    /// Block index → the fetch bringing it. Lock order: after the reader's state, before the
+    /// cache's lock; never held across `.await`.
+    inflight: Mutex<HashMap<u64, Arc<Fetch>>>,
+}
+
+impl Fetcher {
+    pub(super) fn new(backend: Arc<dyn Backend>, id: ObjectId, cache: Arc<BlockCache>, max_request: u64) -> Self {
+        let block_size = cache.block_size();
+        Self {
+            backend,
+            id,
+            cache,
+            block_size,
+            max_request_blocks: (max_request / block_size).max(1),
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(super) fn id(&self) -> &ObjectId {
+        &self.id
+    }
+
+    pub(super) fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// Issue GETs for the uncached, not yet requested blocks of `prefetch`, then find a source
+    /// for every block of the read `[offset, end)`, issuing GETs for the blocks nobody fetches.
+    /// One lock hold, so no fetch can complete unseen in between.
+    pub(super) fn plan(
+        self: &Arc<Self>,
+        prefetch: Option<ByteRange>,
+        offset: u64,
+        end: u64,
+    ) -> (Vec<Spawned>, Vec<(u64, BlockSource)>) {
+        let bs = self.block_size;
+        let mut spawned = Vec::new();
+        let mut inflight = lock(&self.inflight);
+        if let Some(r) = prefetch {
+            let missing: Vec<u64> = (r.start / bs..r.end.div_ceil(bs))
+                .filter(|b| !inflight.contains_key(b) && !self.cache.contains(&self.id, *b))
+                .collect();
+            self.spawn_runs(&mut inflight, &missing, &mut spawned);
+        }
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let mut missing = Vec::new();
+        for b in first..=last {
+            if !inflight.contains_key(&b) && !self.cache.contains(&self.id, b) {
+                missing.push(b);
+            }
+        }
+        self.spawn_runs(&mut inflight, &missing, &mut spawned);
+        let sources = (first..=last)
+            .map(|b| {
+                let src = match inflight.get(&b) {
+                    Some(f) => BlockSource::Pending {
+                        rx: f.tx.subscribe(),
+                        start: f.range.start,
+                    },
+                    // Not in flight, so cached a moment ago; `get` also marks it recently used.
+                    None => match self.cache.get(&self.id, b) {
+                        Some(data) => BlockSource::Ready(data),
+                        // Evicted since the check above (only under a tiny budget): fetch it.
+                        None => {
+                            let fetch = self.spawn_fetch(&mut inflight, b, b + 1, &mut spawned);
+                            BlockSource::Pending {
+                                rx: fetch.tx.subscribe(),
+                                start: fetch.range.start,
+                            }
+                        }
+                    },
+                };
+                (b, src)
+            })
+            .collect();
+        drop(inflight);
+        // Spawn outside the lock: a task dropped unpolled (runtime shutting down) runs its
+        // guard at once, and the guard takes the in-flight lock.
+        let spawned = spawned.into_iter().map(|fetch| self.spawn(fetch)).collect();
+        (spawned, sources)
+    }
+
+    fn spawn(self: &Arc<Self>, fetch: Arc<Fetch>) -> Spawned {
+        // The guard is created here, not inside the task, so that it also runs when the task is
+        // aborted before its first poll.
+        let guard = InflightGuard {
+            fetcher: self.clone(),
+            fetch: fetch.clone(),
+        };
+        let task = tokio::spawn(run_fetch(guard));
+        Spawned {
+            abort: task.abort_handle(),
+            fetch,
+        }
+    }
+
+    /// Abort the tasks nobody waits for; the others are left to finish for their waiters.
+    pub(super) fn cancel_unwatched(&self, tasks: Vec<Spawned>) {
+        // Waiters subscribe under the in-flight lock. One that subscribes after this check sees
+        // `Cancelled` and fetches its block itself, so the race costs a GET, never a read.
+        let unwatched: Vec<Spawned> = {
+            let _inflight = lock(&self.inflight);
+            tasks
+                .into_iter()
+                .filter(|t| t.fetch.tx.receiver_count() == 0 && !t.is_finished())
+                .collect()
+        };
+        // Abort outside the lock: during runtime shutdown an abort may drop the task's future
+        // in place, and its guard takes the in-flight lock.
+        for t in unwatched {
+            tracing::trace!(
+                key = self.id.key(),
+                start = t.fetch.range.start,
+                "cancelling read-ahead"
+            );
+            t.abort();
+        }
+    }
+
+    /// The bytes of block `block`, once its source has them.
+    pub(super) async fn resolve(&self, block: u64, source: BlockSource) -> Result<Bytes, ReadError> {
+        let data = match source {
+            BlockSource::Ready(data) => data,
+            BlockSource::Pending { mut rx, start } => {
+                let outcome = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+                match outcome {
+                    Ok(Some(Ok(data))) => {
+                        let lo = block * self.block_size - start;
+                        let hi = (lo + self.block_size).min(len_u64(&data));
+                        data.slice(to_usize(lo.min(hi))..to_usize(hi))
+                    }
+                    Ok(Some(Err(FetchError::Changed))) => return Err(self.changed()),
+                    Ok(Some(Err(FetchError::Backend { kind, message }))) => {
+                        return Err(ReadError::Backend(BackendError::new(kind, message.to_string())))
+                    }
+                    // Aborted (its stream was replaced as we subscribed) or the sender vanished:
+                    // fetch the block ourselves rather than fail the read.
+                    Ok(Some(Err(FetchError::Cancelled))) | Ok(None) | Err(_) => self.fetch_block(block).await?,
+                }
+            }
+        };
+        if len_u64(&data) != self.block_len(block) {
+            return Err(self.changed());
+        }
+        Ok(data)
+    }
+
+    /// Expected length of block `block` (the last block of the object may be short).
+    fn block_len(&self, block: u64) -> u64 {
+        let start = block * self.block_size;
+        self.id.size().saturating_sub(start).min(self.block_size)
+    }
+
+    /// GET one block directly, without the in-flight table (fallback path).
+    async fn fetch_block(&self, block: u64) -> Result<Bytes, ReadError> {
+        let start = block * self.block_size;
+        let range = ByteRange::new(start, start + self.block_len(block));
+        let data = self.get(range).await?;
+        self.cache.insert(&self.id, block, data.clone());
+        Ok(data)
+    }
+
+    /// A ranged GET pinned to the version opened, checked for the expected length.
+    async fn get(&self, range: ByteRange) -> Result<Bytes, ReadError> {
+        tracing::debug!(key = self.id.key(), start = range.start, len = range.len(), "range GET");
+        match self.backend.get_range(self.id.key(), range, self.id.etag()).await {
+            Ok(data) if len_u64(&data) == range.len() => Ok(data),
+            Ok(data) => {
+                // Without an ETag to pin, a short body is how a replaced object shows up.
+                tracing::debug!(
+                    key = self.id.key(),
+                    want = range.len(),
+                    got = data.len(),
+                    "short GET: object changed"
+                );
+                Err(self.changed())
+            }
+            // Deleted since open is as stale as replaced: either way this handle's version is gone.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    BackendErrorKind::PreconditionFailed | BackendErrorKind::NotFound
+                ) =>
+            {
+                tracing::debug!(key = self.id.key(), error = %e, "object changed since open");
+                Err(self.changed())
+            }
+            Err(e) => Err(ReadError::Backend(e)),
+        }
+    }
+
+    fn changed(&self) -> ReadError {
+        ReadError::ObjectChanged {
+            key: self.id.key().to_owned(),
+        }
+    }
+
+    /// Spawn one GET per run of consecutive `blocks` (sorted), each at most `max_request_blocks`.
+    fn spawn_runs(&self, inflight: &mut HashMap<u64, Arc<Fetch>>, blocks: &[u64], spawned: &mut Vec<Arc<Fetch>>) {
+        let mut i = 0;
+        while i < blocks.len() {
+            let start = blocks[i];
+            let mut end = start + 1;
+            i += 1;
+            while i < blocks.len() && blocks[i] == end && end - start < self.max_request_blocks {
+                end += 1;
+                i += 1;
+            }
+            self.spawn_fetch(inflight, start, end, spawned);
+        }
+    }
+
+    /// Register the GET of blocks `[first, end)`, to be spawned once the lock is released.
+    fn spawn_fetch(
+        &self,
+        inflight: &mut HashMap<u64, Arc<Fetch>>,
+        first: u64,
+        end: u64,
+        spawned: &mut Vec<Arc<Fetch>>,
+    ) -> Arc<Fetch> {
+        let range = ByteRange::new(first * self.block_size, (end * self.block_size).min(self.id.size()));
+        let (tx, _) = watch::channel(None);
+        let fetch = Arc::new(Fetch { range, tx });
+        for b in first..end {
+            inflight.insert(b, fetch.clone());
+        }
+        spawned.push(fetch.clone());
+        fetch
+    }
+
+    /// Put the blocks of a successful GET of `[start, ..)` in the cache.
+    fn cache_blocks(&self, start: u64, data: &Bytes) {
+        let first = start / self.block_size;
+        let len = len_u64(data);
+        let many = len > self.block_size;
+        let mut off = 0;
+        let mut b = first;
+        while off < len {
+            let hi = (off + self.block_size).min(len);
+            let part = data.slice(to_usize(off)..to_usize(hi));
+            // A slice would keep the whole response alive behind one small cached block, and
+            // the cache's byte budget would no longer bound memory: copy when we cut.
+            let block = if many { Bytes::copy_from_slice(&part) } else { part };
+            self.cache.insert(&self.id, b, block);
+            off = hi;
+            b += 1;
+        }
+    }
+}
+
+/// Removes a fetch from the in-flight table when its task ends, however it ends; a fetch ending
+/// without a result (aborted) tells its waiters so.
+struct InflightGuard {
+    fetcher: Arc<Fetcher>,
+    fetch: Arc<Fetch>,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if self.fetch.tx.borrow().is_none() {
+            self.fetch.tx.send_replace(Some(Err(FetchError::Cancelled)));
+        }
+        let bs = self.fetcher.block_size;
+        let mut inflight = lock(&self.fetcher.inflight);
+        for b in self.fetch.range.start / bs..self.fetch.range.end.div_ceil(bs) {
+            if inflight.get(&b).is_some_and(|f| Arc::ptr_eq(f, &self.fetch)) {
+                inflight.remove(&b);
+            }
+        }
+    }
+}
+
+async fn run_fetch(guard: InflightGuard) {
+    let (fetcher, fetch) = (&guard.fetcher, &guard.fetch);
+    let result = match fetcher.get(fetch.range).await {
+        Ok(data) => {
+            fetcher.cache_blocks(fetch.range.start, &data);
+            Ok(data)
+        }
+        Err(ReadError::ObjectChanged { .. }) => Err(FetchError::Changed),
+        Err(ReadError::Backend(e)) => {
+            // Display is "<kind description>: <context and causes>"; keep the latter once.
+            let full = e.to_string();
+            let prefix = format!("{}: ", e.kind().describe());
+            let message = full.strip_prefix(&prefix).unwrap_or(&full);
+            Err(FetchError::Backend {
+                kind: e.kind(),
+                message: Arc::from(message),
+            })
+        }
+    };
+    fetch.tx.send_replace(Some(result));
+    drop(guard);
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the table consistent (single inserts/removes), so a
+    // poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(super) fn len_u64(b: &Bytes) -> u64 {
+    u64::try_from(b.len()).unwrap_or(u64::MAX)
+}
+
+/// For offsets within a buffer that exists in memory, so they always fit.
+pub(super) fn to_usize(x: u64) -> usize {
+    usize::try_from(x).unwrap_or(usize::MAX)
+}
