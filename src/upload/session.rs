@@ -348,38 +348,48 @@ impl WriteSession {
         Ok(out)
     }
 
-    /// Reserve staging space, dropping local copies of clean uploaded parts if needed.
+    /// Reserve staging space, dropping local copies of clean uploaded parts if needed and
+    /// waiting for uploads in flight to make more parts clean.
     async fn reserve_staging(&mut self, needed: u64, touched: (u32, u32)) -> Result<(), UploadError> {
-        if needed == 0 || self.staging.reserve(needed) {
-            return Ok(());
+        loop {
+            if needed == 0 || self.staging.reserve(needed) {
+                return Ok(());
+            }
+            if self.evict_one(touched).await? {
+                continue;
+            }
+            // Bounded: each round either finishes a request or gives up.
+            match self.tasks.join_next().await {
+                Some(r) => self.on_done(r),
+                None => return Err(UploadError::StagingFull),
+            }
         }
+    }
+
+    /// Drop the local copy of one clean uploaded part; `false` if there is none.
+    async fn evict_one(&mut self, touched: (u32, u32)) -> Result<bool, UploadError> {
         // Part 0 is kept: container formats (mp4, wav) patch their header there at the end.
-        let candidates: Vec<u32> = self
+        let candidate = self
             .parts
             .iter()
-            .filter(|(i, p)| {
+            .find(|(i, p)| {
                 **i != 0
                     && !(touched.0..=touched.1).contains(*i)
                     && !p.evicted
                     && !p.local.is_empty()
                     && self.is_clean(**i, p)
             })
-            .map(|(i, _)| *i)
-            .collect();
-        for idx in candidates {
-            self.staging.remove(idx).await?;
-            if let Some(p) = self.parts.get_mut(&idx) {
-                let freed = p.local.covered();
-                p.local = Extents::default();
-                p.evicted = true;
-                self.staging.release(freed);
-                tracing::debug!(key = %self.key, part = idx, "staging full: dropped local copy of uploaded part");
-            }
-            if self.staging.reserve(needed) {
-                return Ok(());
-            }
+            .map(|(i, _)| *i);
+        let Some(idx) = candidate else { return Ok(false) };
+        self.staging.remove(idx).await?;
+        if let Some(p) = self.parts.get_mut(&idx) {
+            let freed = p.local.covered();
+            p.local = Extents::default();
+            p.evicted = true;
+            self.staging.release(freed);
+            tracing::debug!(key = %self.key, part = idx, "staging full: dropped local copy of uploaded part");
         }
-        Err(UploadError::StagingFull)
+        Ok(true)
     }
 
     /// Start uploading parts that became complete and that the writer has moved past.
