@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use byosfs::backend::fault::{FaultBackend, FaultRule};
 use byosfs::backend::memory::{InMemoryBackend, Op};
-use byosfs::backend::{Backend, BackendErrorKind};
+use byosfs::backend::{
+    Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
+    MultipartUploadInfo, ObjectMeta, PutResult, UploadId,
+};
 use byosfs::upload::{BaseObject, UploadConfig, UploadError, Uploader, WriteSession};
+use bytes::Bytes;
 use tempfile::TempDir;
 use test_case::test_case;
 
@@ -506,4 +510,177 @@ fn config_is_validated() {
     ] {
         assert!(matches!(Uploader::new(bad), Err(UploadError::InvalidConfig(_))));
     }
+}
+
+/// Random mixes of writes, truncates, reads and commits, on new files and on existing
+/// objects, checked against a reference `Vec` after every step and in the bucket after
+/// every commit.
+#[tokio::test]
+async fn random_operation_sequences_match_reference() {
+    for seed in 1..=6u64 {
+        let e = env_with(3 * PART, 1024 * MIB, 2);
+        let mut rng = Rng(seed * 0x1234_5678_9ABC);
+        let mut reference = if seed % 2 == 0 {
+            let old = pattern(2 * PART + rng.below(PART), seed + 100);
+            e.mem.insert("r", old.clone());
+            old
+        } else {
+            Vec::new()
+        };
+        let base = if seed % 2 == 0 {
+            Some(e.base_of("r").await)
+        } else {
+            None
+        };
+        let mut s = e.start("r", base);
+        let limit = 3 * PART;
+        for step in 0..60u64 {
+            match rng.below(10) {
+                0..=5 => {
+                    let max_len = if rng.below(4) == 0 { 2 * MIB } else { 8 * KIB };
+                    let len = 1 + rng.below(max_len);
+                    let offset = rng.below(limit - len);
+                    let data = pattern(len, seed * 1000 + step);
+                    s.write(offset, &data).await.unwrap();
+                    apply(&mut reference, offset, &data);
+                }
+                6 => {
+                    let size = rng.below(limit);
+                    s.truncate(size).await.unwrap();
+                    reference.resize(size as usize, 0);
+                }
+                7 | 8 => {
+                    let at = rng.below(reference.len() as u64 + 1);
+                    let got = s.read(at, 100_000).await.unwrap();
+                    let end = (at as usize + 100_000).min(reference.len());
+                    assert_eq!(got, &reference[at as usize..end], "seed {seed} step {step}");
+                }
+                _ => {
+                    s.commit().await.unwrap();
+                    assert_eq!(e.mem.object("r").unwrap(), reference, "seed {seed} step {step}");
+                }
+            }
+            assert_eq!(s.size(), reference.len() as u64, "seed {seed} step {step}");
+        }
+        s.commit().await.unwrap();
+        assert_eq!(e.mem.object("r").unwrap(), reference, "seed {seed}");
+        assert_eq!(e.mem.open_uploads(), 0);
+    }
+}
+
+/// A backend that keeps nothing: part bytes are counted and dropped (for the benchmark,
+/// whose object would not fit in memory twice).
+#[derive(Debug, Default)]
+struct NullBackend {
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+fn unsupported() -> BackendError {
+    BackendError::new(BackendErrorKind::Unsupported, "null backend")
+}
+
+#[async_trait::async_trait]
+impl Backend for NullBackend {
+    fn describe(&self) -> String {
+        "null://".into()
+    }
+    async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
+        Err(BackendError::not_found(key))
+    }
+    async fn get_range(&self, key: &str, _: ByteRange, _: Option<&ETag>) -> BackendResult<Bytes> {
+        Err(BackendError::not_found(key))
+    }
+    async fn list(&self, _: &ListParams) -> BackendResult<ListPage> {
+        Ok(ListPage::default())
+    }
+    async fn put(&self, _: &str, data: Bytes) -> BackendResult<PutResult> {
+        self.bytes
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(PutResult::new(None))
+    }
+    async fn create_multipart(&self, _: &str) -> BackendResult<UploadId> {
+        Ok(UploadId("null".into()))
+    }
+    async fn upload_part(&self, _: &str, _: &UploadId, n: u32, data: Bytes) -> BackendResult<CompletedPart> {
+        self.bytes
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(CompletedPart {
+            part_number: n,
+            etag: ETag::new(format!("p{n}")),
+        })
+    }
+    async fn upload_part_copy(
+        &self,
+        _: &str,
+        _: &UploadId,
+        _: u32,
+        _: &str,
+        _: ByteRange,
+    ) -> BackendResult<CompletedPart> {
+        Err(unsupported())
+    }
+    async fn complete_multipart(&self, _: &str, _: &UploadId, _: &[CompletedPart]) -> BackendResult<PutResult> {
+        Ok(PutResult::new(None))
+    }
+    async fn abort_multipart(&self, _: &str, _: &UploadId) -> BackendResult<()> {
+        Ok(())
+    }
+    async fn list_multipart_uploads(&self, _: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
+        Ok(Vec::new())
+    }
+    async fn copy(&self, _: &str, _: &str) -> BackendResult<PutResult> {
+        Err(unsupported())
+    }
+    async fn delete(&self, _: &str) -> BackendResult<()> {
+        Ok(())
+    }
+}
+
+/// Peak resident memory of this process in KiB (Linux `VmHWM`), if available.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Writes 2 GiB sequentially with default-sized parts and reports peak memory.
+/// Run with `cargo test --release --test upload_pipeline -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: writes 2 GiB through staging"]
+async fn bench_sequential_2gib_peak_memory() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 64 * MIB;
+    let up = Uploader::new(UploadConfig {
+        part_size: 8 * MIB,
+        max_concurrent_parts: 4,
+        memory_budget: budget,
+        staging_dir: dir.path().to_path_buf(),
+        staging_limit: 256 * MIB,
+    })
+    .unwrap();
+    let backend = Arc::new(NullBackend::default());
+    let total = 2 * 1024 * MIB;
+    let chunk = pattern(MIB, 42);
+    let rss_before = peak_rss_kib();
+    let started = std::time::Instant::now();
+    let mut s = up.start(backend.clone(), "bench".into(), None);
+    let mut offset = 0;
+    while offset < total {
+        s.write(offset, &chunk).await.unwrap();
+        offset += MIB;
+    }
+    s.commit().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(backend.bytes.load(std::sync::atomic::Ordering::Relaxed), total);
+    let high = up.memory_high_water();
+    assert!(high <= budget);
+    tracing::info!(
+        secs = elapsed.as_secs_f64(),
+        mib_per_s = (total / MIB) as f64 / elapsed.as_secs_f64(),
+        budget_high_water_mib = high / MIB,
+        peak_rss_before_kib = ?rss_before,
+        peak_rss_after_kib = ?peak_rss_kib(),
+        "sequential 2 GiB write"
+    );
 }
