@@ -189,8 +189,9 @@ impl WriteSession {
             consumed += part.local.insert(rel_start, rel_end);
             part.version = version;
             self.dirty = true;
+            // Per piece, so a failure midway leaves no staged byte beyond `size`.
+            self.size = self.size.max(self.uploader.layout.part_start(idx) + rel_end);
         }
-        self.size = self.size.max(end);
         self.upload_finished_parts(offset, end).await;
         Ok(())
     }
