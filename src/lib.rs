@@ -13,3 +13,4 @@ pub mod cli;
 pub mod config;
 pub mod read;
 pub mod secret;
+pub mod upload;

@@ -1,0 +1,234 @@
+//! The write path: streams each file written through the filesystem into a (multipart)
+//! object upload with bounded memory and bounded local staging.
+//!
+//! One [`Uploader`] per mount owns the global limits (memory budget for part buffers,
+//! staging-area byte limit and directory); it starts one [`WriteSession`] per file handle
+//! open for writing. The module knows objects only (the [`Backend`] trait): no inodes,
+//! tenants or FUSE.
+//!
+//! How a session works:
+//! - Every written byte goes to a sparse per-part staging file ([`staging`]), so any part
+//!   can be rebuilt later: writers may seek back, overwrite, leave holes or truncate.
+//! - A part whose bytes are all written and that the writer has moved past is read back
+//!   into a memory buffer (charged to the global budget; the writer waits when it is full)
+//!   and uploaded in the background, at most `max_concurrent_parts` per session.
+//! - A later write into an uploaded part makes it dirty; [`WriteSession::commit`] re-uploads
+//!   dirty parts, fills untouched ranges of an existing object with server-side part copies
+//!   (or ranged GETs when a part mixes old and new bytes), and completes the upload. Files of
+//!   at most one part are sent with a single PUT.
+//! - When staging is full, local copies of parts already uploaded (except the first, where
+//!   container formats patch their header) are dropped; writing or reading such a part
+//!   before the commit then fails. With no such part to drop the writer gets
+//!   [`UploadError::StagingFull`] and nothing already acknowledged is lost.
+//! - Failures abort the multipart upload: no partial object, no orphaned upload.
+
+mod budget;
+mod commit;
+mod extents;
+pub mod parts;
+mod session;
+mod staging;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendError, ETag, MIN_PART_SIZE};
+
+use budget::{MemoryBudget, StagingSpace};
+pub use parts::PartLayout;
+pub use session::WriteSession;
+
+/// Settings of the upload pipeline, shared by all sessions of a mount.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// Size of the first 1000 parts (grows for later parts, see [`parts`]); at least 5 MiB.
+    pub part_size: u64,
+    /// Part uploads in flight per session.
+    pub max_concurrent_parts: usize,
+    /// Bytes of part buffers held at once by all sessions together; at least `part_size`.
+    pub memory_budget: u64,
+    /// Directory for staging files (a private subdirectory is created inside).
+    pub staging_dir: PathBuf,
+    /// Bytes of staging files held at once by all sessions together.
+    pub staging_limit: u64,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            part_size: 8 * 1024 * 1024,
+            max_concurrent_parts: 4,
+            memory_budget: 256 * 1024 * 1024,
+            staging_dir: std::env::temp_dir().join("byosfs-staging"),
+            staging_limit: 16 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// Errors of the upload pipeline.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UploadError {
+    /// A backend request failed (create, part upload or copy, complete, PUT, or a ranged
+    /// GET of the object being modified).
+    #[error("object storage request failed")]
+    Backend(#[source] BackendError),
+    /// The staging area is full (the filesystem reports `ENOSPC`).
+    #[error("local staging area is full")]
+    StagingFull,
+    /// Reading or writing a staging file failed.
+    #[error("staging file IO failed")]
+    Io(#[source] io::Error),
+    /// The file would exceed what [`MAX_PARTS`](crate::backend::MAX_PARTS) parts can hold.
+    #[error("file size {size} exceeds the largest object the part layout holds ({max} bytes)")]
+    TooLarge {
+        /// Requested size.
+        size: u64,
+        /// Largest possible size.
+        max: u64,
+    },
+    /// These bytes were uploaded and their local copy dropped to free staging space; they
+    /// cannot be read back until the file is committed.
+    #[error("bytes at offset {offset} are uploaded but no longer staged; readable after commit")]
+    Evicted {
+        /// First unavailable byte.
+        offset: u64,
+    },
+    /// A failed upload held the only copy of acknowledged bytes (their staging was dropped).
+    #[error("upload failed after local copies were dropped: written data is lost")]
+    DataLost,
+    /// [`UploadConfig`] is invalid.
+    #[error("invalid upload configuration: {0}")]
+    InvalidConfig(String),
+}
+
+impl UploadError {
+    /// A copy to report a stored failure more than once (sources are not `Clone`).
+    fn duplicate(&self) -> Self {
+        match self {
+            Self::Backend(e) => Self::Backend(BackendError::new(e.kind(), e.context())),
+            Self::StagingFull => Self::StagingFull,
+            Self::Io(e) => Self::Io(io::Error::new(e.kind(), e.to_string())),
+            Self::TooLarge { size, max } => Self::TooLarge { size: *size, max: *max },
+            Self::Evicted { offset } => Self::Evicted { offset: *offset },
+            Self::DataLost => Self::DataLost,
+            Self::InvalidConfig(s) => Self::InvalidConfig(s.clone()),
+        }
+    }
+}
+
+impl From<io::Error> for UploadError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::StorageFull {
+            Self::StagingFull
+        } else {
+            Self::Io(e)
+        }
+    }
+}
+
+/// The existing object a session starts from (opened without `O_TRUNC`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseObject {
+    /// Its size.
+    pub size: u64,
+    /// Its ETag; when known, reads of its old bytes are pinned to this version.
+    pub etag: Option<ETag>,
+}
+
+/// Creates write sessions; owns the mount-wide memory budget and staging accounting.
+#[derive(Debug)]
+pub struct Uploader {
+    config: UploadConfig,
+    layout: PartLayout,
+    memory: MemoryBudget,
+    staging: Arc<StagingSpace>,
+    root: PathBuf,
+    next_session: AtomicU64,
+}
+
+/// Distinguishes uploaders created by one process (tests create many).
+static NEXT_UPLOADER: AtomicU64 = AtomicU64::new(0);
+
+impl Uploader {
+    /// Validate `config` and create the private staging directory.
+    pub fn new(config: UploadConfig) -> Result<Arc<Self>, UploadError> {
+        let layout = PartLayout::new(config.part_size).ok_or_else(|| {
+            UploadError::InvalidConfig(format!(
+                "part_size {} must be between {MIN_PART_SIZE} and {}",
+                config.part_size,
+                crate::backend::MAX_PART_SIZE
+            ))
+        })?;
+        if config.max_concurrent_parts == 0 {
+            return Err(UploadError::InvalidConfig(
+                "max_concurrent_parts must be at least 1".into(),
+            ));
+        }
+        if config.memory_budget < config.part_size {
+            return Err(UploadError::InvalidConfig(format!(
+                "memory_budget {} must hold at least one part ({})",
+                config.memory_budget, config.part_size
+            )));
+        }
+        let root = config.staging_dir.join(format!(
+            "byosfs-{}-{}",
+            std::process::id(),
+            NEXT_UPLOADER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&root).map_err(UploadError::Io)?;
+        Ok(Arc::new(Self {
+            memory: MemoryBudget::new(config.memory_budget),
+            staging: Arc::new(StagingSpace::new(config.staging_limit)),
+            layout,
+            root,
+            config,
+            next_session: AtomicU64::new(0),
+        }))
+    }
+
+    /// Start a session writing `key`. `base` is `Some` when an existing object is opened
+    /// without `O_TRUNC` (its bytes are the initial content, fetched only when needed), and
+    /// `None` for a new or truncated file (which commits as a new object even if unwritten).
+    pub fn start(self: &Arc<Self>, backend: Arc<dyn Backend>, key: String, base: Option<BaseObject>) -> WriteSession {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let dir = self.root.join(format!("s{n}"));
+        WriteSession::new(self.clone(), backend, key, base, dir)
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &UploadConfig {
+        &self.config
+    }
+
+    /// The part layout every session uses.
+    pub fn layout(&self) -> PartLayout {
+        self.layout
+    }
+
+    /// Bytes of part buffers held right now.
+    pub fn memory_in_use(&self) -> u64 {
+        self.memory.in_use()
+    }
+
+    /// Most bytes of part buffers ever held at once.
+    pub fn memory_high_water(&self) -> u64 {
+        self.memory.high_water()
+    }
+
+    /// Bytes of staging space reserved right now.
+    pub fn staging_in_use(&self) -> u64 {
+        self.staging.in_use()
+    }
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        // Sessions hold an `Arc<Uploader>`, so every session directory is gone by now.
+        if let Err(e) = std::fs::remove_dir_all(&self.root) {
+            tracing::warn!(error = %e, "could not remove staging directory");
+        }
+    }
+}

@@ -1,0 +1,576 @@
+//! [`WriteSession`]: the state of one file open for writing, and its write, read and
+//! truncate paths. Committing lives in `commit.rs`.
+//!
+//! Invariants:
+//! - `base.len <= size`: bytes below `base.len` not held locally come from the base object,
+//!   bytes above it not held locally are zeros (holes, or space after a truncate).
+//! - A part is *clean* when its recorded upload (in the current multipart upload) was made
+//!   from its current `version` at its current length; only clean parts are reused.
+//! - A part has at most one upload request in flight, so the recorded part ETag is the one
+//!   the service kept.
+//! - Results of requests started for an earlier multipart upload (`generation`) are ignored.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::task::{JoinError, JoinSet};
+
+use super::extents::Extents;
+use super::staging::{read_pieces_into, Piece, SessionStaging};
+use super::{BaseObject, UploadError, Uploader};
+use crate::backend::{Backend, CompletedPart, ETag, UploadId};
+
+/// The object bytes a session builds on.
+#[derive(Debug, Clone)]
+pub(super) struct Base {
+    pub(super) key: String,
+    pub(super) etag: Option<ETag>,
+    /// Bytes of the base still part of the file (shrinks with truncation).
+    pub(super) len: u64,
+}
+
+/// A part as uploaded in the current multipart upload.
+#[derive(Debug, Clone)]
+pub(super) struct Uploaded {
+    pub(super) etag: ETag,
+    pub(super) len: u64,
+    pub(super) version: u64,
+}
+
+/// What the session knows about one part.
+#[derive(Debug, Default)]
+pub(super) struct Part {
+    /// Byte ranges (relative to the part) held in the part's staging file.
+    pub(super) local: Extents,
+    /// Changes on every modification; compared with [`Uploaded::version`].
+    pub(super) version: u64,
+    pub(super) uploaded: Option<Uploaded>,
+    pub(super) in_flight: bool,
+    /// Uploaded, then its staging file dropped to free space.
+    pub(super) evicted: bool,
+}
+
+/// An open multipart upload (its key is fixed at creation).
+#[derive(Debug, Clone)]
+pub(super) struct Upload {
+    pub(super) key: String,
+    pub(super) id: UploadId,
+}
+
+/// What a finished part request reports back.
+#[derive(Debug)]
+pub(super) struct PartDone {
+    pub(super) idx: u32,
+    pub(super) generation: u64,
+    pub(super) version: u64,
+    pub(super) len: u64,
+    pub(super) result: Result<CompletedPart, UploadError>,
+}
+
+/// One file open for writing: streams into a multipart upload, commits into an object.
+///
+/// Not `Sync`-shared: the filesystem keeps it behind a `tokio::sync::Mutex` per handle.
+/// Dropping a session that holds an uncommitted multipart upload aborts it (in a spawned
+/// task); its staged data is discarded.
+#[derive(Debug)]
+pub struct WriteSession {
+    pub(super) uploader: Arc<Uploader>,
+    pub(super) backend: Arc<dyn Backend>,
+    pub(super) key: String,
+    pub(super) size: u64,
+    pub(super) base: Option<Base>,
+    pub(super) dirty: bool,
+    pub(super) parts: BTreeMap<u32, Part>,
+    pub(super) staging: SessionStaging,
+    pub(super) upload: Option<Upload>,
+    pub(super) generation: u64,
+    pub(super) next_version: u64,
+    pub(super) tasks: JoinSet<PartDone>,
+    /// First failure of a background request, reported by `write` and `commit`.
+    pub(super) failed: Option<UploadError>,
+    /// Acknowledged data is gone (see [`UploadError::DataLost`]); every later call fails.
+    pub(super) lost: bool,
+}
+
+pub(super) fn to_usize(n: u64) -> Result<usize, UploadError> {
+    usize::try_from(n).map_err(|_| UploadError::TooLarge {
+        size: n,
+        max: u64::try_from(usize::MAX).unwrap_or(u64::MAX),
+    })
+}
+
+impl WriteSession {
+    pub(super) fn new(
+        uploader: Arc<Uploader>,
+        backend: Arc<dyn Backend>,
+        key: String,
+        base: Option<BaseObject>,
+        dir: PathBuf,
+    ) -> Self {
+        let staging = SessionStaging::new(uploader.staging.clone(), dir);
+        // A new or truncated file must be created by the commit even if never written.
+        let dirty = base.is_none();
+        let size = base.as_ref().map_or(0, |b| b.size);
+        let base = base.map(|b| Base {
+            key: key.clone(),
+            etag: b.etag,
+            len: b.size,
+        });
+        Self {
+            uploader,
+            backend,
+            key,
+            size,
+            base,
+            dirty,
+            parts: BTreeMap::new(),
+            staging,
+            upload: None,
+            generation: 0,
+            next_version: 0,
+            tasks: JoinSet::new(),
+            failed: None,
+            lost: false,
+        }
+    }
+
+    /// Write `data` at `offset`. Returns once the bytes are staged; full parts the writer
+    /// has moved past start uploading in the background. Waits while the memory budget is
+    /// full. Fails if an earlier background upload failed, with
+    /// [`UploadError::StagingFull`] if staging has no room, or [`UploadError::TooLarge`].
+    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), UploadError> {
+        self.check_usable()?;
+        self.reap();
+        if let Some(e) = &self.failed {
+            return Err(e.duplicate());
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let layout = self.uploader.layout;
+        let max = layout.capacity();
+        let end = offset
+            .checked_add(u64::try_from(data.len()).unwrap_or(u64::MAX))
+            .filter(|e| *e <= max)
+            .ok_or(UploadError::TooLarge {
+                size: offset.saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX)),
+                max,
+            })?;
+        let pieces = self.split(offset, end)?;
+
+        // Check and reserve everything first, so a refused write changes nothing.
+        let mut needed = 0;
+        for &(idx, rel_start, rel_end, _) in &pieces {
+            if let Some(p) = self.parts.get(&idx) {
+                if p.evicted {
+                    // Rewriting part of it would need the dropped bytes.
+                    return Err(UploadError::StagingFull);
+                }
+                needed += p.local.uncovered_in(rel_start, rel_end);
+            } else {
+                needed += rel_end - rel_start;
+            }
+        }
+        let touched = (pieces[0].0, pieces[pieces.len() - 1].0);
+        self.reserve_staging(needed, touched).await?;
+
+        let data = Bytes::copy_from_slice(data);
+        let mut consumed = 0;
+        for (idx, rel_start, rel_end, data_off) in pieces {
+            let slice = data.slice(data_off..data_off + to_usize(rel_end - rel_start)?);
+            if let Err(e) = self.staging.write(idx, rel_start, slice).await {
+                self.staging.release(needed - consumed);
+                return Err(e.into());
+            }
+            let version = self.bump_version();
+            let part = self.parts.entry(idx).or_default();
+            consumed += part.local.insert(rel_start, rel_end);
+            part.version = version;
+            self.dirty = true;
+            // Per piece, so a failure midway leaves no staged byte beyond `size`.
+            self.size = self.size.max(self.uploader.layout.part_start(idx) + rel_end);
+        }
+        self.upload_finished_parts(offset, end).await;
+        Ok(())
+    }
+
+    /// Up to `len` bytes at `offset` of the file as written so far (short at the end).
+    pub async fn read(&mut self, offset: u64, len: usize) -> Result<Bytes, UploadError> {
+        self.check_usable()?;
+        self.reap();
+        let end = offset
+            .saturating_add(u64::try_from(len).unwrap_or(u64::MAX))
+            .min(self.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let plan = self.assembly(offset, end)?;
+        super::commit::assemble(&*self.backend, plan).await
+    }
+
+    /// Set the file size to `size`: shorter drops the tail, longer adds zeros.
+    pub async fn truncate(&mut self, size: u64) -> Result<(), UploadError> {
+        self.check_usable()?;
+        self.reap();
+        let layout = self.uploader.layout;
+        if size > layout.capacity() {
+            return Err(UploadError::TooLarge {
+                size,
+                max: layout.capacity(),
+            });
+        }
+        if size == self.size {
+            return Ok(());
+        }
+        if size < self.size {
+            let cut = layout.part_index(size).unwrap_or(u32::MAX);
+            let keep = size - layout.part_start(cut);
+            if keep > 0 && self.parts.get(&cut).is_some_and(|p| p.evicted) {
+                return Err(UploadError::StagingFull);
+            }
+            let first_dropped = if keep > 0 { cut.saturating_add(1) } else { cut };
+            let dropped: Vec<u32> = self.parts.range(first_dropped..).map(|(i, _)| *i).collect();
+            for idx in dropped {
+                self.staging.remove(idx).await?;
+                let version = self.bump_version();
+                let Some(p) = self.parts.get_mut(&idx) else { continue };
+                let freed = p.local.covered();
+                if p.in_flight {
+                    // Keep the entry so no second request for this part starts meanwhile.
+                    *p = Part {
+                        in_flight: true,
+                        version,
+                        ..Part::default()
+                    };
+                } else {
+                    self.parts.remove(&idx);
+                }
+                self.staging.release(freed);
+            }
+            if keep > 0 {
+                let version = self.bump_version();
+                if let Some(p) = self.parts.get_mut(&cut) {
+                    let freed = p.local.truncate(keep);
+                    p.version = version;
+                    if freed > 0 {
+                        self.staging.truncate(cut, keep).await?;
+                        self.staging.release(freed);
+                    }
+                }
+            }
+            if let Some(b) = &mut self.base {
+                b.len = b.len.min(size);
+            }
+        }
+        self.size = size;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Current file size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether anything (data, size, or the file's very creation) is not committed yet.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The file was renamed while open: commit to `key` from now on.
+    ///
+    /// A multipart upload already started for the old key is aborted (in a spawned task) and
+    /// its parts will be uploaded again. The base object is assumed to have moved with the
+    /// file (the filesystem renames the object), so its unwritten bytes are read from `key`,
+    /// no longer pinned to the old ETag (a server-side copy may change it).
+    pub fn set_key(&mut self, key: String) {
+        if key == self.key {
+            return;
+        }
+        self.key = key.clone();
+        if let Some(b) = &mut self.base {
+            b.key = key;
+            b.etag = None;
+        }
+        if let Some(up) = self.forget_upload() {
+            // Requests in flight belong to the old upload: they finish before its abort.
+            let tasks = std::mem::take(&mut self.tasks);
+            for p in self.parts.values_mut() {
+                p.in_flight = false;
+            }
+            spawn_abort(self.backend.clone(), up, tasks);
+        }
+    }
+
+    /// Discard the session (the file was unlinked): abort its upload, free its staging.
+    pub async fn abort(mut self) {
+        self.abort_upload().await;
+        self.dirty = false;
+    }
+
+    pub(super) fn check_usable(&self) -> Result<(), UploadError> {
+        if self.lost {
+            Err(UploadError::DataLost)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(super) fn bump_version(&mut self) -> u64 {
+        self.next_version += 1;
+        self.next_version
+    }
+
+    /// Whether part `idx` may be reused as uploaded for a file of the current size.
+    pub(super) fn is_clean(&self, idx: u32, p: &Part) -> bool {
+        let len = self.uploader.layout.part_len(idx, self.size);
+        p.uploaded
+            .as_ref()
+            .is_some_and(|u| u.version == p.version && u.len == len && !p.in_flight)
+    }
+
+    /// `[offset, end)` as `(part, start in part, end in part, offset in data)` pieces.
+    fn split(&self, offset: u64, end: u64) -> Result<Vec<(u32, u64, u64, usize)>, UploadError> {
+        let layout = self.uploader.layout;
+        let mut out = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let idx = layout.part_index(pos).ok_or(UploadError::TooLarge {
+                size: end,
+                max: layout.capacity(),
+            })?;
+            let r = layout.part_range(idx);
+            let stop = r.end.min(end);
+            out.push((idx, pos - r.start, stop - r.start, to_usize(pos - offset)?));
+            pos = stop;
+        }
+        Ok(out)
+    }
+
+    /// Reserve staging space, dropping local copies of clean uploaded parts if needed and
+    /// waiting for uploads in flight to make more parts clean.
+    async fn reserve_staging(&mut self, needed: u64, touched: (u32, u32)) -> Result<(), UploadError> {
+        loop {
+            if needed == 0 || self.staging.reserve(needed) {
+                return Ok(());
+            }
+            if self.evict_one(touched).await? {
+                continue;
+            }
+            // Bounded: each round either finishes a request or gives up.
+            match self.tasks.join_next().await {
+                Some(r) => self.on_done(r),
+                None => return Err(UploadError::StagingFull),
+            }
+        }
+    }
+
+    /// Drop the local copy of one clean uploaded part; `false` if there is none.
+    async fn evict_one(&mut self, touched: (u32, u32)) -> Result<bool, UploadError> {
+        // Part 0 is kept: container formats (mp4, wav) patch their header there at the end.
+        let candidate = self
+            .parts
+            .iter()
+            .find(|(i, p)| {
+                **i != 0
+                    && !(touched.0..=touched.1).contains(*i)
+                    && !p.evicted
+                    && !p.local.is_empty()
+                    && self.is_clean(**i, p)
+            })
+            .map(|(i, _)| *i);
+        let Some(idx) = candidate else { return Ok(false) };
+        self.staging.remove(idx).await?;
+        if let Some(p) = self.parts.get_mut(&idx) {
+            let freed = p.local.covered();
+            p.local = Extents::default();
+            p.evicted = true;
+            self.staging.release(freed);
+            tracing::debug!(key = %self.key, part = idx, "staging full: dropped local copy of uploaded part");
+        }
+        Ok(true)
+    }
+
+    /// Start uploading parts that became complete and that the writer has moved past.
+    async fn upload_finished_parts(&mut self, offset: u64, end: u64) {
+        let layout = self.uploader.layout;
+        let (Some(first), Some(last)) = (layout.part_index(offset), layout.part_index(end - 1)) else {
+            return;
+        };
+        for idx in first.saturating_sub(1)..=last {
+            let full = layout.part_range(idx);
+            if full.end >= end {
+                continue;
+            }
+            let ready = self
+                .parts
+                .get(&idx)
+                .is_some_and(|p| !p.in_flight && !p.evicted && p.uploaded.is_none() && p.local.covers(0, full.len()));
+            if !ready {
+                continue;
+            }
+            if let Err(e) = self.upload_staged_part(idx, full.len()).await {
+                self.record_failure(e);
+                return;
+            }
+        }
+    }
+
+    /// Read part `idx` from staging into a budgeted buffer and upload it in the background.
+    async fn upload_staged_part(&mut self, idx: u32, len: u64) -> Result<(), UploadError> {
+        let upload = self.ensure_upload().await?;
+        self.wait_for_slot().await;
+        if let Some(e) = &self.failed {
+            return Err(e.duplicate());
+        }
+        let permit = self.uploader.memory.acquire(len).await;
+        let n = to_usize(len)?;
+        let pieces = vec![Piece {
+            path: self.staging.part_path(idx),
+            file_offset: 0,
+            buf_offset: 0,
+            len: n,
+        }];
+        // Read now, not in the task: a later truncate may delete the file.
+        let buf = read_pieces_into(vec![0; n], pieces).await?;
+        let Some(part) = self.parts.get_mut(&idx) else {
+            return Ok(());
+        };
+        part.in_flight = true;
+        let version = part.version;
+        let job = super::commit::PartJob::Data(Bytes::from(buf));
+        self.spawn_part(&upload, idx, len, version, job, Some(permit));
+        Ok(())
+    }
+
+    /// Start a multipart upload for the current key unless one is open.
+    pub(super) async fn ensure_upload(&mut self) -> Result<Upload, UploadError> {
+        if let Some(u) = &self.upload {
+            return Ok(u.clone());
+        }
+        let id = self
+            .backend
+            .create_multipart(&self.key)
+            .await
+            .map_err(UploadError::Backend)?;
+        tracing::debug!(key = %self.key, "multipart upload started");
+        let up = Upload {
+            key: self.key.clone(),
+            id,
+        };
+        self.upload = Some(up.clone());
+        Ok(up)
+    }
+
+    /// Wait until fewer than `max_concurrent_parts` requests are in flight.
+    pub(super) async fn wait_for_slot(&mut self) {
+        while self.tasks.len() >= self.uploader.config.max_concurrent_parts {
+            match self.tasks.join_next().await {
+                Some(r) => self.on_done(r),
+                None => break,
+            }
+        }
+    }
+
+    /// Handle finished requests without waiting.
+    pub(super) fn reap(&mut self) {
+        while let Some(r) = self.tasks.try_join_next() {
+            self.on_done(r);
+        }
+    }
+
+    /// Wait for every request in flight.
+    pub(super) async fn drain(&mut self) {
+        while let Some(r) = self.tasks.join_next().await {
+            self.on_done(r);
+        }
+    }
+
+    fn on_done(&mut self, r: Result<PartDone, JoinError>) {
+        let done = match r {
+            Ok(d) => d,
+            Err(e) => {
+                // Only a panic gets here (tasks are never cancelled while the session lives).
+                self.record_failure(UploadError::Io(std::io::Error::other(e)));
+                return;
+            }
+        };
+        let current = done.generation == self.generation;
+        let Some(part) = self.parts.get_mut(&done.idx) else {
+            return;
+        };
+        part.in_flight = false;
+        if !current {
+            return;
+        }
+        match done.result {
+            Ok(cp) => {
+                part.uploaded = Some(Uploaded {
+                    etag: cp.etag,
+                    len: done.len,
+                    version: done.version,
+                })
+            }
+            Err(e) => self.record_failure(e),
+        }
+    }
+
+    pub(super) fn record_failure(&mut self, e: UploadError) {
+        if self.failed.is_none() {
+            tracing::warn!(key = %self.key, error = %e, "background part upload failed");
+            self.failed = Some(e);
+        }
+    }
+
+    /// Detach from the current multipart upload: later results are ignored, every part
+    /// counts as not uploaded. Returns the upload so the caller can abort it.
+    pub(super) fn forget_upload(&mut self) -> Option<Upload> {
+        let up = self.upload.take()?;
+        self.generation += 1;
+        for p in self.parts.values_mut() {
+            p.uploaded = None;
+            if p.evicted {
+                // The aborted upload held the only copy of this part.
+                self.lost = true;
+            }
+        }
+        Some(up)
+    }
+
+    /// Abort the current multipart upload after its requests in flight have finished (so
+    /// none lands after the abort).
+    pub(super) async fn abort_upload(&mut self) {
+        let Some(up) = self.forget_upload() else { return };
+        self.drain().await;
+        if let Err(e) = self.backend.abort_multipart(&up.key, &up.id).await {
+            tracing::warn!(key = %up.key, error = %e, "could not abort multipart upload");
+        }
+    }
+}
+
+/// Abort `up` in the background once `tasks` have finished.
+fn spawn_abort(backend: Arc<dyn Backend>, up: Upload, mut tasks: JoinSet<PartDone>) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(async move {
+                while tasks.join_next().await.is_some() {}
+                if let Err(e) = backend.abort_multipart(&up.key, &up.id).await {
+                    tracing::warn!(key = %up.key, error = %e, "could not abort multipart upload");
+                }
+            });
+        }
+        Err(_) => tracing::warn!(key = %up.key, "no runtime to abort multipart upload; it stays open"),
+    }
+}
+
+impl Drop for WriteSession {
+    fn drop(&mut self) {
+        if let Some(up) = self.upload.take() {
+            spawn_abort(self.backend.clone(), up, std::mem::take(&mut self.tasks));
+        } else if self.dirty {
+            tracing::debug!(key = %self.key, "write session dropped with uncommitted data");
+        }
+    }
+}

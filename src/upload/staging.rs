@@ -1,0 +1,216 @@
+//! Per-session staging files: every written byte is also kept on local disk until the
+//! object is committed, so any part can be (re)built and re-uploaded.
+//!
+//! One sparse file per part (`<session dir>/<index>`), created lazily in a per-session
+//! directory that is itself created on the first write. Files per part (rather than one file
+//! per session) let a clean, already uploaded part be dropped to free space without hole
+//! punching. Bytes are reserved against the mount-wide [`StagingSpace`] before they are
+//! written and returned when a part file is removed or the session ends.
+//!
+//! File IO is blocking, so it runs on tokio's blocking pool.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::budget::StagingSpace;
+
+/// A slice of a part file to copy into an assembly buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct Piece {
+    /// Part file to read.
+    pub(crate) path: PathBuf,
+    /// Offset within the part file.
+    pub(crate) file_offset: u64,
+    /// Offset within the destination buffer.
+    pub(crate) buf_offset: usize,
+    /// Number of bytes.
+    pub(crate) len: usize,
+}
+
+/// The staging files of one write session.
+#[derive(Debug)]
+pub(crate) struct SessionStaging {
+    space: Arc<StagingSpace>,
+    dir: PathBuf,
+    dir_created: bool,
+    reserved: u64,
+    /// The most recently written part file, kept open: sequential writes hit it repeatedly.
+    open: Option<(u32, Arc<File>)>,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(io::Error::other)?
+}
+
+impl SessionStaging {
+    /// Staging for one session in `dir` (not created until the first write).
+    pub(crate) fn new(space: Arc<StagingSpace>, dir: PathBuf) -> Self {
+        Self {
+            space,
+            dir,
+            dir_created: false,
+            reserved: 0,
+            open: None,
+        }
+    }
+
+    /// Path of part `idx`'s file.
+    pub(crate) fn part_path(&self, idx: u32) -> PathBuf {
+        self.dir.join(idx.to_string())
+    }
+
+    /// Reserve `bytes` of staging space; `false` if the area is full.
+    pub(crate) fn reserve(&mut self, bytes: u64) -> bool {
+        let ok = self.space.try_reserve(bytes);
+        if ok {
+            self.reserved += bytes;
+        }
+        ok
+    }
+
+    /// Return `bytes` reserved by this session.
+    pub(crate) fn release(&mut self, bytes: u64) {
+        let bytes = bytes.min(self.reserved);
+        self.reserved -= bytes;
+        self.space.release(bytes);
+    }
+
+    async fn file(&mut self, idx: u32) -> io::Result<Arc<File>> {
+        if let Some((i, f)) = &self.open {
+            if *i == idx {
+                return Ok(f.clone());
+            }
+        }
+        let dir = self.dir.clone();
+        let create_dir = !self.dir_created;
+        let path = self.part_path(idx);
+        let file = blocking(move || {
+            if create_dir {
+                std::fs::create_dir_all(&dir)?;
+            }
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        })
+        .await?;
+        self.dir_created = true;
+        let file = Arc::new(file);
+        self.open = Some((idx, file.clone()));
+        Ok(file)
+    }
+
+    /// Write `data` at `offset` of part `idx`'s file.
+    pub(crate) async fn write(&mut self, idx: u32, offset: u64, data: Bytes) -> io::Result<()> {
+        let file = self.file(idx).await?;
+        blocking(move || file.write_all_at(&data, offset)).await
+    }
+
+    /// Cut part `idx`'s file to `len` bytes.
+    pub(crate) async fn truncate(&mut self, idx: u32, len: u64) -> io::Result<()> {
+        let file = self.file(idx).await?;
+        blocking(move || file.set_len(len)).await
+    }
+
+    /// Delete part `idx`'s file (absent is fine).
+    pub(crate) async fn remove(&mut self, idx: u32) -> io::Result<()> {
+        if self.open.as_ref().is_some_and(|(i, _)| *i == idx) {
+            self.open = None;
+        }
+        let path = self.part_path(idx);
+        blocking(move || match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+    }
+
+    /// Delete every file and return all reserved space (after a commit).
+    pub(crate) async fn clear(&mut self) {
+        self.open = None;
+        self.release(self.reserved);
+        if self.dir_created {
+            self.dir_created = false;
+            let dir = self.dir.clone();
+            if let Err(e) = blocking(move || std::fs::remove_dir_all(dir)).await {
+                tracing::warn!(error = %e, "could not remove staging directory");
+            }
+        }
+    }
+}
+
+impl Drop for SessionStaging {
+    fn drop(&mut self) {
+        self.release(self.reserved);
+        if self.dir_created {
+            // Blocking, but only a directory of a few files, once per session.
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                tracing::warn!(error = %e, "could not remove staging directory");
+            }
+        }
+    }
+}
+
+/// Copy `pieces` from part files into `buf` (blocking; call from the blocking pool).
+pub(crate) fn read_pieces(buf: &mut [u8], pieces: &[Piece]) -> io::Result<()> {
+    let mut current: Option<(&Path, File)> = None;
+    for p in pieces {
+        if current.as_ref().map(|(path, _)| *path) != Some(p.path.as_path()) {
+            current = Some((p.path.as_path(), File::open(&p.path)?));
+        }
+        let Some((_, file)) = &current else { continue };
+        let dst = buf
+            .get_mut(p.buf_offset..p.buf_offset + p.len)
+            .ok_or_else(|| io::Error::other("staging piece outside buffer"))?;
+        file.read_exact_at(dst, p.file_offset)?;
+    }
+    Ok(())
+}
+
+/// [`read_pieces`] into a fresh buffer of `len` bytes on the blocking pool; bytes no piece
+/// covers stay zero.
+pub(crate) async fn read_pieces_into(mut buf: Vec<u8>, pieces: Vec<Piece>) -> io::Result<Vec<u8>> {
+    if pieces.is_empty() {
+        return Ok(buf);
+    }
+    blocking(move || {
+        read_pieces(&mut buf, &pieces)?;
+        Ok(buf)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_read_back_and_release_on_drop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let space = Arc::new(StagingSpace::new(1000));
+        let mut s = SessionStaging::new(space.clone(), tmp.path().join("s1"));
+        assert!(!tmp.path().join("s1").exists(), "created lazily");
+        assert!(s.reserve(10));
+        s.write(3, 4, Bytes::from_static(b"hello")).await.unwrap();
+        s.write(3, 0, Bytes::from_static(b"abcd")).await.unwrap();
+        let pieces = vec![Piece {
+            path: s.part_path(3),
+            file_offset: 2,
+            buf_offset: 1,
+            len: 6,
+        }];
+        let out = read_pieces_into(vec![0; 8], pieces).await.unwrap();
+        assert_eq!(&out, b"\0cdhell\0");
+        assert_eq!(space.in_use(), 10);
+        drop(s);
+        assert_eq!(space.in_use(), 0);
+        assert!(!tmp.path().join("s1").exists());
+    }
+}
