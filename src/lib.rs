@@ -6,11 +6,16 @@
 //! (inodes) / `read` (range reads, read-ahead) / `upload` (multipart pipeline) → `cache`
 //! (block cache) / `backend` (object storage trait and implementations).
 
+pub mod app;
 pub mod backend;
 pub mod cache;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod fs;
+pub mod fuse;
+pub mod namespace;
 pub mod read;
 pub mod secret;
+pub mod tenant;
 pub mod upload;

@@ -97,7 +97,8 @@ impl Backend for PrefixBackend {
             .objects
             .into_iter()
             .filter_map(|mut o| {
-                let rel = self.strip(&o.key)?.to_owned();
+                // The prefix's own `tenant/` marker is not an object inside the tenant.
+                let rel = self.strip(&o.key).filter(|r| !r.is_empty())?.to_owned();
                 o.key = rel;
                 Some(o)
             })

@@ -11,6 +11,8 @@
 
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ pub struct TestS3Server {
     pub secret_key: String,
     /// Directory holding the buckets (one subdirectory each).
     pub root: PathBuf,
+    counters: Arc<Counters>,
     _dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -57,6 +60,8 @@ impl TestS3Server {
         let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
         let (tx, rx) = oneshot::channel();
         let (ak, sk, fs_root) = (access_key.clone(), secret_key.clone(), root.clone());
+        let counters = Arc::new(Counters::default());
+        let c2 = counters.clone();
         let thread = std::thread::Builder::new()
             .name("test-s3-server".to_owned())
             .spawn(move || {
@@ -65,7 +70,7 @@ impl TestS3Server {
                     .enable_all()
                     .build()
                     .expect("server runtime");
-                rt.block_on(serve(listener, fs_root, ak, sk, rx));
+                rt.block_on(serve(listener, fs_root, ak, sk, c2, rx));
                 // Dropping the runtime cancels every connection task mid-flight.
                 rt.shutdown_background();
             })
@@ -76,9 +81,20 @@ impl TestS3Server {
             secret_key,
             root,
             _dir: dir,
+            counters,
             shutdown: Some(tx),
             thread: Some(thread),
         }
+    }
+
+    /// Object GET requests served so far.
+    pub fn get_requests(&self) -> u64 {
+        self.counters.gets.load(Ordering::Relaxed)
+    }
+
+    /// Requests of any kind served so far.
+    pub fn requests(&self) -> u64 {
+        self.counters.requests.load(Ordering::Relaxed)
     }
 
     /// Stop listening and cut open connections. Idempotent.
@@ -142,7 +158,23 @@ impl S3Auth for AwsLikeAuth {
     }
 }
 
-async fn serve(listener: StdListener, root: PathBuf, ak: String, sk: String, mut stop: oneshot::Receiver<()>) {
+/// Requests seen by the server.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Object GETs (ranged or whole), not listings.
+    pub gets: AtomicU64,
+    /// All requests.
+    pub requests: AtomicU64,
+}
+
+async fn serve(
+    listener: StdListener,
+    root: PathBuf,
+    ak: String,
+    sk: String,
+    counters: Arc<Counters>,
+    mut stop: oneshot::Receiver<()>,
+) {
     let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs root");
     let service = {
         let mut b = S3ServiceBuilder::new(fs);
@@ -150,6 +182,20 @@ async fn serve(listener: StdListener, root: PathBuf, ak: String, sk: String, mut
         b.build()
     };
     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    // Count object GETs (not listings) so tests can assert request counts at the server.
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let is_list = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.contains("list-type") || q.contains("uploads"));
+        let has_key = req.uri().path().trim_start_matches('/').contains('/');
+        if req.method() == hyper::Method::GET && has_key && !is_list {
+            counters.gets.fetch_add(1, Ordering::Relaxed);
+        }
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let service = service.clone();
+        async move { hyper::service::Service::call(&service, req).await }
+    });
     let http = ConnBuilder::new(TokioExecutor::new());
     loop {
         let socket = tokio::select! {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install the system packages byosfs and its tests use (Debian/Ubuntu). Idempotent.
+set -euo pipefail
+need=()
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v rsync >/dev/null 2>&1 || need+=(rsync)
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Kernel FUSE module: present on normal hosts; in containers /dev/fuse must be passed in.
+[ -e /dev/fuse ] || modprobe fuse 2>/dev/null || echo "warning: /dev/fuse is missing; mount tests will fail under CI=true" >&2

@@ -1,0 +1,473 @@
+//! Directory listings (streamed page by page) and namespace changes: mkdir, rmdir, unlink,
+//! rename.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tracing::{debug, info};
+
+use super::attr::{attr_of, DirEntry, DirReplier};
+use super::handles::Handle;
+use super::{stat_of, Entry, Error, Filesystem, Result};
+use crate::backend::{BackendErrorKind, ByteRange, ListParams, MAX_PART_SIZE};
+use crate::namespace::name::{child_key, dir_prefix, entry_name, validate_name};
+use crate::namespace::{Inode, Kind, Stat, TenantId};
+use crate::tenant::Tenant;
+
+/// One listed name before it becomes a directory entry.
+#[derive(Debug, Clone)]
+struct Listed {
+    name: String,
+    tenant: Option<TenantId>,
+    kind: Kind,
+    stat: Stat,
+}
+
+/// State of one open directory: entries fetched so far and where the listing continues.
+///
+/// Offsets handed to the kernel are indexes into `entries` (plus one), so they stay valid
+/// while more pages are fetched; only a page the kernel has not reached yet is requested.
+#[derive(Debug)]
+pub struct DirStream {
+    ino: u64,
+    entries: Vec<Listed>,
+    seen: HashSet<String>,
+    next: Option<String>,
+    done: bool,
+}
+
+impl Filesystem {
+    /// Open directory `ino` for listing.
+    pub async fn opendir(&self, ino: u64) -> Result<u64> {
+        let inode = self.inodes.get(ino)?;
+        if !inode.kind.is_dir() {
+            return Err(Error::expected(libc::ENOTDIR, "not a directory"));
+        }
+        let mut stream = DirStream {
+            ino,
+            entries: Vec::new(),
+            seen: HashSet::new(),
+            next: None,
+            done: false,
+        };
+        if inode.kind == Kind::Root {
+            for t in self.tenants.iter() {
+                stream.push(Listed {
+                    name: t.name.clone(),
+                    tenant: Some(t.id),
+                    kind: Kind::TenantRoot,
+                    stat: Stat::dir(),
+                });
+            }
+            stream.done = true;
+        } else {
+            // Files still being written are not in the bucket yet; show them first.
+            for child in self.inodes.open_children(ino) {
+                if let Some(name) = child.key.rsplit('/').next() {
+                    stream.push(Listed {
+                        name: name.to_owned(),
+                        tenant: inode.tenant,
+                        kind: Kind::File,
+                        stat: child.stat.clone(),
+                    });
+                }
+            }
+        }
+        Ok(self.handles.insert(Handle::Dir(tokio::sync::Mutex::new(stream))))
+    }
+
+    /// List directory handle `fh` from `offset`. With `plus`, every entry the replier accepts
+    /// is a kernel reference (readdirplus) and gets an inode.
+    pub async fn readdir(&self, fh: u64, offset: u64, plus: bool, replier: &mut (dyn DirReplier + Send)) -> Result<()> {
+        let h = self
+            .handles
+            .get(fh)
+            .ok_or_else(|| Error::new(libc::EBADF, format!("unknown handle {fh}")))?;
+        let Handle::Dir(stream) = &*h else {
+            return Err(Error::new(libc::ENOTDIR, "not a directory handle"));
+        };
+        let mut stream = stream.lock().await;
+        let dir = self.inodes.get(stream.ino)?;
+        let ttl = self.config.attr_ttl;
+        // Offsets 1 and 2 are "." and "..".
+        let mut pos = offset;
+        if pos == 0 {
+            let e = DirEntry {
+                ino: dir.ino,
+                offset: 1,
+                name: ".".into(),
+                attr: self.attr(&dir),
+            };
+            if replier.add(&e, ttl) {
+                return Ok(());
+            }
+            pos = 1;
+        }
+        if pos == 1 {
+            let parent = self.inodes.get(dir.parent).unwrap_or_else(|_| dir.clone());
+            let e = DirEntry {
+                ino: parent.ino,
+                offset: 2,
+                name: "..".into(),
+                attr: self.attr(&parent),
+            };
+            if replier.add(&e, ttl) {
+                return Ok(());
+            }
+            pos = 2;
+        }
+        let tenant = dir.tenant.and_then(|id| self.tenants.get(id)).cloned();
+        let owner = |l: &Listed| l.tenant.and_then(|id| self.tenants.get(id)).map(Arc::as_ref);
+        // Bounded: each round either emits an entry, fetches a page, or returns.
+        loop {
+            let idx = usize::try_from(pos - 2).unwrap_or(usize::MAX);
+            if idx >= stream.entries.len() {
+                if stream.done {
+                    return Ok(());
+                }
+                let Some(tenant) = &tenant else { return Ok(()) };
+                self.fetch_page(tenant, &dir, &mut stream).await?;
+                continue;
+            }
+            let l = stream.entries[idx].clone();
+            let next_offset = pos + 1;
+            let entry = if plus {
+                let inode = self
+                    .inodes
+                    .upsert_child(dir.ino, &l.name, l.tenant, l.kind, l.stat.clone(), 0)?;
+                DirEntry {
+                    ino: inode.ino,
+                    offset: next_offset,
+                    name: l.name.clone(),
+                    attr: self.attr(&inode),
+                }
+            } else {
+                let ino = self
+                    .inodes
+                    .child(dir.ino, &l.name)
+                    .map_or(placeholder_ino(next_offset), |i| i.ino);
+                let inode = Inode {
+                    ino,
+                    parent: dir.ino,
+                    tenant: l.tenant,
+                    key: String::new(),
+                    kind: l.kind,
+                    stat: l.stat.clone(),
+                    validated: std::time::Instant::now(),
+                };
+                let attr = attr_of(&inode, owner(&l), self.config.root_owner);
+                DirEntry {
+                    ino,
+                    offset: next_offset,
+                    name: l.name.clone(),
+                    attr,
+                }
+            };
+            if replier.add(&entry, ttl) {
+                return Ok(());
+            }
+            if plus {
+                // Accepted by the kernel: now it holds a reference.
+                self.inodes
+                    .upsert_child(dir.ino, &l.name, l.tenant, l.kind, l.stat, 1)?;
+            }
+            pos = next_offset;
+        }
+    }
+
+    async fn fetch_page(&self, tenant: &Tenant, dir: &Inode, stream: &mut DirStream) -> Result<()> {
+        let params = ListParams::new(dir_prefix(&dir.key), true).with_continuation(stream.next.take());
+        let page = tenant.backend.list(&params).await?;
+        let plen = dir_prefix(&dir.key).len();
+        // Within a page, a directory wins over an object of the same name (as in lookup).
+        for cp in &page.common_prefixes {
+            if let Some(name) = cp.get(plen..).and_then(entry_name) {
+                stream.push(Listed {
+                    name: name.to_owned(),
+                    tenant: dir.tenant,
+                    kind: Kind::Dir,
+                    stat: Stat::dir(),
+                });
+            }
+        }
+        for o in &page.objects {
+            let Some(rel) = o.key.get(plen..) else { continue };
+            if rel.ends_with('/') {
+                continue; // the directory's own marker, or an odd `a//` key
+            }
+            if let Some(name) = entry_name(rel) {
+                stream.push(Listed {
+                    name: name.to_owned(),
+                    tenant: dir.tenant,
+                    kind: Kind::File,
+                    stat: stat_of(o),
+                });
+            }
+        }
+        stream.next = page.next;
+        stream.done = stream.next.is_none();
+        Ok(())
+    }
+
+    /// Close a directory handle.
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+
+    fn writable_tenant(&self, dir: &Inode) -> Result<Arc<Tenant>> {
+        let t = self.tenant_of(dir)?;
+        if t.read_only {
+            return Err(Error::read_only(&t.name));
+        }
+        Ok(t.clone())
+    }
+
+    fn child_dir(&self, parent: u64) -> Result<Inode> {
+        let dir = self.inodes.get(parent)?;
+        match dir.kind {
+            Kind::Root => Err(Error::expected(libc::EPERM, "tenants are defined in the configuration")),
+            Kind::File => Err(Error::expected(libc::ENOTDIR, "not a directory")),
+            Kind::TenantRoot | Kind::Dir => Ok(dir),
+        }
+    }
+
+    /// Create directory `name`, persisted as a `name/` marker object so it survives a remount.
+    pub async fn mkdir(&self, parent: u64, name: &OsStr) -> Result<Entry> {
+        let dir = self.child_dir(parent)?;
+        let tenant = self.writable_tenant(&dir)?;
+        let name = validate_name(name)?;
+        let key = child_key(&dir.key, name);
+        tenant.backend.put(&format!("{key}/"), bytes::Bytes::new()).await?;
+        let stat = Stat {
+            size: 0,
+            mtime: SystemTime::now(),
+            etag: None,
+        };
+        let inode = self
+            .inodes
+            .upsert_child(parent, name, Some(tenant.id), Kind::Dir, stat, 1)?;
+        Ok(self.entry(&inode))
+    }
+
+    /// Remove an empty directory; `ENOTEMPTY` otherwise.
+    pub async fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+        let dir = self.child_dir(parent)?;
+        let tenant = self.writable_tenant(&dir)?;
+        let name = validate_name(name)?;
+        let key = child_key(&dir.key, name);
+        if let Some(child) = self.inodes.child(parent, name) {
+            if !self.inodes.open_children(child.ino).is_empty() {
+                return Err(Error::expected(
+                    libc::ENOTEMPTY,
+                    format!("{key}: files being written inside"),
+                ));
+            }
+        }
+        let marker = dir_prefix(&key);
+        let page = tenant
+            .backend
+            .list(&ListParams::new(marker.clone(), false).with_max_keys(2))
+            .await?;
+        if page.objects.iter().any(|o| o.key != marker) {
+            return Err(Error::expected(libc::ENOTEMPTY, format!("{key}: directory not empty")));
+        }
+        tenant.backend.delete(&marker).await?;
+        self.inodes.unlink(parent, name);
+        Ok(())
+    }
+
+    /// Remove file `name`. A file still open for writing can finish; nothing will be stored.
+    pub async fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        let dir = self.child_dir(parent)?;
+        let tenant = self.writable_tenant(&dir)?;
+        let name = validate_name(name)?;
+        let key = child_key(&dir.key, name);
+        if let Some(child) = self.inodes.child(parent, name) {
+            if child.kind.is_dir() {
+                return Err(Error::expected(libc::EISDIR, "is a directory"));
+            }
+            if let Some(w) = self.writer(child.ino) {
+                w.unlinked.store(true, Ordering::Release);
+            }
+        }
+        match tenant.backend.delete(&key).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == BackendErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.inodes.unlink(parent, name);
+        Ok(())
+    }
+
+    /// Rename a file (server-side copy, then delete) or a directory of up to
+    /// `max_rename_entries` objects (`EXDEV` above, so `mv` falls back to copy + delete).
+    pub async fn rename(&self, parent: u64, name: &OsStr, new_parent: u64, new_name: &OsStr, flags: u32) -> Result<()> {
+        let (src_dir, dst_dir) = (self.child_dir(parent)?, self.child_dir(new_parent)?);
+        let tenant = self.writable_tenant(&src_dir)?;
+        if dst_dir.tenant != src_dir.tenant {
+            return Err(Error::expected(libc::EXDEV, "rename across tenants"));
+        }
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            return Err(Error::expected(
+                libc::EINVAL,
+                "RENAME_EXCHANGE is not supported on object storage",
+            ));
+        }
+        let (name, new_name) = (validate_name(name)?, validate_name(new_name)?);
+        let (src, dst) = (child_key(&src_dir.key, name), child_key(&dst_dir.key, new_name));
+        if src == dst {
+            return Ok(());
+        }
+        let kind = match self.inodes.child(parent, name) {
+            Some(c) if self.fresh(&c) || self.writer(c.ino).is_some() => c.kind,
+            _ => self.resolve(&tenant, &src).await?.0,
+        };
+        let target = match self.inodes.child(new_parent, new_name) {
+            Some(c) => Some(c.kind),
+            None => match self.resolve(&tenant, &dst).await {
+                Ok((k, _)) => Some(k),
+                Err(e) if e.errno() == libc::ENOENT => None,
+                Err(e) => return Err(e),
+            },
+        };
+        if flags & libc::RENAME_NOREPLACE != 0 && target.is_some() {
+            return Err(Error::expected(libc::EEXIST, format!("{dst} exists")));
+        }
+        match (kind.is_dir(), target.map(Kind::is_dir)) {
+            (true, Some(false)) => return Err(Error::expected(libc::ENOTDIR, format!("{dst} is not a directory"))),
+            (false, Some(true)) => return Err(Error::expected(libc::EISDIR, format!("{dst} is a directory"))),
+            _ => {}
+        }
+        if kind.is_dir() {
+            self.rename_dir(&tenant, &src, &dst).await?;
+        } else {
+            self.rename_file(&tenant, parent, name, &src, &dst).await?;
+        }
+        self.inodes.rename(parent, name, new_parent, new_name);
+        Ok(())
+    }
+
+    async fn rename_file(&self, tenant: &Tenant, parent: u64, name: &str, src: &str, dst: &str) -> Result<()> {
+        if let Some(w) = self.inodes.child(parent, name).and_then(|c| self.writer(c.ino)) {
+            // Open for writing: later commits go to the new key. Commit what was written so
+            // far under the old key first so the copy below moves current content.
+            let mut s = w.session.lock().await;
+            if w.needs_commit.swap(false, Ordering::AcqRel) {
+                if let Err(e) = s.commit().await {
+                    w.needs_commit.store(true, Ordering::Release);
+                    return Err(e.into());
+                }
+            }
+            s.set_key(dst.to_owned());
+        }
+        copy_object(tenant, src, dst).await?;
+        tenant.backend.delete(src).await?;
+        info!(tenant = %tenant.name, src, dst, "renamed file");
+        Ok(())
+    }
+
+    async fn rename_dir(&self, tenant: &Tenant, src: &str, dst: &str) -> Result<()> {
+        let (sp, dp) = (dir_prefix(src), dir_prefix(dst));
+        // Target must be empty (POSIX): only its own marker may exist.
+        let page = tenant
+            .backend
+            .list(&ListParams::new(dp.clone(), false).with_max_keys(2))
+            .await?;
+        if page.objects.iter().any(|o| o.key != dp) {
+            return Err(Error::expected(libc::ENOTEMPTY, format!("{dst} is not empty")));
+        }
+        let mut keys = Vec::new();
+        let mut token = None;
+        let limit = self.config.max_rename_entries;
+        // Bounded by the limit: we stop listing as soon as it is exceeded.
+        loop {
+            let page = tenant
+                .backend
+                .list(&ListParams::new(sp.clone(), false).with_continuation(token))
+                .await?;
+            keys.extend(page.objects.into_iter().map(|o| (o.key, o.size)));
+            if keys.len() > limit {
+                return Err(Error::expected(
+                    libc::EXDEV,
+                    format!("{src}: more than {limit} objects; raise write.max_rename_entries or copy"),
+                ));
+            }
+            token = page.next;
+            if token.is_none() {
+                break;
+            }
+        }
+        for (key, size) in &keys {
+            let rest = key.get(sp.len()..).unwrap_or_default();
+            let target = format!("{dp}{rest}");
+            if *size > MAX_PART_SIZE {
+                copy_object(tenant, key, &target).await?;
+            } else {
+                tenant.backend.copy(key, &target).await?;
+            }
+        }
+        if keys.is_empty() {
+            // An empty directory exists only as this mount's inode or a marker: persist it.
+            tenant.backend.put(&dp, bytes::Bytes::new()).await?;
+        }
+        for (key, _) in &keys {
+            tenant.backend.delete(key).await?;
+        }
+        tenant.backend.delete(&sp).await?;
+        debug!(tenant = %tenant.name, src, dst, objects = keys.len(), "renamed directory");
+        Ok(())
+    }
+}
+
+/// Copy an object server-side: one CopyObject up to 5 GiB, a multipart copy above.
+pub(super) async fn copy_object(tenant: &Tenant, src: &str, dst: &str) -> Result<()> {
+    let meta = tenant.backend.head(src).await?;
+    if meta.size <= MAX_PART_SIZE {
+        tenant.backend.copy(src, dst).await?;
+        return Ok(());
+    }
+    // 1 GiB parts: far below the 10,000-part limit for any object S3 can hold.
+    const COPY_PART: u64 = 1 << 30;
+    let upload = tenant.backend.create_multipart(dst).await?;
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut number = 1;
+    while start < meta.size {
+        let end = (start + COPY_PART).min(meta.size);
+        match tenant
+            .backend
+            .upload_part_copy(dst, &upload, number, src, ByteRange::new(start, end))
+            .await
+        {
+            Ok(p) => parts.push(p),
+            Err(e) => {
+                let _ = tenant.backend.abort_multipart(dst, &upload).await;
+                return Err(e.into());
+            }
+        }
+        start = end;
+        number += 1;
+    }
+    if let Err(e) = tenant.backend.complete_multipart(dst, &upload, &parts).await {
+        let _ = tenant.backend.abort_multipart(dst, &upload).await;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+impl DirStream {
+    fn push(&mut self, l: Listed) {
+        if self.seen.insert(l.name.clone()) {
+            self.entries.push(l);
+        }
+    }
+}
+
+/// Inode number shown by plain readdir for an entry the kernel has not looked up yet. The
+/// kernel does not use it to address the file; it only has to be non-zero.
+fn placeholder_ino(offset: u64) -> u64 {
+    (1 << 63) | offset
+}

@@ -1,0 +1,85 @@
+//! Open file and directory handles.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::read::ObjectReader;
+use crate::tenant::Tenant;
+use crate::upload::WriteSession;
+
+use super::dir::DirStream;
+
+/// State shared by every handle that writes one inode: all writers of a file write the same
+/// session, as on a local filesystem where two descriptors share one inode.
+#[derive(Debug)]
+pub struct WriteState {
+    /// Inode being written.
+    pub ino: u64,
+    /// Tenant of the file.
+    pub tenant: Arc<Tenant>,
+    /// The upload session. Lock order: this lock is taken after none of the fs's std locks.
+    pub session: tokio::sync::Mutex<WriteSession>,
+    /// Something was written (or the file created/truncated) since the last commit.
+    pub needs_commit: AtomicBool,
+    /// The file was unlinked while open: discard instead of committing.
+    pub unlinked: AtomicBool,
+    /// Open handles sharing this state.
+    pub handles: AtomicUsize,
+}
+
+/// What a file handle refers to.
+#[derive(Debug)]
+pub enum Handle {
+    /// Read-only open of an object, with its own read-ahead state.
+    Read {
+        /// Inode.
+        ino: u64,
+        /// Reader pinned to the object version seen at open.
+        reader: ObjectReader,
+    },
+    /// Open for writing (or reading a file that is being written).
+    Write(Arc<WriteState>),
+    /// An open directory.
+    Dir(tokio::sync::Mutex<DirStream>),
+}
+
+/// Handle number → handle.
+#[derive(Debug, Default)]
+pub struct HandleTable {
+    map: Mutex<HashMap<u64, Arc<Handle>>>,
+    next: AtomicU64,
+}
+
+impl HandleTable {
+    /// Register a handle and return its number.
+    pub fn insert(&self, h: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.lock().insert(fh, Arc::new(h));
+        fh
+    }
+
+    /// The handle `fh`, if open.
+    pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.lock().get(&fh).cloned()
+    }
+
+    /// Close `fh`.
+    pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.lock().remove(&fh)
+    }
+
+    /// Number of open handles.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Handle>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

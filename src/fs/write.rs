@@ -1,0 +1,280 @@
+//! The write side: create, open for writing, write, flush/fsync (commit), release, setattr.
+//!
+//! Durability policy: every `flush` (each `close()`) and `fsync` commits what was written, and
+//! returns only once the object is complete in the bucket, so an upload failure is the
+//! caller's `close()`/`fsync()` error. All descriptors of one file share one upload session.
+
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tracing::{debug, warn};
+
+use super::handles::{Handle, WriteState};
+use super::{stat_of, Entry, Error, Filesystem, Opened, Result};
+use crate::namespace::name::{child_key, validate_name};
+use crate::namespace::{Inode, Kind, Stat};
+use crate::tenant::Tenant;
+use crate::upload::BaseObject;
+
+impl Filesystem {
+    /// Create and open file `name` in `parent`. It becomes an object on the first flush.
+    pub async fn create(&self, parent: u64, name: &OsStr, flags: i32) -> Result<(Entry, Opened)> {
+        let dir = self.inodes.get(parent)?;
+        if !matches!(dir.kind, Kind::TenantRoot | Kind::Dir) {
+            return Err(Error::expected(
+                libc::EPERM,
+                "files can be created only inside a tenant",
+            ));
+        }
+        let tenant = self.tenant_of(&dir)?.clone();
+        if tenant.read_only {
+            return Err(Error::read_only(&tenant.name));
+        }
+        let name = validate_name(name)?;
+        if let Some(existing) = self.inodes.child(parent, name) {
+            if flags & libc::O_EXCL != 0 {
+                return Err(Error::expected(libc::EEXIST, "file exists"));
+            }
+            if existing.kind.is_dir() {
+                return Err(Error::expected(libc::EISDIR, "is a directory"));
+            }
+        }
+        let key = child_key(&dir.key, name);
+        let stat = Stat {
+            size: 0,
+            mtime: SystemTime::now(),
+            etag: None,
+        };
+        let inode = self
+            .inodes
+            .upsert_child(parent, name, Some(tenant.id), Kind::File, stat, 1)?;
+        let state = self.new_writer(&inode, &tenant, key, None);
+        let opened = self.attach_writer(&inode, state);
+        Ok((self.entry(&self.inodes.get(inode.ino)?), opened))
+    }
+
+    fn new_writer(
+        &self,
+        inode: &Inode,
+        tenant: &Arc<Tenant>,
+        key: String,
+        base: Option<BaseObject>,
+    ) -> Arc<WriteState> {
+        let session = self.uploader.start(tenant.backend.clone(), key, base);
+        Arc::new(WriteState {
+            ino: inode.ino,
+            tenant: tenant.clone(),
+            session: tokio::sync::Mutex::new(session),
+            // A new or truncated file must become an object even if nothing is written.
+            needs_commit: AtomicBool::new(true),
+            unlinked: AtomicBool::new(false),
+            handles: AtomicUsize::new(0),
+        })
+    }
+
+    fn attach_writer(&self, inode: &Inode, state: Arc<WriteState>) -> Opened {
+        state.handles.fetch_add(1, Ordering::AcqRel);
+        self.writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(inode.ino, state.clone());
+        self.inodes.open(inode.ino);
+        let fh = self.handles.insert(Handle::Write(state));
+        Opened { fh, keep_cache: false }
+    }
+
+    pub(super) async fn open_for_write(&self, inode: &Inode, tenant: &Arc<Tenant>, truncate: bool) -> Result<Opened> {
+        if tenant.read_only {
+            return Err(Error::read_only(&tenant.name));
+        }
+        if let Some(w) = self.writer(inode.ino) {
+            if truncate {
+                w.session.lock().await.truncate(0).await?;
+                w.needs_commit.store(true, Ordering::Release);
+            }
+            return Ok(self.attach_writer(inode, w));
+        }
+        let base = if truncate {
+            None
+        } else {
+            let meta = tenant.backend.head(&inode.key).await?;
+            self.inodes.set_stat(inode.ino, stat_of(&meta));
+            Some(BaseObject {
+                size: meta.size,
+                etag: meta.etag,
+            })
+        };
+        let state = self.new_writer(inode, tenant, inode.key.clone(), base);
+        // Opening an existing file without O_TRUNC changes nothing until the first write.
+        state.needs_commit.store(truncate, Ordering::Release);
+        Ok(self.attach_writer(inode, state))
+    }
+
+    fn write_state(&self, fh: u64) -> Result<Arc<WriteState>> {
+        let h = self
+            .handles
+            .get(fh)
+            .ok_or_else(|| Error::new(libc::EBADF, format!("unknown handle {fh}")))?;
+        match &*h {
+            Handle::Write(w) => Ok(w.clone()),
+            Handle::Read { .. } | Handle::Dir(_) => Err(Error::new(libc::EBADF, "handle not open for writing")),
+        }
+    }
+
+    /// Write `data` at `offset` through handle `fh`.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let w = self.write_state(fh)?;
+        let mut s = w.session.lock().await;
+        s.write(offset, data).await?;
+        w.needs_commit.store(true, Ordering::Release);
+        let stat = Stat {
+            size: s.size(),
+            mtime: SystemTime::now(),
+            etag: None,
+        };
+        drop(s);
+        self.inodes.set_stat(w.ino, stat);
+        u32::try_from(data.len()).map_err(|_| Error::new(libc::EINVAL, "write larger than 4 GiB"))
+    }
+
+    /// Commit the file behind `fh` if anything changed (called on every `close()`).
+    pub async fn flush(&self, fh: u64) -> Result<()> {
+        let h = self
+            .handles
+            .get(fh)
+            .ok_or_else(|| Error::new(libc::EBADF, format!("unknown handle {fh}")))?;
+        match &*h {
+            Handle::Write(w) => self.commit(w).await,
+            Handle::Read { .. } | Handle::Dir(_) => Ok(()),
+        }
+    }
+
+    /// Same as flush: data is durable once it is in the bucket.
+    pub async fn fsync(&self, fh: u64) -> Result<()> {
+        self.flush(fh).await
+    }
+
+    async fn commit(&self, w: &WriteState) -> Result<()> {
+        if w.unlinked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut s = w.session.lock().await;
+        if !w.needs_commit.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        match s.commit().await {
+            Ok(put) => {
+                let stat = Stat {
+                    size: s.size(),
+                    mtime: SystemTime::now(),
+                    etag: put.etag,
+                };
+                self.inodes.set_stat(w.ino, stat);
+                debug!(ino = w.ino, tenant = %w.tenant.name, size = s.size(), "committed");
+                Ok(())
+            }
+            Err(e) => {
+                w.needs_commit.store(true, Ordering::Release);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Close handle `fh`. The last handle of a file commits anything left (errors can only be
+    /// logged here: `close()` already returned) or, if the file was unlinked, discards it.
+    pub async fn release(&self, fh: u64) -> Result<()> {
+        let Some(h) = self.handles.remove(fh) else {
+            return Ok(());
+        };
+        let ino = match &*h {
+            Handle::Read { ino, .. } => *ino,
+            Handle::Write(w) => {
+                if w.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.finish_writer(w).await;
+                }
+                w.ino
+            }
+            Handle::Dir(_) => return Ok(()),
+        };
+        self.inodes.close(ino);
+        Ok(())
+    }
+
+    async fn finish_writer(&self, w: &Arc<WriteState>) {
+        {
+            let mut map = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            if map.get(&w.ino).is_some_and(|cur| Arc::ptr_eq(cur, w)) {
+                map.remove(&w.ino);
+            }
+        }
+        if w.unlinked.load(Ordering::Acquire) {
+            let mut s = w.session.lock().await;
+            let session = std::mem::replace(
+                &mut *s,
+                self.uploader.start(w.tenant.backend.clone(), String::new(), None),
+            );
+            session.abort().await;
+            return;
+        }
+        if let Err(e) = self.commit(w).await {
+            warn!(ino = w.ino, tenant = %w.tenant.name, error = %e, "upload failed after the last close");
+        }
+    }
+
+    /// Change size and/or mtime. Mode and ownership are fixed per tenant; requests to change
+    /// them are accepted and ignored so `cp -p` and `rsync -a` work.
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        size: Option<u64>,
+        mtime: Option<SystemTime>,
+    ) -> Result<Entry> {
+        let inode = self.inodes.get(ino)?;
+        if let Some(size) = size {
+            if inode.kind.is_dir() {
+                return Err(Error::expected(libc::EISDIR, "is a directory"));
+            }
+            let tenant = self.tenant_of(&inode)?.clone();
+            if tenant.read_only {
+                return Err(Error::read_only(&tenant.name));
+            }
+            let w = match fh.and_then(|fh| self.write_state(fh).ok()).or_else(|| self.writer(ino)) {
+                Some(w) => w,
+                None => {
+                    // truncate(2) on a file nobody has open: a short-lived session.
+                    let opened = self.open_for_write(&inode, &tenant, size == 0).await?;
+                    let w = self.write_state(opened.fh)?;
+                    let res = self.truncate_and_commit(&w, size).await;
+                    self.release(opened.fh).await?;
+                    res?;
+                    return Ok(self.entry(&self.inodes.get(ino)?));
+                }
+            };
+            let mut s = w.session.lock().await;
+            s.truncate(size).await?;
+            w.needs_commit.store(true, Ordering::Release);
+            let stat = Stat {
+                size,
+                mtime: SystemTime::now(),
+                etag: None,
+            };
+            drop(s);
+            self.inodes.set_stat(ino, stat);
+        }
+        if let Some(mtime) = mtime {
+            let mut inode = self.inodes.get(ino)?;
+            inode.stat.mtime = mtime;
+            self.inodes.set_stat(ino, inode.stat);
+        }
+        Ok(self.entry(&self.inodes.get(ino)?))
+    }
+
+    async fn truncate_and_commit(&self, w: &WriteState, size: u64) -> Result<()> {
+        w.session.lock().await.truncate(size).await?;
+        w.needs_commit.store(true, Ordering::Release);
+        self.commit(w).await
+    }
+}

@@ -1,0 +1,411 @@
+//! Kernel glue: `fuser::Filesystem` over [`crate::fs::Filesystem`].
+//!
+//! Each callback converts its arguments, hands one `fs` call to the [`dispatch::Dispatcher`]
+//! and converts the result. No filesystem logic lives here.
+
+mod dispatch;
+pub mod session;
+
+use std::ffi::OsStr;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    FileAttr, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use tracing::{debug, warn};
+
+use crate::fs::{Attr, DirEntry, DirReplier, FileType, Opened};
+pub(crate) use dispatch::Dispatcher;
+
+/// `fuser::Filesystem` implementation.
+#[derive(Debug)]
+pub struct FuseAdapter {
+    d: Dispatcher,
+    /// Kernel read-ahead to request (bytes); our own read-ahead does the heavy lifting.
+    max_readahead: u32,
+}
+
+impl FuseAdapter {
+    /// Wrap a filesystem; requests run on `rt`, at most `max_in_flight` at once.
+    pub fn new(
+        fs: std::sync::Arc<crate::fs::Filesystem>,
+        rt: tokio::runtime::Handle,
+        max_in_flight: usize,
+        max_readahead: u32,
+    ) -> Self {
+        Self {
+            d: Dispatcher::new(fs, rt, max_in_flight),
+            max_readahead,
+        }
+    }
+}
+
+fn to_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks(),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: match a.kind {
+            FileType::Directory => fuser::FileType::Directory,
+            FileType::RegularFile => fuser::FileType::RegularFile,
+        },
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: crate::fs::attr::BLKSIZE,
+        flags: 0,
+    }
+}
+
+fn open_flags(o: &Opened) -> FopenFlags {
+    if o.keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    }
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+struct Plain(ReplyDirectory);
+impl DirReplier for Plain {
+    fn add(&mut self, e: &DirEntry, _ttl: Duration) -> bool {
+        let kind = match e.attr.kind {
+            FileType::Directory => fuser::FileType::Directory,
+            FileType::RegularFile => fuser::FileType::RegularFile,
+        };
+        self.0.add(INodeNo(e.ino), e.offset, kind, &e.name)
+    }
+}
+
+struct Plus(ReplyDirectoryPlus);
+impl DirReplier for Plus {
+    fn add(&mut self, e: &DirEntry, ttl: Duration) -> bool {
+        self.0.add(
+            INodeNo(e.ino),
+            e.offset,
+            &e.name,
+            &ttl,
+            &to_attr(&e.attr),
+            Generation(0),
+        )
+    }
+}
+
+impl fuser::Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // READDIRPLUS: `ls -l` gets names and attributes in one round trip per page.
+        // ATOMIC_O_TRUNC: O_TRUNC arrives with open, so a file being replaced keeps its old
+        // content until the new one is committed (no separate truncate-to-zero first).
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_BIG_WRITES;
+        let supported = wanted & config.capabilities();
+        if let Err(missing) = config.add_capabilities(supported) {
+            warn!(?missing, "kernel refused FUSE capabilities");
+        }
+        if let Err(max) = config.set_max_readahead(self.max_readahead) {
+            let _ = config.set_max_readahead(max);
+        }
+        // 1 MiB writes: fewer round trips through the kernel for streaming writers.
+        if let Err(max) = config.set_max_write(1 << 20) {
+            let _ = config.set_max_write(max);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.to_owned();
+        self.d.run(
+            "lookup",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.lookup(parent.0, &name).await },
+            |r, e| r.entry(&e.ttl, &to_attr(&e.attr), Generation(0)),
+        );
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.d.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.d.run(
+            "getattr",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.getattr(ino.0).await },
+            |r, e| r.attr(&e.ttl, &to_attr(&e.attr)),
+        );
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mtime = mtime.map(time);
+        self.d.run(
+            "setattr",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.setattr(ino.0, fh.map(|f| f.0), size, mtime).await },
+            |r, e| r.attr(&e.ttl, &to_attr(&e.attr)),
+        );
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        let name = name.to_owned();
+        self.d.run(
+            "mkdir",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.mkdir(parent.0, &name).await },
+            |r, e| r.entry(&e.ttl, &to_attr(&e.attr), Generation(0)),
+        );
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.d.run(
+            "unlink",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.unlink(parent.0, &name).await },
+            |r, ()| r.ok(),
+        );
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.d.run(
+            "rmdir",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.rmdir(parent.0, &name).await },
+            |r, ()| r.ok(),
+        );
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        self.d.run(
+            "rename",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.rename(parent.0, &name, newparent.0, &newname, flags.bits()).await },
+            |r, ()| r.ok(),
+        );
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.d.run(
+            "open",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.open(ino.0, flags.0).await },
+            |r, o| r.opened(FileHandle(o.fh), open_flags(&o)),
+        );
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.d.run(
+            "read",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.read(fh.0, offset, size).await },
+            |r, data| r.data(&data),
+        );
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        // The request buffer is reused by fuser once we return: copy before going async.
+        let data = data.to_vec();
+        self.d.run(
+            "write",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.write(fh.0, offset, &data).await },
+            |r, n| r.written(n),
+        );
+    }
+
+    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.d.run(
+            "flush",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.flush(fh.0).await },
+            |r, ()| r.ok(),
+        );
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.d.run(
+            "release",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.release(fh.0).await },
+            |r, ()| r.ok(),
+        );
+    }
+
+    fn fsync(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.d.run(
+            "fsync",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.fsync(fh.0).await },
+            |r, ()| r.ok(),
+        );
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.d.run(
+            "opendir",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.opendir(ino.0).await },
+            |r, fh| r.opened(FileHandle(fh), FopenFlags::empty()),
+        );
+    }
+
+    fn readdir(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+        let fs = self.d.fs.clone();
+        self.d.spawn("readdir", req.unique().0, async move {
+            let mut p = Plain(reply);
+            match fs.readdir(fh.0, offset, false, &mut p).await {
+                Ok(()) => p.0.ok(),
+                Err(e) => {
+                    dispatch::log_error("readdir", &e);
+                    p.0.error(dispatch::errno(&e));
+                }
+            }
+        });
+    }
+
+    fn readdirplus(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
+        let fs = self.d.fs.clone();
+        self.d.spawn("readdirplus", req.unique().0, async move {
+            let mut p = Plus(reply);
+            match fs.readdir(fh.0, offset, true, &mut p).await {
+                Ok(()) => p.0.ok(),
+                Err(e) => {
+                    dispatch::log_error("readdirplus", &e);
+                    p.0.error(dispatch::errno(&e));
+                }
+            }
+        });
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.d.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.d.fs.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+        );
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = name.to_owned();
+        self.d.run(
+            "create",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.create(parent.0, &name, flags).await },
+            |r, (e, o)| {
+                r.created(
+                    &e.ttl,
+                    &to_attr(&e.attr),
+                    Generation(0),
+                    FileHandle(o.fh),
+                    open_flags(&o),
+                )
+            },
+        );
+    }
+
+    fn destroy(&mut self) {
+        debug!("filesystem destroyed");
+    }
+}

@@ -1,0 +1,472 @@
+//! Inodes: the mapping between inode numbers and (tenant, key, kind), with lookup counts.
+//!
+//! Keys are not stored: an inode holds its parent and its name, and its key is derived by
+//! walking up to the tenant root. Renaming a directory therefore re-keys its whole subtree
+//! by changing one inode, and inodes the kernel still caches below it stay correct.
+//!
+//! Invariants: an inode stays in the table while the kernel holds lookups on it, while it has
+//! children in the table, or while it has open handles; it is dropped when all reach zero.
+//! Inode numbers are never reused during a mount. All methods take one short `std` lock and
+//! never await.
+
+pub mod name;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime};
+
+use crate::backend::ETag;
+
+/// Inode number of the mount root (listing the tenants).
+pub const ROOT_INO: u64 = 1;
+
+/// Index of a tenant in the tenant table.
+pub type TenantId = u32;
+
+/// What an inode is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The mount root.
+    Root,
+    /// A tenant's top directory (key `""`).
+    TenantRoot,
+    /// A directory inside a tenant (a common prefix or a `dir/` marker).
+    Dir,
+    /// A regular file (an object).
+    File,
+}
+
+impl Kind {
+    /// Whether entries can be looked up below it.
+    pub fn is_dir(self) -> bool {
+        !matches!(self, Kind::File)
+    }
+}
+
+/// Attributes remembered from the backend (or from local writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: SystemTime,
+    /// ETag seen last, if any.
+    pub etag: Option<ETag>,
+}
+
+impl Stat {
+    /// Attributes of a directory (no backing object).
+    pub fn dir() -> Self {
+        Self {
+            size: 0,
+            mtime: SystemTime::UNIX_EPOCH,
+            etag: None,
+        }
+    }
+}
+
+/// A copy of an inode's state, taken under the lock.
+#[derive(Debug, Clone)]
+pub struct Inode {
+    /// Inode number.
+    pub ino: u64,
+    /// Parent inode (the root is its own parent).
+    pub parent: u64,
+    /// Tenant, for everything below the root.
+    pub tenant: Option<TenantId>,
+    /// Key relative to the tenant's prefix (no trailing `/`; `""` for a tenant root).
+    pub key: String,
+    /// What it is.
+    pub kind: Kind,
+    /// Last known attributes.
+    pub stat: Stat,
+    /// When `stat` was last confirmed by the backend (or set by a local write).
+    pub validated: Instant,
+}
+
+#[derive(Debug)]
+struct Node {
+    parent: u64,
+    name: String,
+    tenant: Option<TenantId>,
+    kind: Kind,
+    stat: Stat,
+    validated: Instant,
+    lookups: u64,
+    children: u64,
+    open: u64,
+    /// Still reachable by name from its parent (false after unlink/rename-over).
+    linked: bool,
+}
+
+#[derive(Debug)]
+struct Table {
+    nodes: HashMap<u64, Node>,
+    children: HashMap<(u64, String), u64>,
+    next: u64,
+}
+
+/// Errors from the inode table.
+#[derive(Debug, thiserror::Error)]
+pub enum InodeError {
+    /// The kernel referred to an inode we do not know (forgotten, or never issued).
+    #[error("unknown inode {0}")]
+    Unknown(u64),
+}
+
+/// The inode table of one mount.
+#[derive(Debug)]
+pub struct InodeTable {
+    /// The only lock of this module; never held across an await or a call out of it.
+    table: Mutex<Table>,
+}
+
+impl Default for InodeTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InodeTable {
+    /// A table holding only the root.
+    pub fn new() -> Self {
+        let root = Node {
+            parent: ROOT_INO,
+            name: String::new(),
+            tenant: None,
+            kind: Kind::Root,
+            stat: Stat::dir(),
+            validated: Instant::now(),
+            lookups: 1,
+            children: 0,
+            open: 0,
+            linked: true,
+        };
+        let mut nodes = HashMap::new();
+        nodes.insert(ROOT_INO, root);
+        Self {
+            table: Mutex::new(Table {
+                nodes,
+                children: HashMap::new(),
+                next: ROOT_INO + 1,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // Every mutation below keeps the maps consistent before it can panic, so a poisoned
+        // lock still guards a usable table.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Snapshot of `ino`.
+    pub fn get(&self, ino: u64) -> Result<Inode, InodeError> {
+        let t = self.lock();
+        snapshot(&t, ino).ok_or(InodeError::Unknown(ino))
+    }
+
+    /// The inode currently linked as `name` in `parent`, if the table knows one.
+    pub fn child(&self, parent: u64, name: &str) -> Option<Inode> {
+        let t = self.lock();
+        let ino = *t.children.get(&(parent, name.to_owned()))?;
+        snapshot(&t, ino)
+    }
+
+    /// Record that `name` in `parent` is a `kind` with `stat`, reusing the existing inode when
+    /// the kind matches, and add `lookups` kernel references to it.
+    pub fn upsert_child(
+        &self,
+        parent: u64,
+        name: &str,
+        tenant: Option<TenantId>,
+        kind: Kind,
+        stat: Stat,
+        lookups: u64,
+    ) -> Result<Inode, InodeError> {
+        let mut t = self.lock();
+        if !t.nodes.contains_key(&parent) {
+            return Err(InodeError::Unknown(parent));
+        }
+        let key = (parent, name.to_owned());
+        if let Some(&ino) = t.children.get(&key) {
+            if let Some(n) = t.nodes.get_mut(&ino) {
+                if n.kind == kind {
+                    // A file being written keeps its local size until the upload completes.
+                    if n.open == 0 || kind != Kind::File {
+                        n.stat = stat;
+                    }
+                    n.validated = Instant::now();
+                    n.lookups += lookups;
+                    return snapshot(&t, ino).ok_or(InodeError::Unknown(ino));
+                }
+            }
+            // Kind changed (file replaced by a directory or vice versa): detach the old inode.
+            unlink_locked(&mut t, parent, name);
+        }
+        let ino = t.next;
+        t.next += 1;
+        t.nodes.insert(
+            ino,
+            Node {
+                parent,
+                name: name.to_owned(),
+                tenant,
+                kind,
+                stat,
+                validated: Instant::now(),
+                lookups,
+                children: 0,
+                open: 0,
+                linked: true,
+            },
+        );
+        t.children.insert(key, ino);
+        if let Some(p) = t.nodes.get_mut(&parent) {
+            p.children += 1;
+        }
+        snapshot(&t, ino).ok_or(InodeError::Unknown(ino))
+    }
+
+    /// Replace the attributes of `ino` (after a HEAD, a write or a completed upload).
+    pub fn set_stat(&self, ino: u64, stat: Stat) {
+        let mut t = self.lock();
+        if let Some(n) = t.nodes.get_mut(&ino) {
+            n.stat = stat;
+            n.validated = Instant::now();
+        }
+    }
+
+    /// Mark the cached attributes of `ino` as stale.
+    pub fn invalidate(&self, ino: u64) {
+        let mut t = self.lock();
+        if let Some(n) = t.nodes.get_mut(&ino) {
+            n.validated = Instant::now() - std::time::Duration::from_secs(3600 * 24);
+        }
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut t = self.lock();
+        if let Some(node) = t.nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(n);
+        }
+        maybe_drop(&mut t, ino);
+    }
+
+    /// A handle was opened on `ino`.
+    pub fn open(&self, ino: u64) {
+        if let Some(n) = self.lock().nodes.get_mut(&ino) {
+            n.open += 1;
+        }
+    }
+
+    /// A handle on `ino` was released.
+    pub fn close(&self, ino: u64) {
+        let mut t = self.lock();
+        if let Some(n) = t.nodes.get_mut(&ino) {
+            n.open = n.open.saturating_sub(1);
+        }
+        maybe_drop(&mut t, ino);
+    }
+
+    /// Detach `name` from `parent` (unlink, rmdir). The inode lives on while referenced.
+    pub fn unlink(&self, parent: u64, name: &str) {
+        let mut t = self.lock();
+        unlink_locked(&mut t, parent, name);
+    }
+
+    /// Move `name` in `parent` to `new_name` in `new_parent`, replacing whatever was there.
+    pub fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) {
+        let mut t = self.lock();
+        unlink_locked(&mut t, new_parent, new_name);
+        let Some(ino) = t.children.remove(&(parent, name.to_owned())) else {
+            return;
+        };
+        if let Some(p) = t.nodes.get_mut(&parent) {
+            p.children = p.children.saturating_sub(1);
+        }
+        if let Some(n) = t.nodes.get_mut(&ino) {
+            n.parent = new_parent;
+            n.name = new_name.to_owned();
+        }
+        t.children.insert((new_parent, new_name.to_owned()), ino);
+        if let Some(p) = t.nodes.get_mut(&new_parent) {
+            p.children += 1;
+        }
+        maybe_drop(&mut t, parent);
+    }
+
+    /// Names of children of `parent` that exist only locally (files being written that are
+    /// not yet in the bucket), so listings can include them.
+    pub fn open_children(&self, parent: u64) -> Vec<Inode> {
+        let t = self.lock();
+        t.children
+            .iter()
+            .filter(|((p, _), _)| *p == parent)
+            .filter_map(|(_, &ino)| {
+                let n = t.nodes.get(&ino)?;
+                (n.open > 0 && n.kind == Kind::File)
+                    .then(|| snapshot(&t, ino))
+                    .flatten()
+            })
+            .collect()
+    }
+
+    /// Number of inodes held (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.lock().nodes.len()
+    }
+
+    /// Whether only the root is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() <= 1
+    }
+}
+
+fn unlink_locked(t: &mut Table, parent: u64, name: &str) {
+    let Some(ino) = t.children.remove(&(parent, name.to_owned())) else {
+        return;
+    };
+    if let Some(n) = t.nodes.get_mut(&ino) {
+        n.linked = false;
+    }
+    if let Some(p) = t.nodes.get_mut(&parent) {
+        p.children = p.children.saturating_sub(1);
+    }
+    maybe_drop(t, ino);
+    maybe_drop(t, parent);
+}
+
+/// Drop `ino` if nothing references it any more, then reconsider its parent.
+fn maybe_drop(t: &mut Table, mut ino: u64) {
+    // Bounded by the tree depth; each step removes one node.
+    loop {
+        if ino == ROOT_INO {
+            return;
+        }
+        let Some(n) = t.nodes.get(&ino) else { return };
+        if n.lookups > 0 || n.children > 0 || n.open > 0 || n.kind == Kind::TenantRoot {
+            return;
+        }
+        let (parent, name, linked) = (n.parent, n.name.clone(), n.linked);
+        t.nodes.remove(&ino);
+        if linked && t.children.get(&(parent, name.clone())) == Some(&ino) {
+            t.children.remove(&(parent, name));
+            if let Some(p) = t.nodes.get_mut(&parent) {
+                p.children = p.children.saturating_sub(1);
+            }
+        }
+        ino = parent;
+    }
+}
+
+fn snapshot(t: &Table, ino: u64) -> Option<Inode> {
+    let n = t.nodes.get(&ino)?;
+    Some(Inode {
+        ino,
+        parent: n.parent,
+        tenant: n.tenant,
+        key: key_of(t, ino)?,
+        kind: n.kind,
+        stat: n.stat.clone(),
+        validated: n.validated,
+    })
+}
+
+/// Key of `ino` relative to its tenant root, derived from the parent chain.
+fn key_of(t: &Table, ino: u64) -> Option<String> {
+    let mut parts = Vec::new();
+    let mut cur = ino;
+    // Depth is bounded by the number of nodes; a cycle would be a bug, so stop rather than spin.
+    for _ in 0..=t.nodes.len() {
+        let n = t.nodes.get(&cur)?;
+        match n.kind {
+            Kind::Root | Kind::TenantRoot => {
+                parts.reverse();
+                return Some(parts.join("/"));
+            }
+            Kind::Dir | Kind::File => {
+                parts.push(n.name.as_str());
+                cur = n.parent;
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(size: u64) -> Stat {
+        Stat {
+            size,
+            mtime: SystemTime::UNIX_EPOCH,
+            etag: None,
+        }
+    }
+
+    fn setup() -> (InodeTable, u64) {
+        let t = InodeTable::new();
+        let tenant = t
+            .upsert_child(ROOT_INO, "acme", Some(0), Kind::TenantRoot, Stat::dir(), 1)
+            .unwrap();
+        (t, tenant.ino)
+    }
+
+    #[test]
+    fn keys_follow_directory_renames() {
+        let (t, root) = setup();
+        let d = t.upsert_child(root, "a", Some(0), Kind::Dir, Stat::dir(), 1).unwrap();
+        let f = t.upsert_child(d.ino, "f.mp4", Some(0), Kind::File, file(3), 1).unwrap();
+        assert_eq!(f.key, "a/f.mp4");
+        t.rename(root, "a", root, "b");
+        assert_eq!(t.get(f.ino).unwrap().key, "b/f.mp4");
+        assert!(t.child(root, "a").is_none());
+        assert_eq!(t.child(root, "b").unwrap().ino, d.ino);
+    }
+
+    #[test]
+    fn inodes_are_stable_and_freed_on_forget() {
+        let (t, root) = setup();
+        let a = t.upsert_child(root, "x", Some(0), Kind::File, file(1), 1).unwrap();
+        let b = t.upsert_child(root, "x", Some(0), Kind::File, file(2), 1).unwrap();
+        assert_eq!(a.ino, b.ino);
+        assert_eq!(b.stat.size, 2);
+        let before = t.len();
+        t.forget(a.ino, 1);
+        assert_eq!(t.len(), before);
+        t.forget(a.ino, 1);
+        assert_eq!(t.len(), before - 1);
+        let c = t.upsert_child(root, "x", Some(0), Kind::File, file(2), 1).unwrap();
+        assert_ne!(c.ino, a.ino, "inode numbers are never reused");
+    }
+
+    #[test]
+    fn parent_outlives_children_and_open_files_outlive_unlink() {
+        let (t, root) = setup();
+        let d = t.upsert_child(root, "d", Some(0), Kind::Dir, Stat::dir(), 1).unwrap();
+        let f = t.upsert_child(d.ino, "f", Some(0), Kind::File, file(1), 1).unwrap();
+        t.forget(d.ino, 1);
+        assert!(t.get(d.ino).is_ok(), "still has a child");
+        t.open(f.ino);
+        t.unlink(d.ino, "f");
+        t.forget(f.ino, 1);
+        assert!(t.get(f.ino).is_ok(), "still open");
+        t.close(f.ino);
+        assert!(t.get(f.ino).is_err());
+        assert!(t.get(d.ino).is_err(), "parent freed with its last child");
+    }
+
+    #[test]
+    fn kind_change_gets_a_new_inode() {
+        let (t, root) = setup();
+        let a = t.upsert_child(root, "x", Some(0), Kind::File, file(1), 1).unwrap();
+        let b = t.upsert_child(root, "x", Some(0), Kind::Dir, Stat::dir(), 1).unwrap();
+        assert_ne!(a.ino, b.ino);
+        assert_eq!(t.child(root, "x").unwrap().kind, Kind::Dir);
+    }
+}

@@ -1,0 +1,291 @@
+//! `Filesystem` driven with FUSE-shaped calls over in-memory backends: no kernel involved.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use byosfs::backend::memory::{InMemoryBackend, Op};
+use byosfs::backend::prefix::PrefixBackend;
+use byosfs::backend::Backend;
+use byosfs::cache::BlockCache;
+use byosfs::fs::{DirEntry, DirReplier, Filesystem, FsConfig};
+use byosfs::namespace::ROOT_INO;
+use byosfs::tenant::{TenantSpec, TenantTable};
+use byosfs::upload::{UploadConfig, Uploader};
+
+struct Collect {
+    entries: Vec<DirEntry>,
+    cap: usize,
+}
+
+impl DirReplier for Collect {
+    fn add(&mut self, e: &DirEntry, _ttl: Duration) -> bool {
+        if self.entries.len() >= self.cap {
+            return true;
+        }
+        self.entries.push(e.clone());
+        false
+    }
+}
+
+struct Fixture {
+    fs: Filesystem,
+    bucket: Arc<InMemoryBackend>,
+    _staging: tempfile::TempDir,
+}
+
+fn spec(name: &str, bucket: &Arc<InMemoryBackend>, prefix: &str, read_only: bool) -> TenantSpec {
+    let inner: Arc<dyn Backend> = bucket.clone();
+    TenantSpec {
+        name: name.to_owned(),
+        backend: Arc::new(PrefixBackend::new(inner, prefix)),
+        read_only,
+        uid: 1000,
+        gid: 1000,
+        mode: 0o750,
+    }
+}
+
+fn fixture() -> Fixture {
+    let bucket = Arc::new(InMemoryBackend::new());
+    let tenants = TenantTable::new(vec![
+        spec("acme", &bucket, "acme/", false),
+        spec("acme2", &bucket, "acme2/", false),
+        spec("frozen", &bucket, "frozen/", true),
+    ]);
+    let staging = tempfile::tempdir().unwrap();
+    let uploader = Uploader::new(UploadConfig {
+        part_size: 5 << 20,
+        max_concurrent_parts: 4,
+        memory_budget: 64 << 20,
+        staging_dir: staging.path().to_owned(),
+        staging_limit: 1 << 30,
+    })
+    .unwrap();
+    let cache = Arc::new(BlockCache::new(64 << 20, 1 << 20));
+    let fs = Filesystem::new(tenants, cache, uploader, FsConfig::default());
+    Fixture {
+        fs,
+        bucket,
+        _staging: staging,
+    }
+}
+
+async fn list(fs: &Filesystem, ino: u64, plus: bool) -> Vec<String> {
+    let fh = fs.opendir(ino).await.unwrap();
+    let mut names = Vec::new();
+    let mut offset = 0;
+    // Small buffers force many readdir calls, as the kernel makes them for big directories.
+    for _ in 0..100_000 {
+        let mut c = Collect {
+            entries: Vec::new(),
+            cap: 7,
+        };
+        fs.readdir(fh, offset, plus, &mut c).await.unwrap();
+        if c.entries.is_empty() {
+            break;
+        }
+        offset = c.entries.last().unwrap().offset;
+        names.extend(c.entries.into_iter().map(|e| e.name).filter(|n| n != "." && n != ".."));
+    }
+    fs.releasedir(fh);
+    names
+}
+
+async fn ino(fs: &Filesystem, path: &str) -> u64 {
+    let mut cur = ROOT_INO;
+    for part in path.split('/') {
+        cur = fs.lookup(cur, OsStr::new(part)).await.unwrap().attr.ino;
+    }
+    cur
+}
+
+async fn read_all(fs: &Filesystem, path: &str) -> Vec<u8> {
+    let ino = ino(fs, path).await;
+    let o = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let mut out = Vec::new();
+    for _ in 0..100_000 {
+        let chunk = fs.read(o.fh, out.len() as u64, 128 * 1024).await.unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    fs.release(o.fh).await.unwrap();
+    out
+}
+
+async fn write_file(fs: &Filesystem, dir: &str, name: &str, data: &[u8]) {
+    let parent = ino(fs, dir).await;
+    let (_, o) = fs
+        .create(parent, OsStr::new(name), libc::O_WRONLY | libc::O_CREAT)
+        .await
+        .unwrap();
+    for (i, chunk) in data.chunks(128 * 1024).enumerate() {
+        fs.write(o.fh, (i * 128 * 1024) as u64, chunk).await.unwrap();
+    }
+    fs.flush(o.fh).await.unwrap();
+    fs.release(o.fh).await.unwrap();
+}
+
+#[tokio::test]
+async fn root_lists_tenants_and_nested_directories() {
+    let f = fixture();
+    for k in ["acme/a/b/c.txt", "acme/a/d.txt", "acme/top.bin", "acme2/secret"] {
+        f.bucket.insert(k, "x");
+    }
+    assert_eq!(list(&f.fs, ROOT_INO, false).await, vec!["acme", "acme2", "frozen"]);
+    let acme = ino(&f.fs, "acme").await;
+    assert_eq!(list(&f.fs, acme, true).await, vec!["a", "top.bin"]);
+    let a = ino(&f.fs, "acme/a").await;
+    assert_eq!(list(&f.fs, a, false).await, vec!["b", "d.txt"]);
+    assert_eq!(read_all(&f.fs, "acme/a/b/c.txt").await, b"x");
+}
+
+#[tokio::test]
+async fn hostile_keys_never_show_or_escape() {
+    let f = fixture();
+    let long = "n".repeat(300);
+    for k in [
+        "acme/ok".to_owned(),
+        "acme/../acme2/secret".to_owned(),
+        "acme/a//b".to_owned(),
+        "acme/./c".to_owned(),
+        "acme/".to_owned(),
+        format!("acme/{long}"),
+        "acme2/mine".to_owned(),
+        "acme".to_owned(),
+        "acmeX".to_owned(),
+    ] {
+        f.bucket.insert(&k, "x");
+    }
+    let acme = ino(&f.fs, "acme").await;
+    let names = list(&f.fs, acme, true).await;
+    // `..` and `.` are directories named by a common prefix and are refused; `a` is a real
+    // directory (its `a//b` child has an empty segment and is not shown inside it).
+    assert_eq!(names, vec!["a", "ok"]);
+    let a = ino(&f.fs, "acme/a").await;
+    assert!(list(&f.fs, a, false).await.is_empty());
+    assert!(f.fs.lookup(acme, OsStr::new("..")).await.is_err());
+    let acme2 = ino(&f.fs, "acme2").await;
+    assert_eq!(list(&f.fs, acme2, false).await, vec!["mine", "secret"]);
+}
+
+#[tokio::test]
+async fn large_listing_streams_in_pages() {
+    let f = fixture();
+    for i in 0..2500 {
+        f.bucket.insert(&format!("acme/big/f{i:05}"), "");
+    }
+    let big = ino(&f.fs, "acme/big").await;
+    f.bucket.reset_counts();
+    let names = list(&f.fs, big, true).await;
+    assert_eq!(names.len(), 2500);
+    assert_eq!(names[0], "f00000");
+    assert_eq!(names[2499], "f02499");
+    assert_eq!(f.bucket.count(Op::List), 3, "three pages of 1000");
+}
+
+#[tokio::test]
+async fn write_read_rename_unlink_round_trip() {
+    let f = fixture();
+    let data: Vec<u8> = (0..(7u32 << 20)).map(|i| (i % 251) as u8).collect();
+    write_file(&f.fs, "acme", "movie.mp4", &data).await;
+    assert_eq!(f.bucket.object("acme/movie.mp4").unwrap().as_ref(), &data[..]);
+    assert_eq!(read_all(&f.fs, "acme/movie.mp4").await, data);
+    let acme = ino(&f.fs, "acme").await;
+    f.fs.mkdir(acme, OsStr::new("dir")).await.unwrap();
+    assert!(f.bucket.object("acme/dir/").is_some(), "mkdir leaves a marker");
+    let dir = ino(&f.fs, "acme/dir").await;
+    f.fs.rename(acme, OsStr::new("movie.mp4"), dir, OsStr::new("m.mp4"), 0)
+        .await
+        .unwrap();
+    assert!(f.bucket.object("acme/movie.mp4").is_none());
+    assert_eq!(f.bucket.object("acme/dir/m.mp4").unwrap().len(), data.len());
+    let err = f.fs.rmdir(acme, OsStr::new("dir")).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ENOTEMPTY);
+    f.fs.rename(acme, OsStr::new("dir"), acme, OsStr::new("moved"), 0)
+        .await
+        .unwrap();
+    assert_eq!(f.bucket.object("acme/moved/m.mp4").unwrap().len(), data.len());
+    assert!(f.bucket.keys().iter().all(|k| !k.starts_with("acme/dir/")));
+    let moved = ino(&f.fs, "acme/moved").await;
+    f.fs.unlink(moved, OsStr::new("m.mp4")).await.unwrap();
+    f.fs.rmdir(acme, OsStr::new("moved")).await.unwrap();
+    assert_eq!(f.bucket.keys().iter().filter(|k| k.starts_with("acme/")).count(), 0);
+}
+
+#[tokio::test]
+async fn read_only_tenant_refuses_changes() {
+    let f = fixture();
+    f.bucket.insert("frozen/a", "1");
+    let frozen = ino(&f.fs, "frozen").await;
+    assert_eq!(
+        f.fs.create(frozen, OsStr::new("x"), libc::O_WRONLY)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        f.fs.mkdir(frozen, OsStr::new("d")).await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        f.fs.unlink(frozen, OsStr::new("a")).await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    let a = ino(&f.fs, "frozen/a").await;
+    assert_eq!(f.fs.open(a, libc::O_RDWR).await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(read_all(&f.fs, "frozen/a").await, b"1");
+}
+
+#[tokio::test]
+async fn unlink_while_writing_stores_nothing() {
+    let f = fixture();
+    let acme = ino(&f.fs, "acme").await;
+    let (_, o) = f.fs.create(acme, OsStr::new("tmp"), libc::O_WRONLY).await.unwrap();
+    f.fs.write(o.fh, 0, b"hello").await.unwrap();
+    f.fs.unlink(acme, OsStr::new("tmp")).await.unwrap();
+    f.fs.write(o.fh, 5, b" world").await.unwrap();
+    f.fs.flush(o.fh).await.unwrap();
+    f.fs.release(o.fh).await.unwrap();
+    assert!(f.bucket.object("acme/tmp").is_none());
+    assert_eq!(f.bucket.open_uploads(), 0);
+}
+
+#[tokio::test]
+async fn file_being_written_is_listed_and_readable() {
+    let f = fixture();
+    let acme = ino(&f.fs, "acme").await;
+    let (e, o) = f.fs.create(acme, OsStr::new("live.txt"), libc::O_RDWR).await.unwrap();
+    f.fs.write(o.fh, 0, b"partial").await.unwrap();
+    assert!(list(&f.fs, acme, false).await.contains(&"live.txt".to_owned()));
+    assert_eq!(f.fs.getattr(e.attr.ino).await.unwrap().attr.size, 7);
+    assert_eq!(&f.fs.read(o.fh, 0, 100).await.unwrap()[..], b"partial");
+    f.fs.release(o.fh).await.unwrap();
+    assert_eq!(f.bucket.object("acme/live.txt").unwrap().as_ref(), b"partial");
+}
+
+#[tokio::test]
+async fn inodes_are_released_on_forget() {
+    let f = fixture();
+    for i in 0..50 {
+        f.bucket.insert(&format!("acme/d/f{i}"), "x");
+    }
+    let base = f.fs.inode_count();
+    let d = ino(&f.fs, "acme/d").await;
+    let names = list(&f.fs, d, true).await;
+    assert_eq!(names.len(), 50);
+    assert!(f.fs.inode_count() >= base + 50);
+    for n in &names {
+        let child = f.fs.lookup(d, OsStr::new(n)).await.unwrap().attr.ino;
+        f.fs.forget(child, 2); // one from readdirplus, one from this lookup
+    }
+    f.fs.forget(d, 1);
+    let acme = ino(&f.fs, "acme").await;
+    f.fs.forget(acme, 2);
+    assert!(f.fs.inode_count() <= base + 1, "{} inodes left", f.fs.inode_count());
+}

@@ -1,0 +1,239 @@
+//! Real mounts over a real S3 server on loopback: the read side (issue: mount, config, reads).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::mount::{fuse_available, pattern, sha256, sha256_file, Mount};
+use common::s3server::TestS3Server;
+
+const MIB: usize = 1 << 20;
+
+fn config(server: &TestS3Server, extra: &str) -> String {
+    format!(
+        r#"
+[cache]
+memory = "128MiB"
+block_size = "1MiB"
+metadata_ttl = "1s"
+
+[write]
+staging_dir = "./staging"
+
+[backends.s3]
+type = "s3"
+provider = "custom"
+endpoint = "{endpoint}"
+region = "us-east-1"
+force_path_style = true
+bucket = "media"
+credentials = {{ env = {{ access_key_id = "TEST_AK", secret_access_key = "TEST_SK" }} }}
+request_timeout = "10s"
+connect_timeout = "2s"
+
+[[tenants]]
+name = "acme"
+backend = "s3"
+prefix = "acme/"
+
+[[tenants]]
+name = "acme2"
+backend = "s3"
+prefix = "acme2/"
+{extra}
+"#,
+        endpoint = server.endpoint
+    )
+}
+
+fn creds(server: &TestS3Server) -> [(&'static str, String); 2] {
+    [
+        ("TEST_AK", server.access_key.clone()),
+        ("TEST_SK", server.secret_key.clone()),
+    ]
+}
+
+fn mount(server: &TestS3Server, extra: &str) -> Mount {
+    let c = creds(server);
+    Mount::start(
+        &config(server, extra),
+        &[(c[0].0, c[0].1.as_str()), (c[1].0, c[1].1.as_str())],
+    )
+}
+
+fn put(server: &TestS3Server, key: &str, data: Vec<u8>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = server.client();
+    rt.block_on(async {
+        client
+            .put_object()
+            .bucket("media")
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(data))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+    });
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn tenants_directories_and_file_contents() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let sizes = [0, 1, MIB - 1, MIB, MIB + 1, 100 * MIB];
+    let mut expected = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let data = pattern(*size, i as u64 + 1);
+        expected.push((format!("acme/videos/2024/f{i}.bin"), sha256(&data)));
+        put(&server, &format!("acme/videos/2024/f{i}.bin"), data);
+    }
+    put(&server, "acme/readme.txt", b"hello".to_vec());
+    put(&server, "acme2/private.txt", b"other tenant".to_vec());
+    put(&server, "acme2x/notmine.txt", b"outside every prefix".to_vec());
+    put(&server, "stray.txt", b"bucket root".to_vec());
+
+    let m = mount(&server, "");
+    let root = m.path();
+    assert_eq!(names(root), vec!["acme", "acme2"]);
+    assert_eq!(names(&root.join("acme")), vec!["readme.txt", "videos"]);
+    assert_eq!(names(&root.join("acme/videos")), vec!["2024"]);
+    assert_eq!(names(&root.join("acme2")), vec!["private.txt"]);
+    assert_eq!(std::fs::read(root.join("acme/readme.txt")).unwrap(), b"hello");
+    for (key, sum) in &expected {
+        let p = root.join(key);
+        assert_eq!(&sha256_file(&p), sum, "{key}");
+    }
+    let meta = std::fs::metadata(root.join("acme/videos/2024/f5.bin")).unwrap();
+    assert_eq!(meta.len(), 100 * MIB as u64);
+    assert!(std::fs::metadata(root.join("acme/nope")).is_err());
+    assert!(std::fs::metadata(root.join("acme/../acme2x")).is_err());
+}
+
+#[test]
+fn media_player_pattern_reads_right_bytes() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let len = 48 * MIB + 12345;
+    let data = pattern(len, 42);
+    put(&server, "acme/movie.mp4", data.clone());
+    let m = mount(&server, "");
+    let f = File::open(m.path().join("acme/movie.mp4")).unwrap();
+    let mut buf = vec![0u8; MIB];
+    // 1. The index at the end.
+    let n = f.read_at(&mut buf, (len - MIB) as u64).unwrap();
+    assert_eq!(&buf[..n], &data[len - MIB..]);
+    // 2. The header.
+    let mut head = vec![0u8; 64 * 1024];
+    f.read_exact_at(&mut head, 0).unwrap();
+    assert_eq!(&head[..], &data[..64 * 1024]);
+    // 3. A seek to the middle, then play sequentially from there.
+    let mid = len / 2 - 777;
+    let mut off = mid;
+    let mut chunk = vec![0u8; 256 * 1024];
+    while off < len {
+        let n = f.read_at(&mut chunk, off as u64).unwrap();
+        assert!(n > 0);
+        assert_eq!(&chunk[..n], &data[off..off + n], "at {off}");
+        off += n;
+    }
+}
+
+#[test]
+fn interleaved_readers_on_one_handle_keep_their_read_ahead() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let len = 64 * MIB;
+    let data = pattern(len, 7);
+    put(&server, "acme/av.mkv", data.clone());
+    put(&server, "acme/av2.mkv", data.clone());
+    let m = mount(&server, "");
+    let chunk = 128 * 1024;
+    let half = len / 2;
+
+    // Baseline: each stream on its own handle.
+    let before = server.get_requests();
+    let (a, b) = (
+        File::open(m.path().join("acme/av2.mkv")).unwrap(),
+        File::open(m.path().join("acme/av2.mkv")).unwrap(),
+    );
+    let mut buf = vec![0u8; chunk];
+    for i in 0..half / chunk {
+        a.read_exact_at(&mut buf, (i * chunk) as u64).unwrap();
+        b.read_exact_at(&mut buf, (half + i * chunk) as u64).unwrap();
+    }
+    let separate = server.get_requests() - before;
+
+    // Two interleaved streams on ONE handle: audio at the start, video from the middle.
+    let before = server.get_requests();
+    let f = File::open(m.path().join("acme/av.mkv")).unwrap();
+    for i in 0..half / chunk {
+        let (o1, o2) = (i * chunk, half + i * chunk);
+        f.read_exact_at(&mut buf, o1 as u64).unwrap();
+        assert_eq!(&buf[..], &data[o1..o1 + chunk]);
+        f.read_exact_at(&mut buf, o2 as u64).unwrap();
+        assert_eq!(&buf[..], &data[o2..o2 + chunk]);
+    }
+    let interleaved = server.get_requests() - before;
+    eprintln!("GET requests: separate handles {separate}, interleaved on one handle {interleaved}");
+    assert!(
+        interleaved <= separate * 3 / 2 + 4,
+        "interleaving collapsed read-ahead: {interleaved} vs {separate}"
+    );
+    // 64 MiB in 128 KiB reads is 512 reads; small requests per read would be hundreds of GETs.
+    assert!(interleaved < 64, "{interleaved} GETs for 64 MiB");
+}
+
+#[test]
+fn check_reports_success_and_named_failures() {
+    let server = TestS3Server::start(&["media"]);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |cfg: &str, sk: &str| {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, cfg).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_byosfs"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .env("TEST_AK", &server.access_key)
+            .env("TEST_SK", sk)
+            .output()
+            .unwrap()
+    };
+    let good = run(&config(&server, ""), &server.secret_key);
+    let out = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success(), "{out}{}", String::from_utf8_lossy(&good.stderr));
+    assert_eq!(out.lines().filter(|l| l.starts_with("ok")).count(), 2, "{out}");
+
+    let bad = run(&config(&server, ""), "wrong-secret");
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success());
+    assert!(out.contains("signature mismatch"), "{out}");
+    assert!(!out.contains("wrong-secret") && !String::from_utf8_lossy(&bad.stderr).contains("wrong-secret"));
+
+    let missing = run(
+        &config(&server, "").replace("bucket = \"media\"", "bucket = \"nobucket\""),
+        &server.secret_key,
+    );
+    let out = String::from_utf8_lossy(&missing.stdout);
+    assert!(!missing.status.success());
+    assert!(out.contains("bucket not found"), "{out}");
+}

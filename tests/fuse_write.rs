@@ -1,0 +1,299 @@
+//! Real mounts over a real S3 server on loopback: the write side (issue: write path).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::mount::{fuse_available, pattern, sha256, sha256_file, which, Mount};
+use common::s3server::TestS3Server;
+
+const MIB: usize = 1 << 20;
+
+fn mount(server: &TestS3Server) -> Mount {
+    let cfg = format!(
+        r#"
+[cache]
+memory = "128MiB"
+
+[write]
+part_size = "5MiB"
+memory = "64MiB"
+staging_dir = "./staging"
+
+[backends.s3]
+type = "s3"
+provider = "custom"
+endpoint = "{}"
+region = "us-east-1"
+force_path_style = true
+bucket = "media"
+credentials = {{ env = {{ access_key_id = "TEST_AK", secret_access_key = "TEST_SK" }} }}
+request_timeout = "5s"
+connect_timeout = "1s"
+max_attempts = 2
+
+[[tenants]]
+name = "acme"
+backend = "s3"
+prefix = "acme/"
+"#,
+        server.endpoint
+    );
+    Mount::start(
+        &cfg,
+        &[("TEST_AK", &server.access_key), ("TEST_SK", &server.secret_key)],
+    )
+}
+
+/// Object content straight from the server, bypassing byosfs.
+fn get(server: &TestS3Server, key: &str) -> Option<Vec<u8>> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = server.client();
+    rt.block_on(async {
+        let out = client.get_object().bucket("media").key(key).send().await.ok()?;
+        Some(out.body.collect().await.ok()?.into_bytes().to_vec())
+    })
+}
+
+/// A tree of `n` files of mixed sizes (1 B .. 50 MiB), returns path → sha256.
+fn make_tree(root: &Path, n: usize) -> BTreeMap<String, String> {
+    let mut sums = BTreeMap::new();
+    for i in 0..n {
+        let size = match i {
+            0 => 1,
+            1 => 50 * MIB,
+            2 => 12 * MIB + 3,
+            3 => 5 * MIB,
+            _ => 1 + (i * 7919) % (200 * 1024),
+        };
+        let rel = format!("d{}/sub{}/file{i}.bin", i % 5, i % 3);
+        let data = pattern(size, i as u64 + 100);
+        let p = root.join(&rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, &data).unwrap();
+        sums.insert(rel, sha256(&data));
+    }
+    sums
+}
+
+fn verify(server: &TestS3Server, m: &Mount, dest: &str, sums: &BTreeMap<String, String>) {
+    for (rel, sum) in sums {
+        let through_mount = sha256_file(&m.path().join("acme").join(dest).join(rel));
+        assert_eq!(&through_mount, sum, "{dest}/{rel} through the mount");
+        let direct = get(server, &format!("acme/{dest}/{rel}")).unwrap_or_else(|| panic!("{dest}/{rel} missing"));
+        assert_eq!(&sha256(&direct), sum, "{dest}/{rel} in the bucket");
+    }
+}
+
+#[test]
+fn cp_rsync_and_tar_round_trip_a_tree() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let m = mount(&server);
+    let src = tempfile::tempdir().unwrap();
+    let sums = make_tree(src.path(), 200);
+    let acme = m.path().join("acme");
+
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(src.path())
+        .arg(acme.join("cp"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp failed:\n{}", m.log());
+    verify(&server, &m, "cp", &sums);
+
+    if which("rsync") {
+        let st = Command::new("rsync")
+            .args(["-a", "--inplace"])
+            .arg(format!("{}/", src.path().display()))
+            .arg(acme.join("rsync"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "rsync failed:\n{}", m.log());
+        verify(&server, &m, "rsync", &sums);
+        // Default rsync: temp file + rename over the target.
+        let st = Command::new("rsync")
+            .args(["-a", "--checksum"])
+            .arg(format!("{}/", src.path().display()))
+            .arg(acme.join("rsync2"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "rsync (temp + rename) failed:\n{}", m.log());
+        verify(&server, &m, "rsync2", &sums);
+    } else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "rsync missing in CI");
+    }
+
+    let tarball = src.path().with_extension("tar");
+    let st = Command::new("tar")
+        .arg("cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(src.path())
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::create_dir(acme.join("tar")).unwrap();
+    let st = Command::new("tar")
+        .arg("xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(acme.join("tar"))
+        .status()
+        .unwrap();
+    let _ = std::fs::remove_file(&tarball);
+    assert!(st.success(), "tar x failed:\n{}", m.log());
+    verify(&server, &m, "tar", &sums);
+}
+
+#[test]
+fn seek_back_patches_and_random_writes_produce_correct_objects() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let m = mount(&server);
+    let acme = m.path().join("acme");
+
+    // The mp4 muxer pattern: stream the body, then patch the header and a middle box.
+    let mut expect = pattern(23 * MIB + 17, 5);
+    {
+        let mut f = File::create(acme.join("out.mp4")).unwrap();
+        for c in expect.chunks(64 * 1024) {
+            f.write_all(c).unwrap();
+        }
+        f.write_all_at(b"moov-patched", 0).unwrap();
+        f.write_all_at(b"mdat-size", 11 * MIB as u64 + 5).unwrap();
+        f.sync_all().unwrap();
+    }
+    expect[..12].copy_from_slice(b"moov-patched");
+    expect[11 * MIB + 5..11 * MIB + 14].copy_from_slice(b"mdat-size");
+    assert_eq!(sha256(&get(&server, "acme/out.mp4").unwrap()), sha256(&expect));
+    assert_eq!(sha256_file(&acme.join("out.mp4")), sha256(&expect));
+
+    // Random 4 KiB writes over a 20 MiB file, against a reference.
+    let mut reference = pattern(20 * MIB, 9);
+    std::fs::write(acme.join("db.bin"), &reference).unwrap();
+    {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(acme.join("db.bin"))
+            .unwrap();
+        let mut x: u64 = 12345;
+        for i in 0..300 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let off = (x >> 33) as usize % (20 * MIB - 4096);
+            let page = pattern(4096, i + 1000);
+            f.write_all_at(&page, off as u64).unwrap();
+            reference[off..off + 4096].copy_from_slice(&page);
+            if i % 50 == 0 {
+                let mut back = vec![0u8; 4096];
+                f.read_exact_at(&mut back, off as u64).unwrap();
+                assert_eq!(back, page, "read-your-writes at {off}");
+            }
+        }
+    }
+    assert_eq!(sha256(&get(&server, "acme/db.bin").unwrap()), sha256(&reference));
+
+    // Truncate then extend.
+    {
+        let f = OpenOptions::new().write(true).open(acme.join("db.bin")).unwrap();
+        f.set_len(1000).unwrap();
+        f.write_all_at(b"tail", 2000).unwrap();
+    }
+    let mut t = reference[..1000].to_vec();
+    t.resize(2000, 0);
+    t.extend_from_slice(b"tail");
+    assert_eq!(get(&server, "acme/db.bin").unwrap(), t);
+}
+
+#[test]
+fn editor_rename_and_directory_operations() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let m = mount(&server);
+    let acme = m.path().join("acme");
+    std::fs::write(acme.join("notes.txt"), b"version 1").unwrap();
+
+    // Editor: write a temp file, fsync, rename over the original.
+    {
+        let mut f = File::create(acme.join(".notes.txt.swp")).unwrap();
+        f.write_all(b"version 2, longer").unwrap();
+        f.sync_all().unwrap();
+    }
+    std::fs::rename(acme.join(".notes.txt.swp"), acme.join("notes.txt")).unwrap();
+    assert_eq!(std::fs::read(acme.join("notes.txt")).unwrap(), b"version 2, longer");
+    assert_eq!(get(&server, "acme/notes.txt").unwrap(), b"version 2, longer");
+    assert!(get(&server, "acme/.notes.txt.swp").is_none());
+
+    // Directories: mkdir, rename with contents, rmdir only when empty.
+    std::fs::create_dir_all(acme.join("a/b")).unwrap();
+    std::fs::write(acme.join("a/b/x"), b"x").unwrap();
+    std::fs::write(acme.join("a/y"), b"y").unwrap();
+    let err = std::fs::remove_dir(acme.join("a")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
+    std::fs::rename(acme.join("a"), acme.join("c")).unwrap();
+    assert_eq!(std::fs::read(acme.join("c/b/x")).unwrap(), b"x");
+    assert_eq!(get(&server, "acme/c/y").unwrap(), b"y");
+    assert!(get(&server, "acme/a/y").is_none());
+    std::fs::remove_file(acme.join("c/b/x")).unwrap();
+    std::fs::remove_file(acme.join("c/y")).unwrap();
+    std::fs::remove_dir(acme.join("c/b")).unwrap();
+    std::fs::remove_dir(acme.join("c")).unwrap();
+    assert!(!acme.join("c").exists());
+    // Names the kernel allows but S3 keys must not hold.
+    let long = "n".repeat(256);
+    assert!(File::create(acme.join(long)).is_err());
+}
+
+#[test]
+fn failed_upload_is_reported_by_close_and_leaves_no_object() {
+    if !fuse_available() {
+        return;
+    }
+    let mut server = TestS3Server::start(&["media"]);
+    let m = mount(&server);
+    let mut f = File::create(m.path().join("acme/doomed.bin")).unwrap();
+    f.write_all(&pattern(12 * MIB, 3)).unwrap();
+    server.stop();
+    let _ = f.write_all(&pattern(3 * MIB, 4));
+    let res = f.sync_all();
+    assert!(res.is_err(), "fsync must report the failed upload");
+    drop(f);
+    let leftovers: Vec<_> = walk(&server.root.join("media"));
+    assert!(
+        leftovers.iter().all(|p| !p.ends_with("doomed.bin")),
+        "partial object became visible: {leftovers:?}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
