@@ -159,16 +159,27 @@ impl Filesystem {
         if !parent.kind.is_dir() {
             return Err(Error::expected(libc::ENOTDIR, "not a directory"));
         }
-        if let Some(child) = self.inodes.child(parent.ino, name) {
-            if self.fresh(&child) || self.writer(child.ino).is_some() {
-                let inode = self
-                    .inodes
-                    .upsert_child(parent.ino, name, child.tenant, child.kind, child.stat, 1)?;
+        let cached = self.inodes.child(parent.ino, name);
+        if let Some(child) = &cached {
+            if self.fresh(child) || self.writer(child.ino).is_some() {
+                let inode =
+                    self.inodes
+                        .upsert_child(parent.ino, name, child.tenant, child.kind, child.stat.clone(), 1)?;
                 return Ok(self.entry(&inode));
             }
         }
         let tenant = self.tenant_of(&parent)?;
-        let (kind, stat) = self.resolve(tenant, &child_key(&parent.key, name)).await?;
+        let (kind, stat) = match self.resolve(tenant, &child_key(&parent.key, name)).await {
+            Ok(found) => found,
+            // A directory we know (e.g. just created, still empty) stays a directory when the
+            // backend cannot answer for it: some servers fail HEAD on an empty prefix, and a
+            // transient failure should not make a directory vanish from under a running `cp`.
+            Err(e) if e.errno() != libc::ENOENT && cached.as_ref().is_some_and(|c| c.kind == Kind::Dir) => {
+                debug!(name, error = %e, "keeping known directory");
+                (Kind::Dir, Stat::dir())
+            }
+            Err(e) => return Err(e),
+        };
         let inode = self
             .inodes
             .upsert_child(parent.ino, name, Some(tenant.id), kind, stat, 1)?;
@@ -179,8 +190,20 @@ impl Filesystem {
     /// marker) wins over an object of the same name, as in listings.
     async fn resolve(&self, tenant: &Tenant, key: &str) -> Result<(Kind, Stat)> {
         let list_params = ListParams::new(dir_prefix(key), true).with_max_keys(1);
-        let (head, list) = tokio::join!(tenant.backend.head(key), tenant.backend.list(&list_params));
-        match list {
+        let head = tenant.backend.head(key);
+        let list = tenant.backend.list(&list_params);
+        tokio::pin!(head, list);
+        // Both requests go out at once; a listing that shows a directory settles it without
+        // waiting for the HEAD (which some servers answer slowly or with 5xx for prefixes).
+        let mut head_done = None;
+        let listed = tokio::select! {
+            l = &mut list => l,
+            h = &mut head => {
+                head_done = Some(h);
+                list.await
+            }
+        };
+        match listed {
             Ok(page) if !page.objects.is_empty() || !page.common_prefixes.is_empty() => {
                 return Ok((Kind::Dir, Stat::dir()));
             }
@@ -188,6 +211,10 @@ impl Filesystem {
             Err(e) if e.kind() == BackendErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
+        let head = match head_done {
+            Some(h) => h,
+            None => head.await,
+        };
         let meta = head?;
         Ok((Kind::File, stat_of(&meta)))
     }
