@@ -297,3 +297,85 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// Peak RSS (VmHWM) of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[test]
+fn two_gib_sequential_write_stays_within_the_memory_budget() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    // Budgets: 64 MiB write buffers, 64 MiB block cache (see `mount`/config below).
+    let cfg = format!(
+        r#"
+[cache]
+memory = "64MiB"
+readahead_max = "16MiB"
+
+[write]
+part_size = "8MiB"
+memory = "64MiB"
+staging_dir = "./staging"
+
+[backends.s3]
+type = "s3"
+provider = "custom"
+endpoint = "{}"
+region = "us-east-1"
+force_path_style = true
+bucket = "media"
+credentials = {{ env = {{ access_key_id = "TEST_AK", secret_access_key = "TEST_SK" }} }}
+
+[[tenants]]
+name = "acme"
+backend = "s3"
+prefix = "acme/"
+"#,
+        server.endpoint
+    );
+    let m = Mount::start(
+        &cfg,
+        &[("TEST_AK", &server.access_key), ("TEST_SK", &server.secret_key)],
+    );
+    let before = peak_rss(m.pid());
+    let start = std::time::Instant::now();
+    let st = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", m.path().join("acme/big.bin").display()))
+        .args(["bs=1M", "count=2048", "conv=fsync", "status=none"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "dd failed:\n{}", m.log());
+    let secs = start.elapsed().as_secs_f64();
+    let peak = peak_rss(m.pid());
+    let budget = (64 + 64) << 20;
+    let overhead = 100 << 20;
+    eprintln!(
+        "2 GiB sequential write: {:.0} MiB/s, peak RSS {} MiB (at mount {} MiB), budget {} MiB + {} MiB",
+        2048.0 / secs,
+        peak >> 20,
+        before >> 20,
+        budget >> 20,
+        overhead >> 20
+    );
+    assert!(peak <= budget + overhead, "peak RSS {} MiB over budget", peak >> 20);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let len = rt.block_on(async {
+        server
+            .client()
+            .head_object()
+            .bucket("media")
+            .key("acme/big.bin")
+            .send()
+            .await
+            .unwrap()
+            .content_length()
+    });
+    assert_eq!(len, Some(2048 << 20));
+}
