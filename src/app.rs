@@ -129,6 +129,7 @@ pub async fn build_filesystem(config: &Config, owner: (u32, u32)) -> anyhow::Res
         root_owner: owner,
         read,
         max_rename_entries: config.write.max_rename_entries,
+        negative_ttl: config.cache.negative_ttl,
     };
     Ok(Filesystem::new(tenants, cache, uploader, fs_config))
 }

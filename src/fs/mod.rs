@@ -47,6 +47,8 @@ pub struct FsConfig {
     pub read: ReadConfig,
     /// Largest directory (in objects) that `rename` will move; above it, `EXDEV`.
     pub max_rename_entries: usize,
+    /// How long the kernel may remember that a name does not exist (0: not at all).
+    pub negative_ttl: Duration,
 }
 
 impl Default for FsConfig {
@@ -57,6 +59,7 @@ impl Default for FsConfig {
             root_owner: (0, 0),
             read: ReadConfig::default(),
             max_rename_entries: 1000,
+            negative_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -96,6 +99,11 @@ impl Filesystem {
     /// Number of inodes held (tests: memory is released on forget).
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
+    }
+
+    /// How long a failed lookup may be cached by the kernel.
+    pub fn negative_ttl(&self) -> Duration {
+        self.config.negative_ttl
     }
 
     /// Number of open handles.

@@ -131,13 +131,32 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_owned();
-        self.d.run(
-            "lookup",
-            req.unique().0,
-            reply,
-            move |fs| async move { fs.lookup(parent.0, &name).await },
-            |r, e| r.entry(&e.ttl, &to_attr(&e.attr), Generation(0)),
-        );
+        let fs = self.d.fs.clone();
+        self.d.spawn("lookup", req.unique().0, async move {
+            match fs.lookup(parent.0, &name).await {
+                Ok(e) => reply.entry(&e.ttl, &to_attr(&e.attr), Generation(0)),
+                // Node id 0 with a timeout is a negative entry: the kernel answers repeated
+                // lookups of a missing name itself (cp and rsync probe every target first).
+                Err(e) if e.errno() == libc::ENOENT && !fs.negative_ttl().is_zero() => {
+                    let mut attr = to_attr(&crate::fs::Attr {
+                        ino: 0,
+                        size: 0,
+                        mtime: SystemTime::UNIX_EPOCH,
+                        kind: FileType::RegularFile,
+                        perm: 0,
+                        nlink: 0,
+                        uid: 0,
+                        gid: 0,
+                    });
+                    attr.blocks = 0;
+                    reply.entry(&fs.negative_ttl(), &attr, Generation(0));
+                }
+                Err(e) => {
+                    dispatch::log_error("lookup", &e);
+                    reply.error(dispatch::errno(&e));
+                }
+            }
+        });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
