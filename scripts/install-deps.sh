@@ -15,3 +15,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # Kernel FUSE module: present on normal hosts; in containers /dev/fuse must be passed in.
 [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || echo "warning: /dev/fuse is missing; mount tests will fail under CI=true" >&2
+# moto: an S3 server that stores keys verbatim (`..`, control characters), used by
+# tests/isolation.rs and tests/backend_conformance.rs. Under CI=true those tests fail without it.
+python3 -c 'import moto.server' 2>/dev/null || python3 -m pip install --quiet 'moto[server]>=5,<6' \
+  || python3 -m pip install --quiet --break-system-packages 'moto[server]>=5,<6'

@@ -23,7 +23,7 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as SdkCompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as SdkCompletedPart, EncodingType};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use tokio::sync::Mutex;
@@ -244,6 +244,36 @@ impl fmt::Debug for S3Backend {
             .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
     }
+}
+
+/// A key or prefix as listed. Listings ask for `encoding-type=url` because XML 1.0 cannot
+/// carry most control characters: without it one object named `a\x01b` makes the whole
+/// listing unparseable (the directory becomes unreadable), and XML end-of-line handling
+/// turns a listed `\r` into `\n` (the name then points at another key). Services that do not
+/// support the encoding do not echo `EncodingType`, and their keys are taken verbatim.
+/// Decoding follows S3 (form encoding: `+` is a space, `%2B` a plus); a key that does not
+/// decode to UTF-8 is dropped rather than shown under a different name.
+fn listed_key(raw: &str, url: bool) -> Option<String> {
+    if !url {
+        return Some(raw.to_owned());
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Turn an SDK error into a [`BackendError`]. The only place that reads HTTP codes.
@@ -473,15 +503,17 @@ impl Backend for S3Backend {
             .set_delimiter(params.delimited.then(|| "/".to_owned()))
             .set_continuation_token(params.continuation.clone())
             .set_max_keys(max_keys)
+            .encoding_type(EncodingType::Url)
             .send()
             .await
             .map_err(|e| classify("list", &params.prefix, e))?;
+        let url = out.encoding_type() == Some(&EncodingType::Url);
         let objects = out
             .contents()
             .iter()
             .filter_map(|o| {
                 Some(ObjectMeta::new(
-                    o.key()?,
+                    listed_key(o.key()?, url)?,
                     to_size(o.size()),
                     to_system_time(o.last_modified()),
                     o.e_tag().map(ETag::new),
@@ -491,7 +523,7 @@ impl Backend for S3Backend {
         let common_prefixes = out
             .common_prefixes()
             .iter()
-            .filter_map(|p| p.prefix().map(str::to_owned))
+            .filter_map(|p| listed_key(p.prefix()?, url))
             .collect();
         let next = if out.is_truncated() == Some(true) {
             out.next_continuation_token().map(str::to_owned)
@@ -652,11 +684,13 @@ impl Backend for S3Backend {
                 .prefix(prefix)
                 .set_key_marker(key_marker.take())
                 .set_upload_id_marker(id_marker.take())
+                .encoding_type(EncodingType::Url)
                 .send()
                 .await
                 .map_err(|e| classify("list multipart uploads", prefix, e))?;
+            let url = out.encoding_type() == Some(&EncodingType::Url);
             for u in out.uploads() {
-                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                if let (Some(k), Some(id)) = (u.key().and_then(|k| listed_key(k, url)), u.upload_id()) {
                     v.push(MultipartUploadInfo::new(
                         k,
                         UploadId(id.to_owned()),
@@ -715,6 +749,21 @@ fn part_no(n: u32) -> BackendResult<i32> {
 mod tests {
     use super::*;
     use test_case::test_case;
+
+    #[test]
+    fn listed_keys_are_url_decoded_only_when_the_service_encoded_them() {
+        assert_eq!(
+            listed_key("a%01b/c%0D%0A+d%2Be%25", true).as_deref(),
+            Some("a\u{1}b/c\r\n d+e%")
+        );
+        assert_eq!(listed_key("caf%C3%A9", true).as_deref(), Some("caf\u{e9}"));
+        // Verbatim when the response did not say it was encoded.
+        assert_eq!(listed_key("a+b%20", false).as_deref(), Some("a+b%20"));
+        // Broken escapes and non-UTF-8 are dropped, never shown as another name.
+        for bad in ["a%", "a%2", "a%zz", "%FF"] {
+            assert_eq!(listed_key(bad, true), None, "{bad}");
+        }
+    }
 
     #[test_case(Some(404), None => BackendErrorKind::NotFound; "head 404 without body")]
     #[test_case(Some(403), None => BackendErrorKind::AccessDenied; "head 403 without body")]

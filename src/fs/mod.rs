@@ -24,7 +24,7 @@ use tracing::debug;
 
 use crate::backend::{BackendErrorKind, ListParams, ObjectMeta};
 use crate::cache::{BlockCache, ObjectId};
-use crate::namespace::name::{child_key, dir_prefix, validate_name};
+use crate::namespace::name::{child_key, dir_prefix, validate_name, NameError};
 use crate::namespace::{Inode, InodeTable, Kind, Stat, ROOT_INO};
 use crate::read::{ObjectReader, ReadConfig};
 use crate::tenant::{Tenant, TenantTable};
@@ -154,8 +154,13 @@ impl Filesystem {
     /// Look up `name` in directory `parent`; adds one kernel reference on success.
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
         let parent = self.inodes.get(parent)?;
-        let Ok(name) = validate_name(name) else {
-            return Err(Error::not_found("invalid name"));
+        // A name over NAME_MAX is ENAMETOOLONG, as on local filesystems (`stat` and
+        // `open(O_CREAT)` report it instead of a misleading ENOENT); any other name that can
+        // never be a key simply does not exist.
+        let name = match validate_name(name) {
+            Ok(name) => name,
+            Err(e @ NameError::TooLong) => return Err(e.into()),
+            Err(NameError::Invalid) => return Err(Error::not_found("invalid name")),
         };
         if parent.kind == Kind::Root {
             let t = self.tenants.by_name(name).ok_or_else(|| Error::not_found(name))?;

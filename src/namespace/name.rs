@@ -1,7 +1,7 @@
 //! Mapping between object keys and file names.
 //!
 //! A directory entry name is one key segment. Keys that cannot be shown as a name (empty,
-//! `.`, `..`, containing NUL, longer than 255 bytes) are skipped by listings, never shown in
+//! `.`, `..`, containing NUL or `\`, longer than 255 bytes) are skipped by listings, never shown in
 //! a mangled form, so no name can resolve to a different key than the one it came from.
 
 use std::ffi::OsStr;
@@ -16,7 +16,7 @@ pub enum NameError {
     /// Longer than [`NAME_MAX`] bytes.
     #[error("name longer than 255 bytes")]
     TooLong,
-    /// Empty, `.`, `..`, or containing `/`, NUL or invalid UTF-8.
+    /// Empty, `.`, `..`, or containing `/`, `\`, NUL or invalid UTF-8.
     #[error("name cannot be stored as an object key")]
     Invalid,
 }
@@ -34,9 +34,17 @@ pub fn validate_name(name: &OsStr) -> Result<&str, NameError> {
     }
 }
 
-/// Whether `s` can be shown as one directory entry.
+/// Whether `s` can be shown as one directory entry. A backslash is excluded because
+/// `backend::prefix::is_safe_key` refuses it (some gateways read it as `/`): a listed name
+/// that could never be opened would only produce EINVAL/EIO later.
 pub fn is_valid_segment(s: &str) -> bool {
-    !s.is_empty() && s.len() <= NAME_MAX && s != "." && s != ".." && !s.contains('/') && !s.contains('\0')
+    !s.is_empty()
+        && s.len() <= NAME_MAX
+        && s != "."
+        && s != ".."
+        && !s.contains('/')
+        && !s.contains('\0')
+        && !s.contains('\\')
 }
 
 /// Key of child `name` under directory key `dir` (`""` is a tenant root).
@@ -73,7 +81,7 @@ mod tests {
 
     #[test]
     fn hostile_names_are_refused() {
-        for n in ["", ".", "..", "a/b", "a\0b"] {
+        for n in ["", ".", "..", "a/b", "a\0b", "a\\b"] {
             assert_eq!(validate_name(OsStr::new(n)), Err(NameError::Invalid), "{n:?}");
         }
         assert_eq!(validate_name(OsStr::new(&"x".repeat(256))), Err(NameError::TooLong));
