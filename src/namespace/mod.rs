@@ -333,11 +333,9 @@ fn unlink_locked(t: &mut Table, parent: u64, name: &str) {
     if let Some(n) = t.nodes.get_mut(&ino) {
         n.linked = false;
     }
-    if let Some(p) = t.nodes.get_mut(&parent) {
-        p.children = p.children.saturating_sub(1);
-    }
+    // The parent keeps counting the node until it is dropped: an unlinked file that is still
+    // open needs its parent chain to derive its key.
     maybe_drop(t, ino);
-    maybe_drop(t, parent);
 }
 
 /// Drop `ino` if nothing references it any more, then reconsider its parent.
@@ -355,9 +353,9 @@ fn maybe_drop(t: &mut Table, mut ino: u64) {
         t.nodes.remove(&ino);
         if linked && t.children.get(&(parent, name.clone())) == Some(&ino) {
             t.children.remove(&(parent, name));
-            if let Some(p) = t.nodes.get_mut(&parent) {
-                p.children = p.children.saturating_sub(1);
-            }
+        }
+        if let Some(p) = t.nodes.get_mut(&parent) {
+            p.children = p.children.saturating_sub(1);
         }
         ino = parent;
     }
