@@ -126,12 +126,8 @@ impl Fetcher {
         let bs = self.block_size;
         let mut spawned = Vec::new();
         let mut inflight = lock(&self.inflight);
-        if let Some(r) = prefetch {
-            let missing: Vec<u64> = (r.start / bs..r.end.div_ceil(bs))
-                .filter(|b| !inflight.contains_key(b) && !self.cache.contains(&self.id, *b))
-                .collect();
-            self.spawn_runs(&mut inflight, &missing, &mut spawned);
-        }
+        // The read's own blocks go out first, as their own GET: after a seek the caller waits
+        // only for what it asked for, while the rest of the window streams in beside it.
         let (first, last) = (offset / bs, (end - 1) / bs);
         let mut missing = Vec::new();
         for b in first..=last {
@@ -140,6 +136,12 @@ impl Fetcher {
             }
         }
         self.spawn_runs(&mut inflight, &missing, &mut spawned);
+        if let Some(r) = prefetch {
+            let missing: Vec<u64> = (r.start / bs..r.end.div_ceil(bs))
+                .filter(|b| !inflight.contains_key(b) && !self.cache.contains(&self.id, *b))
+                .collect();
+            self.spawn_runs(&mut inflight, &missing, &mut spawned);
+        }
         let sources = (first..=last)
             .map(|b| {
                 let src = match inflight.get(&b) {
