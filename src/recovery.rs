@@ -52,7 +52,16 @@ fn pid_of(name: &str) -> Option<u32> {
 /// Whether the process that made a staging root may still be running (then it is left
 /// alone). A reused pid only postpones the cleanup to a later mount.
 fn may_be_running(pid: u32) -> bool {
-    pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists()
+    if pid == std::process::id() {
+        return true;
+    }
+    match std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")) {
+        // `pid (comm) S ...`: a zombie (Z) or dead (X) process is not running any more.
+        Ok(stat) => !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Err(_) => false,
+    }
 }
 
 /// The backend to abort `r` through: the tenant it names, if it still points where the

@@ -225,7 +225,8 @@ impl WriteSession {
                 },
                 PartJob::Copy { src, range } => backend.upload_part_copy(&key, &id, number, &src, range).await,
             };
-            if let Ok(cp) = &result {
+            if let (Ok(cp), Some(journal)) = (&result, &journal) {
+                // A short append, done inline: it is informational (see `journal`).
                 if let Err(e) = journal.record_part(number, len, &cp.etag) {
                     tracing::warn!(key = %key, error = %e, "could not journal an uploaded part");
                 }

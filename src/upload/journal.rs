@@ -100,10 +100,14 @@ impl Journal {
         );
         // Paths are unique per upload (session number and generation in a per-process root).
         let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
-        file.write_all(header.as_bytes())?;
-        file.sync_all()?;
-        if let Some(dir) = path.parent() {
-            sync_dir(dir)?;
+        let written = file
+            .write_all(header.as_bytes())
+            .and_then(|()| file.sync_all())
+            .and_then(|()| path.parent().map_or(Ok(()), sync_dir));
+        if let Err(e) = written {
+            // No half-written journal for recovery to trip over.
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
         }
         Ok(Self { path, file })
     }

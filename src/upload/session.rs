@@ -59,13 +59,15 @@ pub(super) struct Upload {
     pub(super) key: String,
     pub(super) id: UploadId,
     /// Its journal in the staging area; deleted once the upload is completed or aborted.
-    pub(super) journal: Arc<Journal>,
+    /// `None` when the staging disk had no room even for it (see `ensure_upload`).
+    pub(super) journal: Option<Arc<Journal>>,
 }
 
 impl Upload {
     /// The upload is completed or aborted: it needs no recovery any more.
     pub(super) fn forget_journal(&self) {
-        if let Err(e) = self.journal.remove() {
+        let Some(journal) = &self.journal else { return };
+        if let Err(e) = journal.remove() {
             tracing::warn!(key = %self.key, error = %e, "could not remove upload journal");
         }
     }
@@ -512,7 +514,14 @@ impl WriteSession {
         let path = self.uploader.journal_path(self.id, self.generation);
         // Before any part is sent: an upload without a journal would be orphaned by a crash.
         let journal = match tokio::task::spawn_blocking(move || Journal::create(path, &record)).await {
-            Ok(Ok(j)) => j,
+            Ok(Ok(j)) => Some(Arc::new(j)),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
+                // Committing acknowledged data matters more than cleaning up after a crash:
+                // go on without a journal (a crash now leaves the upload to the bucket's
+                // lifecycle rule for incomplete uploads).
+                tracing::warn!(key = %self.key, "staging disk full: multipart upload not journaled");
+                None
+            }
             Ok(Err(e)) => {
                 self.abort_unjournaled(&id).await;
                 return Err(e.into());
@@ -526,7 +535,7 @@ impl WriteSession {
         let up = Upload {
             key: self.key.clone(),
             id,
-            journal: Arc::new(journal),
+            journal,
         };
         self.upload = Some(up.clone());
         Ok(up)
