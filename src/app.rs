@@ -416,3 +416,18 @@ pub fn run_check(config: Config, only: Option<&str>) -> anyhow::Result<bool> {
         Ok(all_ok)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_staging_dir_is_stable_and_per_config() {
+        let a = default_staging_dir(Path::new("relative/none/a.toml"), 1000);
+        assert_eq!(a, default_staging_dir(Path::new("relative/none/a.toml"), 1000));
+        assert_ne!(a, default_staging_dir(Path::new("relative/none/b.toml"), 1000));
+        assert!(a.to_string_lossy().contains("staging-"));
+        // FNV-1a reference value: the name must not change between builds.
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

@@ -21,6 +21,10 @@
 //!   before the commit then fails. With no such part to drop the writer gets
 //!   [`UploadError::StagingFull`] and nothing already acknowledged is lost.
 //! - Failures abort the multipart upload: no partial object, no orphaned upload.
+//! - Every multipart upload is recorded in a [`journal`] in the staging directory from
+//!   before its first part until it is completed or aborted, so after a crash the next mount
+//!   aborts it (`crate::recovery`). [`Uploader::live_sessions`] lets shutdown wait for
+//!   sessions and name the ones that did not finish.
 
 mod budget;
 mod commit;
