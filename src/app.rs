@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use crate::fs::{Filesystem, FsConfig};
 use crate::fuse::session::{mount, MountOptions};
 use crate::fuse::FuseAdapter;
 use crate::read::ReadConfig;
+use crate::recovery::{recover_staging, RecoveryReport};
 use crate::tenant::{TenantSpec, TenantTable};
 use crate::upload::{UploadConfig, Uploader};
 
@@ -100,15 +101,80 @@ fn tenant_table(
     Ok(TenantTable::new(specs))
 }
 
+/// How long a clean shutdown waits for files being written, unless
+/// `BYOSFS_SHUTDOWN_TIMEOUT` (seconds) says otherwise.
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bound on each abort request of startup recovery.
+const RECOVERY_ABORT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The clean-shutdown wait: `BYOSFS_SHUTDOWN_TIMEOUT` in seconds, else 60 s.
+fn shutdown_timeout() -> Duration {
+    match std::env::var("BYOSFS_SHUTDOWN_TIMEOUT") {
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
+            _ => {
+                warn!(value = %v, "BYOSFS_SHUTDOWN_TIMEOUT is not a number of seconds; using the default");
+                DEFAULT_SHUTDOWN_TIMEOUT
+            }
+        },
+        Err(_) => DEFAULT_SHUTDOWN_TIMEOUT,
+    }
+}
+
+/// FNV-1a: a hash that never changes between builds (std's `DefaultHasher` may), so the
+/// default staging directory of a config stays the same across upgrades.
+fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The staging directory used when the config names none: stable across restarts, so the
+/// next mount of the same config finds a crashed run's leftovers, and distinct per config
+/// file. `$XDG_STATE_HOME/byosfs/staging-<hash>` if set, else
+/// `/var/tmp/byosfs-<uid>/staging-<hash>` (`/var/tmp` survives reboots, `/tmp` may not).
+pub fn default_staging_dir(config_path: &Path, uid: u32) -> PathBuf {
+    let canonical = std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    let name = format!("staging-{:016x}", stable_hash(canonical.as_os_str().as_encoded_bytes()));
+    match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(state) => PathBuf::from(state).join("byosfs").join(name),
+        None => Path::new("/var/tmp").join(format!("byosfs-{uid}")).join(name),
+    }
+}
+
+/// The staging directory for `config`, created; the default one is checked to be ours
+/// (`/var/tmp` is shared by all users).
+fn staging_dir(config: &Config) -> anyhow::Result<PathBuf> {
+    if let Some(d) = &config.write.staging_dir {
+        return Ok(d.clone());
+    }
+    // The owner of /proc/self is this process's effective uid (no unsafe libc call needed).
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    let dir = default_staging_dir(&config.source, uid);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating staging directory {}", dir.display()))?;
+    if let Some(parent) = dir.parent() {
+        let meta = std::fs::symlink_metadata(parent)?;
+        if !meta.is_dir() || meta.uid() != uid {
+            bail!(
+                "staging directory {} is not a directory owned by uid {uid}; set [write] staging_dir",
+                parent.display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
 /// Build the filesystem for `config` (used by `mount` and by tests that skip the kernel).
 pub async fn build_filesystem(config: &Config, owner: (u32, u32)) -> anyhow::Result<Filesystem> {
+    Ok(build_with_uploader(config, owner).await?.0)
+}
+
+async fn build_with_uploader(config: &Config, owner: (u32, u32)) -> anyhow::Result<(Filesystem, Arc<Uploader>)> {
     let backends = build_backends(config).await?;
     let tenants = tenant_table(config, &backends, owner)?;
     let cache = Arc::new(BlockCache::new(config.cache.memory, config.cache.block_size));
-    let staging_dir = match &config.write.staging_dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("byosfs-staging-{}", std::process::id())),
-    };
+    let staging_dir = staging_dir(config)?;
     let uploader = Uploader::new(UploadConfig {
         part_size: config.write.part_size,
         max_concurrent_parts: config.write.max_concurrent_parts,
@@ -131,7 +197,7 @@ pub async fn build_filesystem(config: &Config, owner: (u32, u32)) -> anyhow::Res
         max_rename_entries: config.write.max_rename_entries,
         negative_ttl: config.cache.negative_ttl,
     };
-    Ok(Filesystem::new(tenants, cache, uploader, fs_config))
+    Ok((Filesystem::new(tenants, cache, uploader.clone(), fs_config), uploader))
 }
 
 /// Mount and serve until unmounted from outside or interrupted (SIGINT/SIGTERM).
@@ -146,8 +212,23 @@ pub fn run_mount(config: Config, mountpoint: &Path) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("byosfs-worker")
         .build()?;
-    let fs = rt.block_on(build_filesystem(&config, owner))?;
+    let (fs, uploader) = rt.block_on(build_with_uploader(&config, owner))?;
     let fs = Arc::new(fs);
+    // Before serving: abort what a crashed earlier run left (see `recovery`).
+    if let Some(staging) = uploader.root().parent() {
+        let report = rt.block_on(recover_staging(staging, fs.tenants(), RECOVERY_ABORT_TIMEOUT));
+        if report != RecoveryReport::default() {
+            info!(
+                crashed_runs = report.crashed_runs,
+                aborted = report.aborted,
+                kept = report.kept,
+                discarded_bytes = report.discarded_bytes,
+                "crash recovery done"
+            );
+        }
+    }
+    // Registered before mounting: from here on SIGTERM/SIGINT mean a clean shutdown.
+    let mut signals = rt.block_on(async { Signals::new() });
     let max_ra = u32::try_from(config.cache.readahead_initial.min(1 << 20)).unwrap_or(1 << 20);
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone(), 1024, max_ra);
     let opts = MountOptions {
@@ -164,43 +245,142 @@ pub fn run_mount(config: Config, mountpoint: &Path) -> anyhow::Result<()> {
     })?;
     info!(mountpoint = %mountpoint.display(), tenants = fs.tenants().len(), "mounted");
 
+    let grace = shutdown_timeout();
     let interrupted = rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         // Polled: fuser gives no async notification when the kernel side goes away.
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return true,
-                Some(_) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => return true,
+                () = signals.next() => return true,
                 _ = tick.tick() => if mounted.is_finished() { return false },
             }
         }
     });
+    let deadline = Instant::now() + grace;
+    let mut detached = false;
     if interrupted {
-        info!("signal received, unmounting");
-        if let Err(e) = mounted.unmount() {
-            error!(error = %e, "unmount failed (files still open?)");
+        info!(
+            timeout_s = grace.as_secs_f64(),
+            "signal received: waiting for files being written to be closed and committed, then unmounting"
+        );
+        // Keep serving meanwhile: writers finish and close, and their last close commits.
+        let finished = rt.block_on(async {
+            loop {
+                if uploader.live_sessions().is_empty() || mounted.is_finished() {
+                    return true;
+                }
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::select! {
+                    () = signals.next() => {
+                        warn!("second signal: not waiting any longer");
+                        return false;
+                    }
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        });
+        if !finished {
+            report_unfinished(&uploader);
+        }
+        if !mounted.is_finished() {
+            if let Err(e) = mounted.unmount() {
+                // Files are still open (readers, or writers past the timeout): detach lazily;
+                // exiting then ends the FUSE connection and their next call fails.
+                warn!(error = %e, "unmount refused (files still open); detaching the mount lazily");
+                lazy_detach(mountpoint);
+                detached = true;
+            }
         }
     }
-    if let Err(e) = mounted.join() {
-        warn!(error = %e, "FUSE session ended with an error");
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    rt.block_on(async {
-        // Bounded wait for releases the kernel sent just before unmount.
-        while fs.open_handles() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    let left = if detached {
+        uploader.live_sessions()
+    } else {
+        if let Err(e) = mounted.join() {
+            warn!(error = %e, "FUSE session ended with an error");
         }
-    });
-    if fs.open_handles() > 0 {
-        warn!(
-            open = fs.open_handles(),
-            "unmounted with files still open; their unsaved data is lost"
+        // Releases the kernel sent just before the unmount may still be committing.
+        let left = rt.block_on(async {
+            while !uploader.live_sessions().is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            uploader.live_sessions()
+        });
+        if !left.is_empty() {
+            report_unfinished(&uploader);
+        }
+        left
+    };
+    rt.shutdown_timeout(Duration::from_secs(5));
+    if !left.is_empty() {
+        bail!(
+            "{} file(s) could not be committed before shutdown (see the log)",
+            left.len()
         );
     }
-    rt.shutdown_timeout(Duration::from_secs(5));
     info!("unmounted");
     Ok(())
+}
+
+/// One log line per write session that did not finish: its uncommitted data is not in the
+/// bucket (the last committed version is; the next mount aborts the multipart upload).
+fn report_unfinished(uploader: &Uploader) {
+    for s in uploader.live_sessions() {
+        warn!(
+            tenant = %s.owner,
+            key = %s.key,
+            "shutdown: file still open for writing or still committing; data written since its last close/fsync is not saved"
+        );
+    }
+}
+
+/// `fusermount3 -u -z`: detach the mount now, whatever is still open.
+fn lazy_detach(mountpoint: &Path) {
+    match std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(mountpoint)
+        .status()
+    {
+        Ok(st) if st.success() => {}
+        Ok(st) => error!(status = %st, "fusermount3 -u -z failed"),
+        Err(e) => error!(error = %e, "could not run fusermount3"),
+    }
+}
+
+/// SIGINT and SIGTERM as one stream of "stop" requests.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Needs a runtime context (the caller is inside `block_on`).
+        Self {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn next(&mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    if s.recv().await.is_none() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = recv(&mut self.term) => {}
+            () = recv(&mut self.int) => {}
+        }
+    }
 }
 
 /// Probe every tenant (or one); print one line each. Returns whether all passed.
@@ -236,4 +416,19 @@ pub fn run_check(config: Config, only: Option<&str>) -> anyhow::Result<bool> {
         }
         Ok(all_ok)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_staging_dir_is_stable_and_per_config() {
+        let a = default_staging_dir(Path::new("relative/none/a.toml"), 1000);
+        assert_eq!(a, default_staging_dir(Path::new("relative/none/a.toml"), 1000));
+        assert_ne!(a, default_staging_dir(Path::new("relative/none/b.toml"), 1000));
+        assert!(a.to_string_lossy().contains("staging-"));
+        // FNV-1a reference value: the name must not change between builds.
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
 }

@@ -16,6 +16,7 @@ pub mod fs;
 pub mod fuse;
 pub mod namespace;
 pub mod read;
+pub mod recovery;
 pub mod secret;
 pub mod tenant;
 pub mod upload;

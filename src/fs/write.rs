@@ -62,7 +62,7 @@ impl Filesystem {
         key: String,
         base: Option<BaseObject>,
     ) -> Arc<WriteState> {
-        let session = self.uploader.start(tenant.backend.clone(), key, base);
+        let session = self.uploader.start_for(&tenant.name, tenant.backend.clone(), key, base);
         Arc::new(WriteState {
             ino: inode.ino,
             tenant: tenant.clone(),

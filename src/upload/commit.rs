@@ -172,6 +172,7 @@ impl WriteSession {
             .await
             .map_err(UploadError::Backend)?;
         tracing::debug!(key = %upload.key, parts = count, "multipart upload completed");
+        upload.forget_journal();
         self.upload = None;
         Ok(result)
     }
@@ -202,7 +203,7 @@ impl WriteSession {
         permit: Option<MemoryPermit>,
     ) {
         let backend = self.backend.clone();
-        let Upload { key, id } = upload.clone();
+        let Upload { key, id, journal } = upload.clone();
         let generation = self.generation;
         self.tasks.spawn(async move {
             // Held until the request finishes: the buffer's memory stays charged until then.
@@ -224,6 +225,12 @@ impl WriteSession {
                 },
                 PartJob::Copy { src, range } => backend.upload_part_copy(&key, &id, number, &src, range).await,
             };
+            if let (Ok(cp), Some(journal)) = (&result, &journal) {
+                // A short append, done inline: it is informational (see `journal`).
+                if let Err(e) = journal.record_part(number, len, &cp.etag) {
+                    tracing::warn!(key = %key, error = %e, "could not journal an uploaded part");
+                }
+            }
             PartDone {
                 idx,
                 generation,

@@ -21,18 +21,25 @@
 //!   before the commit then fails. With no such part to drop the writer gets
 //!   [`UploadError::StagingFull`] and nothing already acknowledged is lost.
 //! - Failures abort the multipart upload: no partial object, no orphaned upload.
+//! - Every multipart upload is recorded in a [`journal`] in the staging directory from
+//!   before its first part until it is completed or aborted, so after a crash the next mount
+//!   aborts it (`crate::recovery`). [`Uploader::live_sessions`] lets shutdown wait for
+//!   sessions and name the ones that did not finish.
 
 mod budget;
 mod commit;
 mod extents;
+pub mod journal;
 pub mod parts;
 mod session;
 mod staging;
 
+use std::collections::BTreeMap;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::backend::{Backend, BackendError, ETag, MIN_PART_SIZE};
 
@@ -138,6 +145,15 @@ pub struct BaseObject {
     pub etag: Option<ETag>,
 }
 
+/// A write session that exists right now (see [`Uploader::live_sessions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSession {
+    /// Tenant the file belongs to (empty if the session was started without one).
+    pub owner: String,
+    /// The file's object key.
+    pub key: String,
+}
+
 /// Creates write sessions; owns the mount-wide memory budget and staging accounting.
 #[derive(Debug)]
 pub struct Uploader {
@@ -147,7 +163,14 @@ pub struct Uploader {
     staging: Arc<StagingSpace>,
     root: PathBuf,
     next_session: AtomicU64,
+    /// Sessions alive now, so shutdown can wait for them and name the ones left.
+    live: Mutex<BTreeMap<u64, LiveSession>>,
 }
+
+/// Prefix of the per-process directory an [`Uploader`] creates in the staging directory;
+/// the full name is `byosfs-<pid>-<n>`, which is how recovery tells a crashed process's
+/// leftovers from a running one's.
+pub const STAGING_ROOT_PREFIX: &str = "byosfs-";
 
 /// Distinguishes uploaders created by one process (tests create many).
 static NEXT_UPLOADER: AtomicU64 = AtomicU64::new(0);
@@ -174,11 +197,16 @@ impl Uploader {
             )));
         }
         let root = config.staging_dir.join(format!(
-            "byosfs-{}-{}",
+            "{STAGING_ROOT_PREFIX}{}-{}",
             std::process::id(),
             NEXT_UPLOADER.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&root).map_err(UploadError::Io)?;
+        std::fs::create_dir_all(&config.staging_dir).map_err(UploadError::Io)?;
+        // Staged bytes are customers' data: private to the mounting user.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&root)
+            .map_err(UploadError::Io)?;
         Ok(Arc::new(Self {
             memory: MemoryBudget::new(config.memory_budget),
             staging: Arc::new(StagingSpace::new(config.staging_limit)),
@@ -186,16 +214,70 @@ impl Uploader {
             root,
             config,
             next_session: AtomicU64::new(0),
+            live: Mutex::new(BTreeMap::new()),
         }))
     }
 
     /// Start a session writing `key`. `base` is `Some` when an existing object is opened
     /// without `O_TRUNC` (its bytes are the initial content, fetched only when needed), and
     /// `None` for a new or truncated file (which commits as a new object even if unwritten).
+    ///
+    /// Same as [`Self::start_for`] with no owner: journals then identify the backend only by
+    /// its description.
     pub fn start(self: &Arc<Self>, backend: Arc<dyn Backend>, key: String, base: Option<BaseObject>) -> WriteSession {
+        self.start_for("", backend, key, base)
+    }
+
+    /// [`Self::start`] for a file of tenant `owner`: the upload journal records the owner so
+    /// the next mount can abort the upload through that tenant's backend after a crash.
+    pub fn start_for(
+        self: &Arc<Self>,
+        owner: &str,
+        backend: Arc<dyn Backend>,
+        key: String,
+        base: Option<BaseObject>,
+    ) -> WriteSession {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        self.live_map().insert(
+            n,
+            LiveSession {
+                owner: owner.to_owned(),
+                key: key.clone(),
+            },
+        );
         let dir = self.root.join(format!("s{n}"));
-        WriteSession::new(self.clone(), backend, key, base, dir)
+        WriteSession::new(self.clone(), n, owner.to_owned(), backend, key, base, dir)
+    }
+
+    fn live_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, LiveSession>> {
+        // A plain map updated in single statements: poisoning cannot leave it inconsistent.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn session_renamed(&self, id: u64, key: &str) {
+        if let Some(s) = self.live_map().get_mut(&id) {
+            s.key = key.to_owned();
+        }
+    }
+
+    pub(crate) fn session_ended(&self, id: u64) {
+        self.live_map().remove(&id);
+    }
+
+    /// Sessions that exist right now: files open for writing, or whose last close is still
+    /// committing. Shutdown waits until this is empty and names what is left.
+    pub fn live_sessions(&self) -> Vec<LiveSession> {
+        self.live_map().values().cloned().collect()
+    }
+
+    /// Where upload `generation` of session `id` keeps its journal.
+    pub(crate) fn journal_path(&self, id: u64, generation: u64) -> PathBuf {
+        self.root.join(format!("s{id}-{generation}{}", journal::JOURNAL_SUFFIX))
+    }
+
+    /// This uploader's private directory inside the staging directory.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
     }
 
     /// The settings in use.
@@ -226,9 +308,38 @@ impl Uploader {
 
 impl Drop for Uploader {
     fn drop(&mut self) {
-        // Sessions hold an `Arc<Uploader>`, so every session directory is gone by now.
-        if let Err(e) = std::fs::remove_dir_all(&self.root) {
-            tracing::warn!(error = %e, "could not remove staging directory");
+        // Sessions hold an `Arc<Uploader>`, so every session directory is gone by now. Journals
+        // left are uploads whose abort failed or never ran: keep them for the next mount.
+        let kept = match remove_all_but_journals(&self.root) {
+            Ok(kept) => kept,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not clean the staging directory");
+                return;
+            }
+        };
+        if kept == 0 {
+            if let Err(e) = std::fs::remove_dir(&self.root) {
+                tracing::warn!(error = %e, "could not remove staging directory");
+            }
+        } else {
+            tracing::warn!(journals = kept, dir = %self.root.display(), "multipart uploads left open; the next mount aborts them");
         }
     }
+}
+
+/// Delete everything in `root` except upload journals; returns how many journals remain.
+pub(crate) fn remove_all_but_journals(root: &std::path::Path) -> io::Result<usize> {
+    let mut kept = 0;
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else if path.to_string_lossy().ends_with(journal::JOURNAL_SUFFIX) {
+            kept += 1;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(kept)
 }

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::task::{JoinError, JoinSet};
 
 use super::extents::Extents;
+use super::journal::{Journal, JournalRecord};
 use super::staging::{read_pieces_into, Piece, SessionStaging};
 use super::{BaseObject, UploadError, Uploader};
 use crate::backend::{Backend, CompletedPart, ETag, UploadId};
@@ -57,6 +58,19 @@ pub(super) struct Part {
 pub(super) struct Upload {
     pub(super) key: String,
     pub(super) id: UploadId,
+    /// Its journal in the staging area; deleted once the upload is completed or aborted.
+    /// `None` when the staging disk had no room even for it (see `ensure_upload`).
+    pub(super) journal: Option<Arc<Journal>>,
+}
+
+impl Upload {
+    /// The upload is completed or aborted: it needs no recovery any more.
+    pub(super) fn forget_journal(&self) {
+        let Some(journal) = &self.journal else { return };
+        if let Err(e) = journal.remove() {
+            tracing::warn!(key = %self.key, error = %e, "could not remove upload journal");
+        }
+    }
 }
 
 /// What a finished part request reports back.
@@ -77,6 +91,10 @@ pub(super) struct PartDone {
 #[derive(Debug)]
 pub struct WriteSession {
     pub(super) uploader: Arc<Uploader>,
+    /// Number within the uploader (names the staging directory and journals).
+    pub(super) id: u64,
+    /// Tenant name recorded in journals.
+    pub(super) owner: String,
     pub(super) backend: Arc<dyn Backend>,
     pub(super) key: String,
     pub(super) size: u64,
@@ -104,6 +122,8 @@ pub(super) fn to_usize(n: u64) -> Result<usize, UploadError> {
 impl WriteSession {
     pub(super) fn new(
         uploader: Arc<Uploader>,
+        id: u64,
+        owner: String,
         backend: Arc<dyn Backend>,
         key: String,
         base: Option<BaseObject>,
@@ -120,6 +140,8 @@ impl WriteSession {
         });
         Self {
             uploader,
+            id,
+            owner,
             backend,
             key,
             size,
@@ -180,9 +202,9 @@ impl WriteSession {
         let mut consumed = 0;
         for (idx, rel_start, rel_end, data_off) in pieces {
             let slice = data.slice(data_off..data_off + to_usize(rel_end - rel_start)?);
-            if let Err(e) = self.staging.write(idx, rel_start, slice).await {
+            if let Err(e) = self.write_staged(idx, rel_start, slice, touched).await {
                 self.staging.release(needed - consumed);
-                return Err(e.into());
+                return Err(e);
             }
             let version = self.bump_version();
             let part = self.parts.entry(idx).or_default();
@@ -290,6 +312,7 @@ impl WriteSession {
             return;
         }
         self.key = key.clone();
+        self.uploader.session_renamed(self.id, &self.key);
         if let Some(b) = &mut self.base {
             b.key = key;
             b.etag = None;
@@ -355,6 +378,31 @@ impl WriteSession {
         loop {
             if needed == 0 || self.staging.reserve(needed) {
                 return Ok(());
+            }
+            if self.evict_one(touched).await? {
+                continue;
+            }
+            // Bounded: each round either finishes a request or gives up.
+            match self.tasks.join_next().await {
+                Some(r) => self.on_done(r),
+                None => return Err(UploadError::StagingFull),
+            }
+        }
+    }
+
+    /// Write to a staging file; when the disk itself is full (not just our accounting), free
+    /// space as [`Self::reserve_staging`] does and retry.
+    async fn write_staged(
+        &mut self,
+        idx: u32,
+        offset: u64,
+        data: Bytes,
+        touched: (u32, u32),
+    ) -> Result<(), UploadError> {
+        loop {
+            match self.staging.write(idx, offset, data.clone()).await {
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {}
+                other => return other.map_err(UploadError::from),
             }
             if self.evict_one(touched).await? {
                 continue;
@@ -455,13 +503,48 @@ impl WriteSession {
             .create_multipart(&self.key)
             .await
             .map_err(UploadError::Backend)?;
+        let record = JournalRecord {
+            owner: self.owner.clone(),
+            backend: self.backend.describe(),
+            key: self.key.clone(),
+            upload_id: id.clone(),
+            part_size: self.uploader.layout.base(),
+            parts: Default::default(),
+        };
+        let path = self.uploader.journal_path(self.id, self.generation);
+        // Before any part is sent: an upload without a journal would be orphaned by a crash.
+        let journal = match tokio::task::spawn_blocking(move || Journal::create(path, &record)).await {
+            Ok(Ok(j)) => Some(Arc::new(j)),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
+                // Committing acknowledged data matters more than cleaning up after a crash:
+                // go on without a journal (a crash now leaves the upload to the bucket's
+                // lifecycle rule for incomplete uploads).
+                tracing::warn!(key = %self.key, "staging disk full: multipart upload not journaled");
+                None
+            }
+            Ok(Err(e)) => {
+                self.abort_unjournaled(&id).await;
+                return Err(e.into());
+            }
+            Err(e) => {
+                self.abort_unjournaled(&id).await;
+                return Err(UploadError::Io(std::io::Error::other(e)));
+            }
+        };
         tracing::debug!(key = %self.key, "multipart upload started");
         let up = Upload {
             key: self.key.clone(),
             id,
+            journal,
         };
         self.upload = Some(up.clone());
         Ok(up)
+    }
+
+    async fn abort_unjournaled(&self, id: &UploadId) {
+        if let Err(e) = self.backend.abort_multipart(&self.key, id).await {
+            tracing::warn!(key = %self.key, error = %e, "could not abort multipart upload without journal");
+        }
     }
 
     /// Wait until fewer than `max_concurrent_parts` requests are in flight.
@@ -544,9 +627,17 @@ impl WriteSession {
     pub(super) async fn abort_upload(&mut self) {
         let Some(up) = self.forget_upload() else { return };
         self.drain().await;
-        if let Err(e) = self.backend.abort_multipart(&up.key, &up.id).await {
-            tracing::warn!(key = %up.key, error = %e, "could not abort multipart upload");
-        }
+        abort(&*self.backend, &up).await;
+    }
+}
+
+/// Abort `up`; its journal goes once the service no longer holds the upload, and stays
+/// (for the next mount's recovery) if the abort failed.
+pub(super) async fn abort(backend: &dyn Backend, up: &Upload) {
+    match backend.abort_multipart(&up.key, &up.id).await {
+        Ok(()) => up.forget_journal(),
+        Err(e) if e.kind() == crate::backend::BackendErrorKind::NoSuchUpload => up.forget_journal(),
+        Err(e) => tracing::warn!(key = %up.key, error = %e, "could not abort multipart upload; the next mount retries"),
     }
 }
 
@@ -556,9 +647,7 @@ fn spawn_abort(backend: Arc<dyn Backend>, up: Upload, mut tasks: JoinSet<PartDon
         Ok(rt) => {
             rt.spawn(async move {
                 while tasks.join_next().await.is_some() {}
-                if let Err(e) = backend.abort_multipart(&up.key, &up.id).await {
-                    tracing::warn!(key = %up.key, error = %e, "could not abort multipart upload");
-                }
+                abort(&*backend, &up).await;
             });
         }
         Err(_) => tracing::warn!(key = %up.key, "no runtime to abort multipart upload; it stays open"),
@@ -567,6 +656,7 @@ fn spawn_abort(backend: Arc<dyn Backend>, up: Upload, mut tasks: JoinSet<PartDon
 
 impl Drop for WriteSession {
     fn drop(&mut self) {
+        self.uploader.session_ended(self.id);
         if let Some(up) = self.upload.take() {
             spawn_abort(self.backend.clone(), up, std::mem::take(&mut self.tasks));
         } else if self.dirty {
