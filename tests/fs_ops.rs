@@ -104,7 +104,7 @@ async fn ino(fs: &Filesystem, path: &str) -> u64 {
 
 async fn read_all(fs: &Filesystem, path: &str) -> Vec<u8> {
     let ino = ino(fs, path).await;
-    let o = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let o = fs.open(ino, libc::O_RDONLY, 0).await.unwrap();
     let mut out = Vec::new();
     for _ in 0..100_000 {
         let chunk = fs.read(o.fh, out.len() as u64, 128 * 1024).await.unwrap();
@@ -120,13 +120,13 @@ async fn read_all(fs: &Filesystem, path: &str) -> Vec<u8> {
 async fn write_file(fs: &Filesystem, dir: &str, name: &str, data: &[u8]) {
     let parent = ino(fs, dir).await;
     let (_, o) = fs
-        .create(parent, OsStr::new(name), libc::O_WRONLY | libc::O_CREAT)
+        .create(parent, OsStr::new(name), libc::O_WRONLY | libc::O_CREAT, 0)
         .await
         .unwrap();
     for (i, chunk) in data.chunks(128 * 1024).enumerate() {
         fs.write(o.fh, (i * 128 * 1024) as u64, chunk).await.unwrap();
     }
-    fs.flush(o.fh).await.unwrap();
+    fs.flush(o.fh, 0).await.unwrap();
     fs.release(o.fh).await.unwrap();
 }
 
@@ -224,7 +224,7 @@ async fn read_only_tenant_refuses_changes() {
     f.bucket.insert("frozen/a", "1");
     let frozen = ino(&f.fs, "frozen").await;
     assert_eq!(
-        f.fs.create(frozen, OsStr::new("x"), libc::O_WRONLY)
+        f.fs.create(frozen, OsStr::new("x"), libc::O_WRONLY, 0)
             .await
             .unwrap_err()
             .errno(),
@@ -239,7 +239,7 @@ async fn read_only_tenant_refuses_changes() {
         libc::EROFS
     );
     let a = ino(&f.fs, "frozen/a").await;
-    assert_eq!(f.fs.open(a, libc::O_RDWR).await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(f.fs.open(a, libc::O_RDWR, 0).await.unwrap_err().errno(), libc::EROFS);
     assert_eq!(read_all(&f.fs, "frozen/a").await, b"1");
 }
 
@@ -247,11 +247,11 @@ async fn read_only_tenant_refuses_changes() {
 async fn unlink_while_writing_stores_nothing() {
     let f = fixture();
     let acme = ino(&f.fs, "acme").await;
-    let (_, o) = f.fs.create(acme, OsStr::new("tmp"), libc::O_WRONLY).await.unwrap();
+    let (_, o) = f.fs.create(acme, OsStr::new("tmp"), libc::O_WRONLY, 0).await.unwrap();
     f.fs.write(o.fh, 0, b"hello").await.unwrap();
     f.fs.unlink(acme, OsStr::new("tmp")).await.unwrap();
     f.fs.write(o.fh, 5, b" world").await.unwrap();
-    f.fs.flush(o.fh).await.unwrap();
+    f.fs.flush(o.fh, 0).await.unwrap();
     f.fs.release(o.fh).await.unwrap();
     assert!(f.bucket.object("acme/tmp").is_none());
     assert_eq!(f.bucket.open_uploads(), 0);
@@ -261,7 +261,10 @@ async fn unlink_while_writing_stores_nothing() {
 async fn file_being_written_is_listed_and_readable() {
     let f = fixture();
     let acme = ino(&f.fs, "acme").await;
-    let (e, o) = f.fs.create(acme, OsStr::new("live.txt"), libc::O_RDWR).await.unwrap();
+    let (e, o) =
+        f.fs.create(acme, OsStr::new("live.txt"), libc::O_RDWR, 0)
+            .await
+            .unwrap();
     f.fs.write(o.fh, 0, b"partial").await.unwrap();
     assert!(list(&f.fs, acme, false).await.contains(&"live.txt".to_owned()));
     assert_eq!(f.fs.getattr(e.attr.ino).await.unwrap().attr.size, 7);
@@ -289,4 +292,23 @@ async fn inodes_are_released_on_forget() {
     let acme = ino(&f.fs, "acme").await;
     f.fs.forget(acme, 2);
     assert!(f.fs.inode_count() <= base + 1, "{} inodes left", f.fs.inode_count());
+}
+
+#[tokio::test]
+async fn only_the_opening_process_commits_on_close() {
+    let f = fixture();
+    let acme = ino(&f.fs, "acme").await;
+    let me = std::process::id();
+    let (_, o) = f.fs.create(acme, OsStr::new("f"), libc::O_WRONLY, me).await.unwrap();
+    f.fs.write(o.fh, 0, b"half").await.unwrap();
+    // A forked child (here: pid 1, another process) closing its inherited copy.
+    f.fs.flush(o.fh, 1).await.unwrap();
+    assert!(
+        f.bucket.object("acme/f").is_none(),
+        "a child's close must not publish the file"
+    );
+    f.fs.write(o.fh, 4, b" done").await.unwrap();
+    f.fs.flush(o.fh, me).await.unwrap();
+    assert_eq!(f.bucket.object("acme/f").unwrap().as_ref(), b"half done");
+    f.fs.release(o.fh).await.unwrap();
 }

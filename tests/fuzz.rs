@@ -322,7 +322,7 @@ async fn walk(fs: &Filesystem, tenant: &str) -> (BTreeMap<String, Vec<u8>>, BTre
                     stack.push((entry.attr.ino, child));
                 }
                 _ => {
-                    let o = fs.open(entry.attr.ino, libc::O_RDONLY).await.unwrap();
+                    let o = fs.open(entry.attr.ino, libc::O_RDONLY, 0).await.unwrap();
                     let data = fs.read(o.fh, 0, 1 << 16).await.unwrap().to_vec();
                     fs.release(o.fh).await.unwrap();
                     files.insert(child, data);

@@ -38,8 +38,9 @@ pub enum Handle {
         /// Reader pinned to the object version seen at open.
         reader: ObjectReader,
     },
-    /// Open for writing (or reading a file that is being written).
-    Write(Arc<WriteState>),
+    /// Open for writing (or reading a file that is being written), with the process (thread
+    /// group) that opened it: only its `close()` commits, see [`super::Filesystem::flush`].
+    Write(Arc<WriteState>, u32),
     /// An open directory.
     Dir(tokio::sync::Mutex<DirStream>),
 }

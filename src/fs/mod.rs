@@ -250,7 +250,7 @@ impl Filesystem {
     }
 
     /// Open a file. Writes go to an upload session; reads pin the object's current version.
-    pub async fn open(&self, ino: u64, flags: i32) -> Result<Opened> {
+    pub async fn open(&self, ino: u64, flags: i32, pid: u32) -> Result<Opened> {
         let inode = self.inodes.get(ino)?;
         if inode.kind.is_dir() {
             return Err(Error::expected(libc::EISDIR, "is a directory"));
@@ -258,13 +258,15 @@ impl Filesystem {
         let tenant = self.tenant_of(&inode)?.clone();
         let acc = flags & libc::O_ACCMODE;
         if acc == libc::O_WRONLY || acc == libc::O_RDWR {
-            return self.open_for_write(&inode, &tenant, flags & libc::O_TRUNC != 0).await;
+            return self
+                .open_for_write(&inode, &tenant, flags & libc::O_TRUNC != 0, pid)
+                .await;
         }
         if let Some(w) = self.writer(ino) {
             // Reading a file that is being written: serve what was written.
             w.handles.fetch_add(1, Ordering::Relaxed);
             self.inodes.open(ino);
-            let fh = self.handles.insert(Handle::Write(w));
+            let fh = self.handles.insert(Handle::Write(w, thread_group(pid)));
             return Ok(Opened { fh, keep_cache: false });
         }
         let meta = tenant.backend.head(&inode.key).await?;
@@ -287,7 +289,7 @@ impl Filesystem {
         let len = usize::try_from(size).unwrap_or(usize::MAX);
         match &*h {
             Handle::Read { reader, .. } => Ok(reader.read(offset, len).await?),
-            Handle::Write(w) => Ok(w.session.lock().await.read(offset, len).await?),
+            Handle::Write(w, _) => Ok(w.session.lock().await.read(offset, len).await?),
             Handle::Dir(_) => Err(Error::new(libc::EISDIR, "read on a directory handle")),
         }
     }
@@ -307,6 +309,21 @@ impl Filesystem {
             frsize: attr::BLKSIZE,
         }
     }
+}
+
+/// The thread group (process) of a request's thread id, as `close()` in any thread of a
+/// process counts for that process. Falls back to the id itself if /proc cannot tell.
+fn thread_group(pid: u32) -> u32 {
+    if pid == 0 {
+        return 0;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:").and_then(|v| v.trim().parse().ok()))
+        })
+        .unwrap_or(pid)
 }
 
 /// Attributes of an object from its metadata.

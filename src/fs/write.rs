@@ -20,7 +20,7 @@ use crate::upload::BaseObject;
 
 impl Filesystem {
     /// Create and open file `name` in `parent`. It becomes an object on the first flush.
-    pub async fn create(&self, parent: u64, name: &OsStr, flags: i32) -> Result<(Entry, Opened)> {
+    pub async fn create(&self, parent: u64, name: &OsStr, flags: i32, pid: u32) -> Result<(Entry, Opened)> {
         let dir = self.inodes.get(parent)?;
         if !matches!(dir.kind, Kind::TenantRoot | Kind::Dir) {
             return Err(Error::expected(
@@ -51,7 +51,7 @@ impl Filesystem {
             .inodes
             .upsert_child(parent, name, Some(tenant.id), Kind::File, stat, 1)?;
         let state = self.new_writer(&inode, &tenant, key, None);
-        let opened = self.attach_writer(&inode, state);
+        let opened = self.attach_writer(&inode, state, pid);
         Ok((self.entry(&self.inodes.get(inode.ino)?), opened))
     }
 
@@ -74,18 +74,24 @@ impl Filesystem {
         })
     }
 
-    fn attach_writer(&self, inode: &Inode, state: Arc<WriteState>) -> Opened {
+    fn attach_writer(&self, inode: &Inode, state: Arc<WriteState>, pid: u32) -> Opened {
         state.handles.fetch_add(1, Ordering::AcqRel);
         self.writers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(inode.ino, state.clone());
         self.inodes.open(inode.ino);
-        let fh = self.handles.insert(Handle::Write(state));
+        let fh = self.handles.insert(Handle::Write(state, super::thread_group(pid)));
         Opened { fh, keep_cache: false }
     }
 
-    pub(super) async fn open_for_write(&self, inode: &Inode, tenant: &Arc<Tenant>, truncate: bool) -> Result<Opened> {
+    pub(super) async fn open_for_write(
+        &self,
+        inode: &Inode,
+        tenant: &Arc<Tenant>,
+        truncate: bool,
+        pid: u32,
+    ) -> Result<Opened> {
         if tenant.read_only {
             return Err(Error::read_only(&tenant.name));
         }
@@ -94,7 +100,7 @@ impl Filesystem {
                 w.session.lock().await.truncate(0).await?;
                 w.needs_commit.store(true, Ordering::Release);
             }
-            return Ok(self.attach_writer(inode, w));
+            return Ok(self.attach_writer(inode, w, pid));
         }
         let base = if truncate {
             None
@@ -109,7 +115,7 @@ impl Filesystem {
         let state = self.new_writer(inode, tenant, inode.key.clone(), base);
         // Opening an existing file without O_TRUNC changes nothing until the first write.
         state.needs_commit.store(truncate, Ordering::Release);
-        Ok(self.attach_writer(inode, state))
+        Ok(self.attach_writer(inode, state, pid))
     }
 
     fn write_state(&self, fh: u64) -> Result<Arc<WriteState>> {
@@ -118,7 +124,7 @@ impl Filesystem {
             .get(fh)
             .ok_or_else(|| Error::new(libc::EBADF, format!("unknown handle {fh}")))?;
         match &*h {
-            Handle::Write(w) => Ok(w.clone()),
+            Handle::Write(w, _) => Ok(w.clone()),
             Handle::Read { .. } | Handle::Dir(_) => Err(Error::new(libc::EBADF, "handle not open for writing")),
         }
     }
@@ -140,20 +146,32 @@ impl Filesystem {
     }
 
     /// Commit the file behind `fh` if anything changed (called on every `close()`).
-    pub async fn flush(&self, fh: u64) -> Result<()> {
+    ///
+    /// Only a close by the process that opened the handle commits. A forked child that
+    /// inherited the descriptor closes it too (at exit, or at exec for close-on-exec
+    /// descriptors); committing then would publish a half-written file behind the writer's
+    /// back. Such closes are no-ops; the writer's own close, fsync or the last release commits.
+    pub async fn flush(&self, fh: u64, pid: u32) -> Result<()> {
         let h = self
             .handles
             .get(fh)
             .ok_or_else(|| Error::new(libc::EBADF, format!("unknown handle {fh}")))?;
         match &*h {
-            Handle::Write(w) => self.commit(w).await,
+            Handle::Write(w, opener) => {
+                let caller = super::thread_group(pid);
+                if *opener == 0 || caller == 0 || *opener == caller {
+                    self.commit(w).await
+                } else {
+                    Ok(())
+                }
+            }
             Handle::Read { .. } | Handle::Dir(_) => Ok(()),
         }
     }
 
-    /// Same as flush: data is durable once it is in the bucket.
+    /// Commit now, whoever asks: data is durable once it is in the bucket.
     pub async fn fsync(&self, fh: u64) -> Result<()> {
-        self.flush(fh).await
+        self.flush(fh, 0).await
     }
 
     async fn commit(&self, w: &WriteState) -> Result<()> {
@@ -190,7 +208,7 @@ impl Filesystem {
         };
         let ino = match &*h {
             Handle::Read { ino, .. } => *ino,
-            Handle::Write(w) => {
+            Handle::Write(w, _) => {
                 if w.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
                     self.finish_writer(w).await;
                 }
@@ -245,7 +263,7 @@ impl Filesystem {
                 Some(w) => w,
                 None => {
                     // truncate(2) on a file nobody has open: a short-lived session.
-                    let opened = self.open_for_write(&inode, &tenant, size == 0).await?;
+                    let opened = self.open_for_write(&inode, &tenant, size == 0, 0).await?;
                     let w = self.write_state(opened.fh)?;
                     let res = self.truncate_and_commit(&w, size).await;
                     self.release(opened.fh).await?;

@@ -255,11 +255,12 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let pid = req.pid();
         self.d.run(
             "open",
             req.unique().0,
             reply,
-            move |fs| async move { fs.open(ino.0, flags.0).await },
+            move |fs| async move { fs.open(ino.0, flags.0, pid).await },
             |r, o| r.opened(FileHandle(o.fh), open_flags(&o)),
         );
     }
@@ -308,11 +309,12 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let pid = req.pid();
         self.d.run(
             "flush",
             req.unique().0,
             reply,
-            move |fs| async move { fs.flush(fh.0).await },
+            move |fs| async move { fs.flush(fh.0, pid).await },
             |r, ()| r.ok(),
         );
     }
@@ -407,11 +409,12 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let name = name.to_owned();
+        let pid = req.pid();
         self.d.run(
             "create",
             req.unique().0,
             reply,
-            move |fs| async move { fs.create(parent.0, &name, flags).await },
+            move |fs| async move { fs.create(parent.0, &name, flags, pid).await },
             |r, (e, o)| {
                 r.created(
                     &e.ttl,
