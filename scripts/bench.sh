@@ -76,8 +76,12 @@ MNT=$WORK/mnt
 mkdir -p "$MNT"
 cleanup() {
   set +e
+  # Lazy unmount first: a process blocked in the mount (state D) only returns once the
+  # filesystem is gone, and bash runs this trap only after its foreground child returns.
   if mountpoint -q "$MNT"; then fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"; fi
-  [ -n "$FS_PID" ] && kill "$FS_PID" 2>/dev/null
+  if [ -n "$FS_PID" ]; then
+    kill "$FS_PID" 2>/dev/null; sleep 1; kill -9 "$FS_PID" 2>/dev/null
+  fi
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
   wait 2>/dev/null
   rm -rf "$WORK"
@@ -178,7 +182,7 @@ mount_fs() {
       FS_DIR=$MNT ;;
     s3fs)
       s3fs "$BUCKET" "$MNT" -f -o "url=$BENCH_ENDPOINT,use_path_request_style,passwd_file=$WORK/s3fs.passwd,endpoint=us-east-1" \
-        2>>"$WORK/s3fs.log" &
+        >>"$WORK/s3fs.log" 2>&1 &
       FS_DIR=$MNT ;;
   esac
   FS_PID=$!
@@ -297,7 +301,7 @@ run_fs() {
   umount_fs "$peer" "$r"
   # 4. ls -l of the listing directory on a fresh mount.
   mount_fs "$peer"
-  record "$peer" ls_l "$r" "$(secs timeout 600 ls -l "$FS_DIR/list")"
+  record "$peer" ls_l "$r" "$(secs timeout -k 5 120 ls -l "$FS_DIR/list")"
   umount_fs "$peer" "$r"
   # 3. sequential write, counted until the object is complete on the server.
   mount_fs "$peer"; c0=$(cpu_now)
