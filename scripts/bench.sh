@@ -1,0 +1,342 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark (issue 5): direct S3 access, byosfs, rclone mount (vfs cache off and
+# full) and s3fs against one loopback S3 server (s3s-fs). Prints one table of medians with the
+# ratios byosfs/direct and byosfs/best-peer, and the issue's targets as PASS/MISS.
+#
+#   scripts/bench.sh [--quick] [--runs N] [--peers "direct byosfs rclone-off rclone-full s3fs"]
+#                    [--no-install] [--out FILE]
+#
+# Needs root (drop_caches, apt-get). Every command is bounded by `timeout`; mounts and
+# processes started here are stopped by PID on exit. Generated inputs (mp4, file tree) are
+# kept in target/bench-cache so a second run does not regenerate them.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+H="python3 $ROOT/scripts/bench/helpers.py"
+QUICK=0
+RUNS=3
+PEERS="direct byosfs rclone-off rclone-full s3fs"
+INSTALL=1
+OUT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --runs) RUNS=$2; shift ;;
+    --peers) PEERS=$2; shift ;;
+    --no-install) INSTALL=0 ;;
+    --out) OUT=$2; shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+MIB=$((1 << 20))
+if [ "$QUICK" = 1 ]; then
+  BIG_MIB=64; WRITE_MIB=64; NFILES=200; NLIST=1000; MP4_SECS=20; FIO_SECS=1
+else
+  BIG_MIB=1024; WRITE_MIB=1024; NFILES=6400; NLIST=10000; MP4_SECS=200; FIO_SECS=5
+fi
+# byosfs budgets: the RSS target is cache + write memory + 100 MiB.
+CACHE_MIB=512; WMEM_MIB=256
+export BENCH_RSS_BUDGET_MIB=$((CACHE_MIB + WMEM_MIB + 100))
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "run as root (drop_caches, apt-get)"
+
+# ---------------------------------------------------------------------------- install + build
+if [ "$INSTALL" = 1 ]; then
+  need=()
+  for p in fio:fio ffmpeg:ffmpeg rclone:rclone s3fs:s3fs fusermount3:fuse3 python3:python3; do
+    command -v "${p%%:*}" >/dev/null 2>&1 || need+=("${p#*:}")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    log "apt-get install ${need[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+fi
+# rclone and s3fs (libfuse2) call `fusermount`; fuse3's fusermount3 speaks the same protocol.
+if ! command -v fusermount >/dev/null 2>&1; then
+  ln -s "$(command -v fusermount3)" /usr/local/bin/fusermount
+fi
+log "building release binaries"
+(cd "$ROOT" && cargo build --release --quiet --bin byosfs --example s3server --example s3direct)
+BYOSFS=$ROOT/target/release/byosfs
+S3SERVER=$ROOT/target/release/examples/s3server
+S3DIRECT=$ROOT/target/release/examples/s3direct
+
+# ---------------------------------------------------------------------------- cleanup
+WORK=$(mktemp -d /var/tmp/byosfs-bench.XXXXXX)
+CACHE=$ROOT/target/bench-cache
+mkdir -p "$CACHE"
+SERVER_PID=""
+FS_PID=""
+MNT=$WORK/mnt
+mkdir -p "$MNT"
+cleanup() {
+  set +e
+  # Lazy unmount first: a process blocked in the mount (state D) only returns once the
+  # filesystem is gone, and bash runs this trap only after its foreground child returns.
+  if mountpoint -q "$MNT"; then fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"; fi
+  if [ -n "$FS_PID" ]; then
+    kill "$FS_PID" 2>/dev/null; sleep 1; kill -9 "$FS_PID" 2>/dev/null
+  fi
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------- server
+export BENCH_AK=bench-ak BENCH_SK="bench-sk-$RANDOM$RANDOM"
+BUCKET=bench
+DATA=$WORK/s3
+"$S3SERVER" --root "$DATA" --endpoint-file "$WORK/endpoint" --bucket "$BUCKET" &
+SERVER_PID=$!
+for _ in $(seq 100); do [ -s "$WORK/endpoint" ] && break; sleep 0.1; done
+[ -s "$WORK/endpoint" ] || die "S3 server did not start"
+export BENCH_ENDPOINT
+BENCH_ENDPOINT=$(cat "$WORK/endpoint")
+log "s3s-fs server at $BENCH_ENDPOINT (pid $SERVER_PID), data in $DATA"
+direct() { timeout 600 "$S3DIRECT" --bucket "$BUCKET" "$@"; }
+field() { tr ' ' '\n' | sed -n "s/^$1=//p"; }
+
+# ---------------------------------------------------------------------------- inputs
+log "setup: ${BIG_MIB} MiB object, mp4, $NFILES-file tree, $NLIST objects to list"
+direct put --key big.bin --size $((BIG_MIB * MIB)) >/dev/null
+MP4=$CACHE/movie-${MP4_SECS}s.mp4
+if [ ! -s "$MP4" ]; then
+  # ~20 Mbit/s of noise-bearing 720p: about 2.5 MB per second of video, so ~500 MB at 200 s.
+  # ultrafast keeps generation near real time on 2 cores; a keyframe every 2 s as in streaming.
+  log "generating $MP4 (once)"
+  timeout 900 ffmpeg -v error -y -f lavfi -i "testsrc2=size=1280x720:rate=30" -t "$MP4_SECS" \
+    -vf "noise=alls=12:allf=t" -c:v libx264 -preset ultrafast -b:v 20M -maxrate 20M -bufsize 40M \
+    -g 60 -pix_fmt yuv420p -movflags +faststart "$MP4.tmp.mp4"
+  mv "$MP4.tmp.mp4" "$MP4"
+fi
+direct put --key movie.mp4 --file "$MP4" >/dev/null
+MP4_DUR=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$MP4")
+TREE=$CACHE/tree-$NFILES
+if [ ! -d "$TREE" ]; then $H mktree "$TREE.tmp" "$NFILES" >/dev/null && mv "$TREE.tmp" "$TREE"; fi
+# s3s-fs objects are plain files: the listing objects go straight into the bucket directory.
+$H mklist "$DATA/$BUCKET/list" "$NLIST" >/dev/null
+log "inputs ready: mp4 $(du -m "$MP4" | cut -f1) MB, ${MP4_DUR%.*} s"
+
+# ---------------------------------------------------------------------------- results
+RES=$WORK/results.tsv
+: >"$RES"
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RES"; }
+drop_caches() {
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+  # Re-warm the server's copy so the cold rows measure the filesystem, not this disk.
+  cat "$DATA/$BUCKET/big.bin" "$DATA/$BUCKET/movie.mp4" >/dev/null
+}
+secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
+mbps() { echo "scale=1; $1 / $2 / 1000000" | bc -l; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# ---------------------------------------------------------------------------- mounts
+BYO_CFG=$WORK/byosfs.toml
+cat >"$BYO_CFG" <<EOF
+[cache]
+memory = "${CACHE_MIB}MiB"
+[write]
+memory = "${WMEM_MIB}MiB"
+staging_dir = "$WORK/staging"
+[backends.s3]
+type = "s3"
+provider = "custom"
+endpoint = "$BENCH_ENDPOINT"
+region = "us-east-1"
+force_path_style = true
+bucket = "$BUCKET"
+credentials = { env = { access_key_id = "BENCH_AK", secret_access_key = "BENCH_SK" } }
+[[tenants]]
+name = "t"
+backend = "s3"
+prefix = ""
+EOF
+printf '%s:%s\n' "$BENCH_AK" "$BENCH_SK" >"$WORK/s3fs.passwd"
+chmod 600 "$WORK/s3fs.passwd"
+export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
+  RCLONE_CONFIG_BENCH_ENDPOINT=$BENCH_ENDPOINT RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=$BENCH_AK \
+  RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=$BENCH_SK RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true \
+  RCLONE_CONFIG_BENCH_REGION=us-east-1
+
+# Mount $1 on $MNT; sets FS_PID and FS_DIR (where the bucket's objects appear).
+mount_fs() {
+  local peer=$1
+  drop_caches
+  rm -rf "$WORK/rclone-cache" "$WORK/staging"
+  case $peer in
+    byosfs)
+      RUST_LOG=byosfs=warn "$BYOSFS" mount --config "$BYO_CFG" "$MNT" 2>>"$WORK/byosfs.log" &
+      FS_DIR=$MNT/t ;;
+    rclone-off|rclone-full)
+      # rclone's SDK refuses AWS_CA_BUNDLE over plain http ("unsupported transport").
+      env -u AWS_CA_BUNDLE rclone mount bench:"$BUCKET" "$MNT" --vfs-cache-mode "${peer#rclone-}" \
+        --cache-dir "$WORK/rclone-cache" 2>>"$WORK/rclone.log" &
+      FS_DIR=$MNT ;;
+    s3fs)
+      s3fs "$BUCKET" "$MNT" -f -o "url=$BENCH_ENDPOINT,use_path_request_style,passwd_file=$WORK/s3fs.passwd,endpoint=us-east-1" \
+        >>"$WORK/s3fs.log" 2>&1 &
+      FS_DIR=$MNT ;;
+  esac
+  FS_PID=$!
+  for _ in $(seq 200); do mountpoint -q "$MNT" && [ -e "$FS_DIR/big.bin" ] && return 0; sleep 0.1; done
+  tail -n 20 "$WORK"/*.log >&2 || true
+  die "$peer did not mount"
+}
+umount_fs() {
+  local peer=$1 run=$2
+  HWM=$($H hwm "$FS_PID" 2>/dev/null || echo 0)
+  PEAK=$(echo "if ($HWM > ${PEAK:-0}) $HWM else ${PEAK:-0}" | bc -l)
+  fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
+  for _ in $(seq 300); do kill -0 "$FS_PID" 2>/dev/null || break; sleep 0.1; done
+  kill "$FS_PID" 2>/dev/null || true
+  wait "$FS_PID" 2>/dev/null || true
+  FS_PID=""
+}
+cpu_now() { $H cpu "$FS_PID"; }
+
+# Wait until the server holds $1 complete with $2 bytes (s3s-fs writes the object on Complete).
+wait_object() {
+  for _ in $(seq 1200); do
+    [ "$(stat -c %s "$DATA/$BUCKET/$1" 2>/dev/null || echo -1)" = "$2" ] && return 0
+    sleep 0.05
+  done
+  log "object $1 never reached $2 bytes"; return 1
+}
+wait_tree() {
+  for _ in $(seq 2400); do
+    [ "$(find "$DATA/$BUCKET/$1" -type f 2>/dev/null | wc -l)" -ge "$2" ] && return 0
+    sleep 0.05
+  done
+  log "tree $1 never reached $2 files"; return 1
+}
+
+# ---------------------------------------------------------------------------- workloads
+run_direct() {
+  local r=$1 v
+  drop_caches
+  v=$(direct get --key big.bin | field mbps); record direct seq_cold "$r" "$v"
+  # No "warm" direct row: direct access has no cache; every GET is served by the server.
+  # About FIO_SECS of requests each at this server's speed (fio is time-based).
+  local n4k=$((FIO_SECS * 500)) n256=$((FIO_SECS * 100)) n1m=$((FIO_SECS * 50))
+  v=$(direct rand --key big.bin --bs 4096 --count $n4k)
+  record direct rand4k_iops "$r" "$(field iops <<<"$v")"
+  record direct rand4k_p50 "$r" "$(field p50_us <<<"$v")"; record direct rand4k_p99 "$r" "$(field p99_us <<<"$v")"
+  v=$(direct rand --key big.bin --bs 262144 --count $n256)
+  record direct rand256k_mbps "$r" "$(field mbps <<<"$v")"
+  record direct rand256k_p50 "$r" "$(field p50_us <<<"$v")"; record direct rand256k_p99 "$r" "$(field p99_us <<<"$v")"
+  v=$(direct rand --key big.bin --bs 1048576 --count $n1m)
+  record direct rand1m_mbps "$r" "$(field mbps <<<"$v")"
+  record direct rand1m_p50 "$r" "$(field p50_us <<<"$v")"; record direct rand1m_p99 "$r" "$(field p99_us <<<"$v")"
+  v=$(direct interleave --key big.bin | field mbps); record direct interleave "$r" "$v"
+  v=$(direct put --key "w-direct-$r.bin" --size $((WRITE_MIB * MIB)) | field mbps); record direct seq_write "$r" "$v"
+  rm -f "$DATA/$BUCKET/w-direct-$r.bin"
+  v=$(direct putdir --prefix "cp-direct-$r/" --dir "$TREE" | field secs); record direct cp_tree "$r" "$v"
+  rm -rf "$DATA/$BUCKET/cp-direct-$r"
+  v=$(direct list --prefix list/ | field secs); record direct ls_l "$r" "$v"
+  local url; url=$(direct presign --key movie.mp4)
+  record direct ffprobe "$r" "$(secs timeout 120 ffprobe -v error -show_format -show_streams "$url")"
+  record direct seek_frame "$r" "$(media_seeks "$url")"
+  v=$(direct ttfb --key movie.mp4 | field median_ms); record direct ttfb_seek "$r" "$v"
+}
+
+# Median seconds to decode one frame after each of 5 seeks (fixed positions).
+media_seeks() {
+  local src=$1 t=() p
+  for frac in 0.13 0.71 0.37 0.89 0.52; do
+    p=$(echo "$MP4_DUR * $frac" | bc -l)
+    t+=("$(secs timeout 120 ffmpeg -v error -ss "$p" -i "$src" -frames:v 1 -f null -)")
+  done
+  median "${t[@]}"
+}
+
+fio_row() {
+  local peer=$1 r=$2 bs=$3 name=$4 v
+  timeout $((FIO_SECS + 120)) fio --name=rr --filename="$FS_DIR/big.bin" --rw=randread --bs="$bs" \
+    --ioengine=psync --iodepth=1 --invalidate=1 --randrepeat=1 --time_based --runtime="$FIO_SECS" \
+    --size=$((BIG_MIB * MIB)) --output-format=json --output="$WORK/fio.json" >/dev/null
+  v=$($H fio "$WORK/fio.json")
+  if [ "$name" = rand4k ]; then record "$peer" rand4k_iops "$r" "$(field iops <<<"$v")"
+  else record "$peer" "${name}_mbps" "$r" "$(field mbps <<<"$v")"; fi
+  record "$peer" "${name}_p50" "$r" "$(field p50_us <<<"$v")"
+  record "$peer" "${name}_p99" "$r" "$(field p99_us <<<"$v")"
+  FIO_BYTES=$(field io_bytes <<<"$v")
+}
+
+run_fs() {
+  local peer=$1 r=$2 v c0 t cpu=0 bytes=0 size=$((BIG_MIB * MIB))
+  PEAK=0
+  # 1. sequential read: cold (fresh mount, caches dropped), then warm.
+  mount_fs "$peer"; c0=$(cpu_now)
+  t=$(secs timeout 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M)
+  record "$peer" seq_cold "$r" "$(mbps $size "$t")"
+  cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + size))
+  t=$(secs timeout 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M)
+  record "$peer" seq_warm "$r" "$(mbps $size "$t")"
+  umount_fs "$peer" "$r"
+  # 2. random reads, each size on a fresh mount so no cache carries over.
+  for spec in 4k:rand4k 256k:rand256k 1m:rand1m; do
+    mount_fs "$peer"; c0=$(cpu_now)
+    fio_row "$peer" "$r" "${spec%%:*}" "${spec#*:}"
+    cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + FIO_BYTES))
+    umount_fs "$peer" "$r"
+  done
+  # Two interleaved sequential readers on one open file.
+  mount_fs "$peer"; c0=$(cpu_now)
+  v=$(timeout 600 $H interleave "$FS_DIR/big.bin" 1048576 | field mbps); record "$peer" interleave "$r" "$v"
+  cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + size))
+  umount_fs "$peer" "$r"
+  # 7 + 5. time to first byte after a seek, then the media scenario.
+  mount_fs "$peer"
+  v=$(timeout 120 $H ttfb "$FS_DIR/movie.mp4" 5 65536 | field median_ms); record "$peer" ttfb_seek "$r" "$v"
+  record "$peer" ffprobe "$r" "$(secs timeout 120 ffprobe -v error -show_format -show_streams "$FS_DIR/movie.mp4")"
+  record "$peer" seek_frame "$r" "$(media_seeks "$FS_DIR/movie.mp4")"
+  umount_fs "$peer" "$r"
+  # 4. ls -l of the listing directory on a fresh mount.
+  mount_fs "$peer"
+  record "$peer" ls_l "$r" "$(secs timeout -k 5 120 ls -l "$FS_DIR/list")"
+  umount_fs "$peer" "$r"
+  # 3. sequential write, counted until the object is complete on the server.
+  mount_fs "$peer"; c0=$(cpu_now)
+  local wsize=$((WRITE_MIB * MIB)) t0 t1
+  t0=$(date +%s.%N)
+  timeout 900 dd if=/dev/zero of="$FS_DIR/w-$peer-$r.bin" bs=1M count="$WRITE_MIB" 2>/dev/null
+  wait_object "w-$peer-$r.bin" "$wsize"
+  t1=$(date +%s.%N)
+  record "$peer" seq_write "$r" "$(mbps $wsize "$(echo "$t1 - $t0" | bc -l)")"
+  cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + wsize))
+  rm -f "$FS_DIR/w-$peer-$r.bin"
+  # 4. cp -r of the small-file tree, until every file is on the server.
+  t0=$(date +%s.%N)
+  timeout 900 cp -r "$TREE" "$FS_DIR/cp-$peer-$r"
+  wait_tree "cp-$peer-$r" "$NFILES"
+  t1=$(date +%s.%N)
+  record "$peer" cp_tree "$r" "$(echo "$t1 - $t0" | bc -l)"
+  umount_fs "$peer" "$r"
+  rm -rf "$DATA/$BUCKET/cp-$peer-$r" "$DATA/$BUCKET/w-$peer-$r.bin"
+  record "$peer" peak_rss "$r" "$PEAK"
+  record "$peer" cpu_per_gib "$r" "$(echo "$cpu / ($bytes / 1073741824)" | bc -l)"
+}
+
+START=$(date +%s)
+for r in $(seq "$RUNS"); do
+  for peer in $PEERS; do
+    log "run $r/$RUNS: $peer"
+    if [ "$peer" = direct ]; then run_direct "$r"; else run_fs "$peer" "$r"; fi
+  done
+done
+log "done in $(($(date +%s) - START)) s (setup excluded)"
+
+{
+  echo "byosfs bench: $( [ "$QUICK" = 1 ] && echo quick || echo full ) mode, object ${BIG_MIB} MiB, write ${WRITE_MIB} MiB, $NFILES files, $NLIST listed, mp4 $(du -m "$MP4" | cut -f1) MB"
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), loopback s3s-fs server"
+  echo
+  $H report "$RES"
+} | tee "${OUT:-/dev/null}"
