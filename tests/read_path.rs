@@ -319,7 +319,8 @@ async fn concurrent_reads_on_one_handle() {
     }
     // Out-of-order parallel reads are still one stream: no duplicate fetches, few requests.
     assert_eq!(backend.inner.bytes_read(), size);
-    assert!(backend.gets().len() <= 24, "{:?}", backend.gets());
+    // 16 MiB in 1 MiB requests plus the ramp (the window doubles per half window consumed).
+    assert!(backend.gets().len() <= 32, "{:?}", backend.gets());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

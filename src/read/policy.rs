@@ -61,6 +61,8 @@ struct Stream {
     /// Furthest end of a read of this stream: where the next sequential read is expected.
     next: u64,
     window: u64,
+    /// Where the stream was when its window last grew.
+    grown_at: u64,
     /// Read-ahead has been issued for `[.., issued_to)`.
     issued_to: u64,
     last_used: u64,
@@ -113,7 +115,14 @@ impl ReadAheadPolicy {
                 let p = self.params;
                 let s = &mut self.streams[i];
                 if end > s.next {
-                    s.window = s.window.saturating_mul(2).min(p.max_window);
+                    // Grow only once the reader has consumed half a window since the last
+                    // growth: the kernel splits one large read into many 128 KiB requests, and
+                    // doubling on each would turn a single random 1 MiB read into a 64 MiB
+                    // read-ahead.
+                    if end - s.grown_at >= s.window / 2 {
+                        s.window = s.window.saturating_mul(2).min(p.max_window);
+                        s.grown_at = end;
+                    }
                     s.next = end;
                 }
                 s.head = s.head.max(offset);
@@ -162,6 +171,7 @@ impl ReadAheadPolicy {
             head: offset,
             next: end,
             window: self.params.initial_window,
+            grown_at: offset,
             issued_to: align_down(offset, self.params.block_size),
             last_used: self.clock,
         };
@@ -245,6 +255,25 @@ mod tests {
     }
 
     #[test]
+    fn one_large_random_read_does_not_ramp_the_window() {
+        let mut p = policy();
+        // The kernel splits a 1 MiB read into eight 128 KiB requests.
+        let base = 300 * MIB;
+        let mut issued = 0;
+        for k in 0..8 {
+            let plan = p.on_read(base + k * 128 * KIB, base + (k + 1) * 128 * KIB);
+            issued += plan.prefetch.map_or(0, |r| r.len());
+            assert!(
+                plan.window <= 2 * MIB,
+                "window {} after {} KiB",
+                plan.window,
+                (k + 1) * 128
+            );
+        }
+        assert!(issued <= 3 * MIB, "{issued} bytes fetched for a 1 MiB read");
+    }
+
+    #[test]
     fn first_read_fetches_a_small_window() {
         let mut p = policy();
         let plan = p.on_read(0, 128 * KIB);
@@ -259,16 +288,21 @@ mod tests {
         let first = p.on_read(0, 128 * KIB);
         let mut windows = vec![first.window];
         let mut off = 128 * KIB;
-        for _ in 0..10 {
+        let mut reached_max_at = None;
+        for _ in 0..400 {
             let plan = p.on_read(off, off + 128 * KIB);
             assert_eq!(plan.stream, first.stream);
-            windows.push(plan.window);
+            if windows.last() != Some(&plan.window) {
+                windows.push(plan.window);
+            }
             off += 128 * KIB;
+            if plan.window == 64 * MIB && reached_max_at.is_none() {
+                reached_max_at = Some(off);
+            }
         }
-        assert_eq!(
-            windows,
-            [1, 2, 4, 8, 16, 32, 64, 64, 64, 64, 64].map(|w| w * MIB).to_vec()
-        );
+        // Doubles each time half a window has been consumed: 64 MiB after ~32 MiB read.
+        assert_eq!(windows, [1, 2, 4, 8, 16, 32, 64].map(|w| w * MIB).to_vec());
+        assert!(reached_max_at.unwrap() <= 32 * MIB, "{reached_max_at:?}");
     }
 
     #[test]
@@ -315,7 +349,7 @@ mod tests {
         let mut p = policy();
         let mut off = 0;
         let mut last = None;
-        for _ in 0..8 {
+        for _ in 0..300 {
             last = Some(p.on_read(off, off + 128 * KIB));
             off += 128 * KIB;
         }
@@ -361,7 +395,7 @@ mod tests {
         let mut p = policy();
         let (mut x, mut y) = (0, 2048 * MIB);
         let (mut sx, mut sy) = (None, None);
-        for _ in 0..20 {
+        for _ in 0..300 {
             let px = p.on_read(x, x + 128 * KIB);
             let py = p.on_read(y, y + 128 * KIB);
             assert_eq!(*sx.get_or_insert(px.stream), px.stream);
