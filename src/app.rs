@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::backend::local::LocalBackend;
 use crate::backend::prefix::PrefixBackend;
+use crate::backend::retry::{RetryBackend, RetryConfig};
 use crate::backend::s3::{S3BackendConfig, S3ClientPool, S3Credentials};
 use crate::backend::Backend;
 use crate::cache::BlockCache;
@@ -45,28 +46,48 @@ fn s3_config(c: &crate::config::S3Config) -> S3BackendConfig {
         },
         connect_timeout: c.connect_timeout,
         request_timeout: c.request_timeout,
-        max_attempts: c.max_attempts,
+        // Retries happen in one place, `RetryBackend`; SDK retries would multiply with ours.
+        max_attempts: 1,
     }
 }
 
-/// Build one backend per `[backends.NAME]` (S3 clients shared where settings are equal).
+/// Retry policy of an S3 backend: the configured attempts, each bounded by the request
+/// timeout, and the whole operation by `attempts × request_timeout`, so a hung endpoint
+/// becomes an error (EIO) within that time.
+fn s3_retry(c: &crate::config::S3Config) -> RetryConfig {
+    let attempts = c.max_attempts.max(1);
+    RetryConfig {
+        max_attempts: attempts,
+        deadline: Some(c.request_timeout.saturating_mul(attempts)),
+        ..RetryConfig::default()
+    }
+}
+
+/// Build one backend per `[backends.NAME]` (S3 clients shared where settings are equal),
+/// each wrapped in a [`RetryBackend`].
 pub async fn build_backends(config: &Config) -> anyhow::Result<HashMap<String, Arc<dyn Backend>>> {
     let pool = S3ClientPool::new();
     let mut out: HashMap<String, Arc<dyn Backend>> = HashMap::new();
     for (name, b) in &config.backends {
-        let backend: Arc<dyn Backend> = match b {
-            BackendConfig::S3(c) => Arc::new(
-                pool.backend(&s3_config(c))
-                    .await
-                    .with_context(|| format!("backend {name}: creating S3 client"))?,
+        let (backend, retry): (Arc<dyn Backend>, RetryConfig) = match b {
+            BackendConfig::S3(c) => (
+                Arc::new(
+                    pool.backend(&s3_config(c))
+                        .await
+                        .with_context(|| format!("backend {name}: creating S3 client"))?,
+                ),
+                s3_retry(c),
             ),
             BackendConfig::Local(c) => {
                 std::fs::create_dir_all(&c.root)
                     .with_context(|| format!("backend {name}: creating {}", c.root.display()))?;
-                Arc::new(LocalBackend::new(c.root.clone()).with_context(|| format!("backend {name}"))?)
+                (
+                    Arc::new(LocalBackend::new(c.root.clone()).with_context(|| format!("backend {name}"))?),
+                    RetryConfig::default(),
+                )
             }
         };
-        out.insert(name.clone(), backend);
+        out.insert(name.clone(), Arc::new(RetryBackend::new(backend, retry)));
     }
     Ok(out)
 }

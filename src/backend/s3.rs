@@ -5,9 +5,11 @@
 //! connection pool. SDK errors become [`BackendError`]s in exactly one function,
 //! [`classify`]; nothing else here (or above) looks at HTTP status codes.
 //!
-//! The SDK retries requests (standard mode: exponential backoff with jitter) but not the
-//! reading of a response body, so [`S3Backend::get_range`] bounds each body read with the
-//! request timeout and re-issues the GET a bounded number of times itself.
+//! Every attempt is bounded by the request timeout, including the reading of a GET body
+//! (the SDK's own attempt timeout ends when the headers arrive). The mount builds clients
+//! with `max_attempts = 1` and retries in one place, [`super::retry::RetryBackend`]; with
+//! more attempts configured here the SDK retries requests (standard mode) and
+//! [`S3Backend::get_range`] re-issues a GET whose body failed, for standalone use.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -51,7 +53,8 @@ pub struct S3BackendConfig {
     pub connect_timeout: Duration,
     /// Deadline of one attempt (also bounds reading a GET body).
     pub request_timeout: Duration,
-    /// Attempts per request, including the first (SDK standard retry).
+    /// Attempts per request, including the first (SDK standard retry). The mount sets 1 and
+    /// retries in [`super::retry::RetryBackend`] instead.
     pub max_attempts: u32,
 }
 
@@ -206,7 +209,11 @@ async fn build_client(cfg: &S3BackendConfig) -> Client {
                 .operation_attempt_timeout(cfg.request_timeout)
                 .build(),
         )
-        .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts.max(1)))
+        .retry_config(if cfg.max_attempts <= 1 {
+            RetryConfig::disabled()
+        } else {
+            RetryConfig::standard().with_max_attempts(cfg.max_attempts)
+        })
         // The SDK default (since 2025) computes CRC32 over every upload body and validates
         // response checksums: CPU work per part, and several non-AWS servers reject or
         // mangle the extra trailer headers. Only send checksums where S3 requires them.

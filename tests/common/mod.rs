@@ -6,4 +6,5 @@
 
 pub mod moto;
 pub mod mount;
+pub mod proxy;
 pub mod s3server;

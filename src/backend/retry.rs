@@ -1,0 +1,652 @@
+//! Retries with exponential backoff and full jitter around any backend.
+//!
+//! The one place byosfs retries backend requests: the S3 client is built with a single
+//! attempt (see `app.rs`) so attempts do not multiply across layers. Only errors whose kind
+//! [`is_retryable`](super::BackendErrorKind::is_retryable) (throttling, timeouts, transient
+//! server errors, unreachable endpoints) are repeated; everything else is returned at once.
+//!
+//! Each operation is bounded twice: by [`RetryConfig::max_attempts`] and, when set, by
+//! [`RetryConfig::deadline`], measured from the first attempt. The deadline also cuts an
+//! attempt in flight, so a hung endpoint turns into [`BackendErrorKind::Timeout`] within it.
+//!
+//! Idempotency: every operation but two may simply be repeated (a part upload replaces the
+//! part, a PUT or copy replaces the object, deletes and aborts of absent things succeed).
+//! - `complete_multipart` whose response was lost may have completed: the retry then gets
+//!   `NoSuchUpload`. In that case (and only after an attempt of the same call ended with a
+//!   retryable error) the key is HEADed; if it exists and its ETag does not contradict the
+//!   part count (S3's `"…-N"` multipart ETag form), the completion is taken as ours.
+//! - `create_multipart` whose response was lost leaves an unused upload on the service; it
+//!   holds no data and is reclaimed by the orphaned-upload cleanup or a lifecycle rule.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+use super::{
+    Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
+    MultipartUploadInfo, ObjectMeta, PutResult, UploadId,
+};
+
+/// How [`RetryBackend`] retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Attempts per operation, including the first (at least 1).
+    pub max_attempts: u32,
+    /// Backoff cap before the first retry; doubles per retry (full jitter below the cap).
+    pub base_delay: Duration,
+    /// Upper bound of any one backoff.
+    pub max_delay: Duration,
+    /// Total time one operation may take, retries and backoff included; `None` = unbounded
+    /// (then only attempts and the backend's own per-request timeouts bound it).
+    pub deadline: Option<Duration>,
+}
+
+impl Default for RetryConfig {
+    /// 3 attempts, 100 ms doubling up to 5 s, no total deadline.
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+            deadline: None,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The backoff cap before retry number `retry` (1-based): `base * 2^(retry-1)`, at most
+    /// `max_delay`. The actual sleep is uniform in `[0, cap]` (full jitter).
+    pub fn backoff_cap(&self, retry: u32) -> Duration {
+        let factor = 1u32.checked_shl(retry.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
+        self.base_delay.saturating_mul(factor).min(self.max_delay)
+    }
+}
+
+/// Wraps a backend and retries its retryable failures; counts what it did.
+#[derive(Debug)]
+pub struct RetryBackend {
+    inner: Arc<dyn Backend>,
+    config: RetryConfig,
+    retries: AtomicU64,
+    exhausted: AtomicU64,
+    /// xorshift64 state for jitter; racing updates only cost randomness quality.
+    rng: AtomicU64,
+}
+
+impl RetryBackend {
+    /// Wrap `inner` with `config` (`max_attempts` 0 is treated as 1).
+    pub fn new(inner: Arc<dyn Backend>, config: RetryConfig) -> Self {
+        static INSTANCES: AtomicU64 = AtomicU64::new(1);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        // Mix in a sequence number so backends created in the same nanosecond still differ.
+        let seq = INSTANCES.fetch_add(1, Ordering::Relaxed);
+        let seed = (u64::from(nanos) << 17) ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Self {
+            inner,
+            config,
+            retries: AtomicU64::new(0),
+            exhausted: AtomicU64::new(0),
+            rng: AtomicU64::new(seed | 1),
+        }
+    }
+
+    /// The retry settings.
+    pub fn config(&self) -> &RetryConfig {
+        &self.config
+    }
+
+    /// Retries performed so far (attempts beyond the first, over all operations).
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Operations that failed with a retryable error after using up their attempts or deadline.
+    pub fn exhausted(&self) -> u64 {
+        self.exhausted.load(Ordering::Relaxed)
+    }
+
+    fn next_random(&self) -> u64 {
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::Relaxed);
+        x
+    }
+
+    /// Full jitter: uniform in `[0, backoff_cap(retry)]`.
+    fn backoff(&self, retry: u32) -> Duration {
+        let cap = self.config.backoff_cap(retry);
+        let cap_us = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(self.next_random() % cap_us.saturating_add(1))
+    }
+
+    /// Run `attempt` until it succeeds, fails for good, or attempts/deadline run out.
+    async fn run<T, F, Fut>(&self, op: &'static str, key: &str, mut attempt: F) -> BackendResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = BackendResult<T>>,
+    {
+        let started = Instant::now();
+        let deadline = self.config.deadline.map(|d| started + d);
+        let max = self.config.max_attempts.max(1);
+        let mut n = 1;
+        loop {
+            let res = match deadline {
+                Some(dl) => match tokio::time::timeout_at(dl.into(), attempt()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(BackendError::new(
+                        BackendErrorKind::Timeout,
+                        format!("{op} {key}: no answer within {:?} ({n} attempts)", started.elapsed()),
+                    )),
+                },
+                None => attempt().await,
+            };
+            let err = match res {
+                Ok(v) => {
+                    if n > 1 {
+                        debug!(op, key, attempts = n, "succeeded after retrying");
+                    }
+                    return Ok(v);
+                }
+                Err(e) => e,
+            };
+            if !err.is_retryable() {
+                return Err(err);
+            }
+            let delay = self.backoff(n);
+            let past_deadline = deadline.is_some_and(|dl| Instant::now() + delay >= dl);
+            if n >= max || past_deadline {
+                self.exhausted.fetch_add(1, Ordering::Relaxed);
+                warn!(op, key, attempts = n, elapsed = ?started.elapsed(), error = %err, "giving up after retries");
+                return Err(err);
+            }
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            debug!(op, key, attempt = n, ?delay, error = %err, "retrying");
+            tokio::time::sleep(delay).await;
+            n += 1;
+        }
+    }
+
+    /// `complete_multipart` answered `NoSuchUpload` after an attempt whose outcome is unknown:
+    /// accept if the object is there and its ETag does not contradict our part count.
+    async fn confirm_completed(&self, key: &str, parts: usize, err: BackendError) -> BackendResult<PutResult> {
+        let meta = match self.inner.head(key).await {
+            Ok(m) => m,
+            Err(_) => return Err(err),
+        };
+        if let Some(n) = meta.etag.as_ref().and_then(multipart_etag_parts) {
+            if usize::try_from(n).ok() != Some(parts) {
+                return Err(err);
+            }
+        }
+        info!(
+            key,
+            "complete multipart: earlier response lost; object present, taking the completion as ours"
+        );
+        Ok(PutResult::new(meta.etag))
+    }
+}
+
+/// The part count of an S3 multipart ETag (`"hex-N"`), if `etag` has that form.
+fn multipart_etag_parts(etag: &ETag) -> Option<u32> {
+    let (hash, n) = etag.as_str().trim_matches('"').rsplit_once('-')?;
+    if hash.is_empty() || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+#[async_trait]
+impl Backend for RetryBackend {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
+        self.run("head", key, || self.inner.head(key)).await
+    }
+
+    async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
+        self.run("get", key, || self.inner.get_range(key, range, if_match))
+            .await
+    }
+
+    async fn list(&self, params: &ListParams) -> BackendResult<ListPage> {
+        self.run("list", &params.prefix, || self.inner.list(params)).await
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> BackendResult<PutResult> {
+        self.run("put", key, || self.inner.put(key, data.clone())).await
+    }
+
+    async fn create_multipart(&self, key: &str) -> BackendResult<UploadId> {
+        self.run("create multipart", key, || self.inner.create_multipart(key))
+            .await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        part_number: u32,
+        data: Bytes,
+    ) -> BackendResult<CompletedPart> {
+        self.run("upload part", key, || {
+            self.inner.upload_part(key, upload, part_number, data.clone())
+        })
+        .await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        part_number: u32,
+        src: &str,
+        range: ByteRange,
+    ) -> BackendResult<CompletedPart> {
+        self.run("upload part copy", key, || {
+            self.inner.upload_part_copy(key, upload, part_number, src, range)
+        })
+        .await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[CompletedPart],
+    ) -> BackendResult<PutResult> {
+        // Set once an attempt ended in a way that may hide a completion (lost response).
+        let unsure = AtomicBool::new(false);
+        let unsure = &unsure;
+        self.run("complete multipart", key, || async move {
+            match self.inner.complete_multipart(key, upload, parts).await {
+                Err(e) if e.kind() == BackendErrorKind::NoSuchUpload && unsure.load(Ordering::Relaxed) => {
+                    self.confirm_completed(key, parts.len(), e).await
+                }
+                Err(e) => {
+                    if e.is_retryable() {
+                        unsure.store(true, Ordering::Relaxed);
+                    }
+                    Err(e)
+                }
+                Ok(r) => Ok(r),
+            }
+        })
+        .await
+    }
+
+    async fn abort_multipart(&self, key: &str, upload: &UploadId) -> BackendResult<()> {
+        self.run("abort multipart", key, || self.inner.abort_multipart(key, upload))
+            .await
+    }
+
+    async fn list_multipart_uploads(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
+        self.run("list multipart uploads", prefix, || {
+            self.inner.list_multipart_uploads(prefix)
+        })
+        .await
+    }
+
+    async fn copy(&self, src: &str, dst: &str) -> BackendResult<PutResult> {
+        self.run("copy", dst, || self.inner.copy(src, dst)).await
+    }
+
+    async fn delete(&self, key: &str) -> BackendResult<()> {
+        self.run("delete", key, || self.inner.delete(key)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fault::{FaultBackend, FaultRule};
+    use crate::backend::memory::{InMemoryBackend, Op};
+    use crate::backend::MIN_PART_SIZE;
+
+    fn fast(max_attempts: u32) -> RetryConfig {
+        RetryConfig {
+            max_attempts,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            deadline: None,
+        }
+    }
+
+    fn stack(config: RetryConfig) -> (Arc<InMemoryBackend>, Arc<FaultBackend>, RetryBackend) {
+        let mem = Arc::new(InMemoryBackend::new());
+        let fault = Arc::new(FaultBackend::new(mem.clone()));
+        let retry = RetryBackend::new(fault.clone(), config);
+        (mem, fault, retry)
+    }
+
+    fn fail_next(fault: &FaultBackend, op: Op, kind: BackendErrorKind, n: u64) {
+        fault.set_rule(Some(FaultRule {
+            ops: vec![op],
+            kind,
+            remaining: Some(n),
+            skip: 0,
+        }));
+    }
+
+    #[tokio::test]
+    async fn retried_get_succeeds_and_is_counted() {
+        let (mem, fault, retry) = stack(fast(5));
+        mem.insert("k", Bytes::from_static(b"hello world"));
+        fail_next(&fault, Op::Get, BackendErrorKind::Throttled, 3);
+        let got = retry.get_range("k", ByteRange::new(0, 5), None).await.unwrap();
+        assert_eq!(&got[..], b"hello");
+        assert_eq!(fault.injected(), 3);
+        assert_eq!(retry.retries(), 3);
+        assert_eq!(retry.exhausted(), 0);
+        // The fault layer fails before the inner call: only the successful GET reached it.
+        assert_eq!(mem.count(Op::Get), 1);
+    }
+
+    #[test_case::test_case(BackendErrorKind::AccessDenied)]
+    #[test_case::test_case(BackendErrorKind::NotFound)]
+    #[test_case::test_case(BackendErrorKind::PreconditionFailed)]
+    #[test_case::test_case(BackendErrorKind::NoSuchUpload)]
+    #[test_case::test_case(BackendErrorKind::InvalidRequest)]
+    #[tokio::test]
+    async fn non_retryable_errors_are_not_retried(kind: BackendErrorKind) {
+        let (mem, fault, retry) = stack(fast(5));
+        mem.insert("k", Bytes::from_static(b"x"));
+        fault.set_rule(Some(FaultRule::always(&[Op::Head], kind)));
+        let err = retry.head("k").await.unwrap_err();
+        assert_eq!(err.kind(), kind);
+        assert_eq!(fault.injected(), 1);
+        assert_eq!(retry.retries(), 0);
+        assert_eq!(retry.exhausted(), 0);
+    }
+
+    #[test_case::test_case(BackendErrorKind::Throttled)]
+    #[test_case::test_case(BackendErrorKind::Timeout)]
+    #[test_case::test_case(BackendErrorKind::Transient)]
+    #[test_case::test_case(BackendErrorKind::Unreachable)]
+    #[tokio::test]
+    async fn attempts_are_bounded(kind: BackendErrorKind) {
+        let (mem, fault, retry) = stack(fast(4));
+        let up = mem.create_multipart("big").await.unwrap();
+        fault.set_rule(Some(FaultRule::always(&[Op::UploadPart], kind)));
+        let err = retry
+            .upload_part("big", &up, 1, Bytes::from_static(b"data"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), kind);
+        assert_eq!(fault.injected(), 4);
+        assert_eq!(retry.retries(), 3);
+        assert_eq!(retry.exhausted(), 1);
+        assert_eq!(mem.count(Op::UploadPart), 0);
+    }
+
+    #[tokio::test]
+    async fn every_operation_is_retried() {
+        let (mem, fault, retry) = stack(fast(3));
+        let part = Bytes::from(vec![7u8; usize::try_from(MIN_PART_SIZE).unwrap()]);
+        let kind = BackendErrorKind::Transient;
+        let mut expected = 0;
+        let mut arm = |op: Op| {
+            fail_next(&fault, op, kind, 2);
+            expected += 2;
+            expected
+        };
+
+        let e = arm(Op::Put);
+        retry.put("src", part.clone()).await.unwrap();
+        assert_eq!(fault.injected(), e);
+        let e = arm(Op::Head);
+        assert_eq!(retry.head("src").await.unwrap().size, MIN_PART_SIZE);
+        assert_eq!(fault.injected(), e);
+        let e = arm(Op::Get);
+        assert_eq!(
+            retry.get_range("src", ByteRange::new(0, 3), None).await.unwrap().len(),
+            3
+        );
+        assert_eq!(fault.injected(), e);
+        let e = arm(Op::List);
+        assert_eq!(retry.list(&ListParams::new("", false)).await.unwrap().objects.len(), 1);
+        assert_eq!(fault.injected(), e);
+        let e = arm(Op::Copy);
+        retry.copy("src", "copy").await.unwrap();
+        assert_eq!(fault.injected(), e);
+        let e = arm(Op::CreateMultipart);
+        let up = retry.create_multipart("dst").await.unwrap();
+        assert_eq!(fault.injected(), e);
+        let e = arm(Op::UploadPart);
+        let p1 = retry.upload_part("dst", &up, 1, part.clone()).await.unwrap();
+        assert_eq!(fault.injected(), e);
+        let e = arm(Op::UploadPartCopy);
+        let p2 = retry
+            .upload_part_copy("dst", &up, 2, "src", ByteRange::new(0, 10))
+            .await
+            .unwrap();
+        assert_eq!(fault.injected(), e);
+        let e = arm(Op::ListMultipart);
+        assert_eq!(retry.list_multipart_uploads("").await.unwrap().len(), 1);
+        assert_eq!(fault.injected(), e);
+        let e = arm(Op::CompleteMultipart);
+        retry.complete_multipart("dst", &up, &[p1, p2]).await.unwrap();
+        assert_eq!(fault.injected(), e);
+        assert_eq!(mem.object("dst").unwrap().len(), part.len() + 10);
+        let up2 = mem.create_multipart("gone").await.unwrap();
+        let e = arm(Op::AbortMultipart);
+        retry.abort_multipart("gone", &up2).await.unwrap();
+        assert_eq!(fault.injected(), e);
+        assert_eq!(mem.open_uploads(), 0);
+        let e = arm(Op::Delete);
+        retry.delete("copy").await.unwrap();
+        assert_eq!(fault.injected(), e);
+        assert!(mem.object("copy").is_none());
+        assert_eq!(retry.retries(), e);
+        assert_eq!(retry.exhausted(), 0);
+    }
+
+    #[tokio::test]
+    async fn deadline_cuts_a_hung_attempt() {
+        let mem = Arc::new(InMemoryBackend::new());
+        mem.insert("k", Bytes::from_static(b"abc"));
+        mem.set_get_delay(Some(Duration::from_secs(30)));
+        let retry = RetryBackend::new(
+            mem.clone(),
+            RetryConfig {
+                deadline: Some(Duration::from_millis(300)),
+                ..fast(10)
+            },
+        );
+        let t = Instant::now();
+        let err = retry.get_range("k", ByteRange::new(0, 3), None).await.unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::Timeout);
+        assert!(t.elapsed() >= Duration::from_millis(300), "{:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    #[tokio::test]
+    async fn deadline_stops_retrying() {
+        let (_mem, fault, retry) = stack(RetryConfig {
+            max_attempts: 1000,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(40),
+            deadline: Some(Duration::from_millis(300)),
+        });
+        fault.set_rule(Some(FaultRule::always(&[], BackendErrorKind::Unreachable)));
+        let t = Instant::now();
+        let err = retry.list(&ListParams::new("", true)).await.unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::Unreachable);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        // Backoffs average 10-20 ms: far fewer than 1000 attempts fit in 300 ms.
+        assert!(fault.injected() > 2 && fault.injected() < 100, "{}", fault.injected());
+        assert_eq!(retry.exhausted(), 1);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_full_jitter() {
+        let cfg = RetryConfig {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            deadline: None,
+        };
+        assert_eq!(cfg.backoff_cap(1), Duration::from_millis(100));
+        assert_eq!(cfg.backoff_cap(2), Duration::from_millis(200));
+        assert_eq!(cfg.backoff_cap(4), Duration::from_millis(800));
+        assert_eq!(cfg.backoff_cap(5), Duration::from_secs(1));
+        assert_eq!(cfg.backoff_cap(u32::MAX), Duration::from_secs(1));
+        let r = RetryBackend::new(Arc::new(InMemoryBackend::new()), cfg);
+        let samples: Vec<Duration> = (0..200).map(|_| r.backoff(3)).collect();
+        assert!(samples.iter().all(|d| *d <= Duration::from_millis(400)));
+        // Full jitter spreads over the whole interval, not around its top.
+        assert!(samples.iter().any(|d| *d < Duration::from_millis(100)));
+        assert!(samples.iter().any(|d| *d > Duration::from_millis(300)));
+    }
+
+    #[test]
+    fn multipart_etag_form() {
+        assert_eq!(
+            multipart_etag_parts(&ETag::new("\"9b2cf535f27731c974343645a3985328-12\"")),
+            Some(12)
+        );
+        assert_eq!(
+            multipart_etag_parts(&ETag::new("\"9b2cf535f27731c974343645a3985328\"")),
+            None
+        );
+        assert_eq!(multipart_etag_parts(&ETag::new("\"mem-3\"")), None);
+    }
+
+    /// Completes for real, then reports a transient failure: a response lost on the way back.
+    #[derive(Debug)]
+    struct LoseCompleteResponse {
+        inner: Arc<InMemoryBackend>,
+        lose: AtomicU64,
+    }
+
+    #[async_trait]
+    impl Backend for LoseCompleteResponse {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
+            self.inner.head(key).await
+        }
+        async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
+            self.inner.get_range(key, range, if_match).await
+        }
+        async fn list(&self, params: &ListParams) -> BackendResult<ListPage> {
+            self.inner.list(params).await
+        }
+        async fn put(&self, key: &str, data: Bytes) -> BackendResult<PutResult> {
+            self.inner.put(key, data).await
+        }
+        async fn create_multipart(&self, key: &str) -> BackendResult<UploadId> {
+            self.inner.create_multipart(key).await
+        }
+        async fn upload_part(&self, key: &str, up: &UploadId, n: u32, data: Bytes) -> BackendResult<CompletedPart> {
+            self.inner.upload_part(key, up, n, data).await
+        }
+        async fn upload_part_copy(
+            &self,
+            key: &str,
+            up: &UploadId,
+            n: u32,
+            src: &str,
+            range: ByteRange,
+        ) -> BackendResult<CompletedPart> {
+            self.inner.upload_part_copy(key, up, n, src, range).await
+        }
+        async fn complete_multipart(
+            &self,
+            key: &str,
+            up: &UploadId,
+            parts: &[CompletedPart],
+        ) -> BackendResult<PutResult> {
+            let res = self.inner.complete_multipart(key, up, parts).await;
+            if self.lose.load(Ordering::Relaxed) > 0 {
+                self.lose.fetch_sub(1, Ordering::Relaxed);
+                return Err(BackendError::new(BackendErrorKind::Transient, "connection reset"));
+            }
+            res
+        }
+        async fn abort_multipart(&self, key: &str, up: &UploadId) -> BackendResult<()> {
+            self.inner.abort_multipart(key, up).await
+        }
+        async fn list_multipart_uploads(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
+            self.inner.list_multipart_uploads(prefix).await
+        }
+        async fn copy(&self, src: &str, dst: &str) -> BackendResult<PutResult> {
+            self.inner.copy(src, dst).await
+        }
+        async fn delete(&self, key: &str) -> BackendResult<()> {
+            self.inner.delete(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn complete_with_lost_response_is_accepted_when_object_exists() {
+        let mem = Arc::new(InMemoryBackend::new());
+        let lossy = Arc::new(LoseCompleteResponse {
+            inner: mem.clone(),
+            lose: AtomicU64::new(1),
+        });
+        let retry = RetryBackend::new(lossy, fast(3));
+        let up = retry.create_multipart("obj").await.unwrap();
+        let p = retry
+            .upload_part("obj", &up, 1, Bytes::from_static(b"payload"))
+            .await
+            .unwrap();
+        let res = retry.complete_multipart("obj", &up, &[p]).await.unwrap();
+        assert_eq!(res.etag, mem.head("obj").await.unwrap().etag);
+        assert_eq!(mem.object("obj").unwrap(), Bytes::from_static(b"payload"));
+        assert_eq!(retry.retries(), 1);
+        assert_eq!(mem.count(Op::CompleteMultipart), 2);
+    }
+
+    #[tokio::test]
+    async fn first_attempt_no_such_upload_is_an_error_even_if_the_key_exists() {
+        let (mem, _fault, retry) = stack(fast(3));
+        mem.insert("obj", Bytes::from_static(b"someone else's"));
+        let part = CompletedPart {
+            part_number: 1,
+            etag: ETag::new("\"x\""),
+        };
+        let err = retry
+            .complete_multipart("obj", &UploadId("never-created".to_owned()), &[part])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::NoSuchUpload);
+        assert_eq!(mem.count(Op::Head), 0);
+    }
+
+    #[tokio::test]
+    async fn lost_completion_with_object_missing_stays_an_error() {
+        let mem = Arc::new(InMemoryBackend::new());
+        let lossy = Arc::new(LoseCompleteResponse {
+            inner: mem.clone(),
+            lose: AtomicU64::new(1),
+        });
+        let retry = RetryBackend::new(lossy, fast(3));
+        let up = retry.create_multipart("obj").await.unwrap();
+        let p = retry
+            .upload_part("obj", &up, 1, Bytes::from_static(b"payload"))
+            .await
+            .unwrap();
+        retry
+            .complete_multipart("obj", &up, std::slice::from_ref(&p))
+            .await
+            .unwrap();
+        // Someone deletes the object; a second completion of the same (finished) upload must
+        // not claim success: its first attempt is certain, so NoSuchUpload is reported.
+        mem.delete("obj").await.unwrap();
+        let err = retry.complete_multipart("obj", &up, &[p]).await.unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::NoSuchUpload);
+    }
+}
