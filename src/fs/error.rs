@@ -107,8 +107,9 @@ pub fn backend_errno(kind: BackendErrorKind) -> i32 {
         BackendErrorKind::InvalidRequest => libc::EINVAL,
         BackendErrorKind::NoSpace => libc::ENOSPC,
         BackendErrorKind::Unsupported => libc::ENOTSUP,
-        BackendErrorKind::Timeout => libc::ETIMEDOUT,
-        BackendErrorKind::BucketNotFound
+        // A dead or hung endpoint is an I/O error to applications, as on a failing disk.
+        BackendErrorKind::Timeout
+        | BackendErrorKind::BucketNotFound
         | BackendErrorKind::Throttled
         | BackendErrorKind::Unreachable
         | BackendErrorKind::Tls
