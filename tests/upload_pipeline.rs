@@ -11,7 +11,7 @@ use byosfs::backend::fault::{FaultBackend, FaultRule};
 use byosfs::backend::memory::{InMemoryBackend, Op};
 use byosfs::backend::{
     Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutResult, UploadId,
+    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
 };
 use byosfs::upload::{BaseObject, UploadConfig, UploadError, Uploader, WriteSession};
 use bytes::Bytes;
@@ -633,6 +633,15 @@ impl Backend for NullBackend {
     }
     async fn delete(&self, _: &str) -> BackendResult<()> {
         Ok(())
+    }
+    async fn put_opts(&self, key: &str, data: Bytes, _: &PutOptions) -> BackendResult<PutResult> {
+        self.put(key, data).await
+    }
+    async fn create_multipart_opts(&self, key: &str, _: &PutOptions) -> BackendResult<UploadId> {
+        self.create_multipart(key).await
+    }
+    async fn set_mtime(&self, _: &str, _: std::time::SystemTime) -> BackendResult<PutResult> {
+        Err(unsupported())
     }
 }
 
