@@ -139,8 +139,10 @@ impl Filesystem {
         }
     }
 
+    /// Whether the cached stat can be used without a HEAD. A file whose mtime came from a
+    /// listing is not: its stored mtime (if any) is only in the HEAD.
     fn fresh(&self, inode: &Inode) -> bool {
-        inode.validated.elapsed() < self.config.metadata_ttl
+        inode.validated.elapsed() < self.config.metadata_ttl && (inode.kind != Kind::File || inode.stat.mtime_known)
     }
 
     /// Look up `name` in directory `parent`; adds one kernel reference on success.
@@ -296,11 +298,22 @@ impl Filesystem {
     }
 }
 
-/// Attributes of an object from its metadata.
+/// Attributes of an object from a HEAD: the stored mtime, else Last-Modified.
 fn stat_of(meta: &ObjectMeta) -> Stat {
     Stat {
         size: meta.size,
-        mtime: meta.last_modified.unwrap_or(SystemTime::UNIX_EPOCH),
+        mtime: meta.mtime.or(meta.last_modified).unwrap_or(SystemTime::UNIX_EPOCH),
         etag: meta.etag.clone(),
+        mtime_known: true,
+        last_modified: meta.last_modified,
+    }
+}
+
+/// Attributes of an object from a listing, which (on S3) lacks the stored mtime: unless the
+/// backend gave one, the mtime is Last-Modified and marked not known.
+fn listed_stat_of(meta: &ObjectMeta) -> Stat {
+    Stat {
+        mtime_known: meta.mtime.is_some(),
+        ..stat_of(meta)
     }
 }
