@@ -346,11 +346,14 @@ async fn setattr_mtime_persists_for_open_and_closed_files() {
             assert_eq!(*ttl, Duration::ZERO, "{name}");
         }
     }
+    f.bucket.reset_counts();
     let e = g.fs.lookup(root, OsStr::new("open.txt")).await.unwrap();
     assert_eq!(e.attr.mtime, t_open);
     assert_eq!(e.attr.size, 5);
     let e = g.fs.lookup(root, OsStr::new("closed.txt")).await.unwrap();
     assert_eq!(e.attr.mtime, t_closed);
+    // Listed just before: one HEAD each, no listing.
+    assert_eq!((f.bucket.count(Op::Head), f.bucket.count(Op::List)), (2, 0));
     assert_eq!(read_all(&g.fs, "acme/closed.txt").await, b"world");
 
     // Once known, a listing of the unchanged objects keeps the mtimes and may be cached.

@@ -169,6 +169,17 @@ impl Filesystem {
                         .upsert_child(parent.ino, name, child.tenant, child.kind, child.stat.clone(), 1)?;
                 return Ok(self.entry(&inode));
             }
+            if child.kind == Kind::File && child.validated.elapsed() < self.config.metadata_ttl {
+                // Just listed as a file: only the stored mtime is missing, and a HEAD has it
+                // (no need for `resolve`'s listing too). Anything odd: resolve as usual.
+                let tenant = self.tenant_of(&parent)?;
+                if let Ok(meta) = tenant.backend.head(&child_key(&parent.key, name)).await {
+                    let inode =
+                        self.inodes
+                            .upsert_child(parent.ino, name, child.tenant, Kind::File, stat_of(&meta), 1)?;
+                    return Ok(self.entry(&inode));
+                }
+            }
         }
         let tenant = self.tenant_of(&parent)?;
         let (kind, stat) = match self.resolve(tenant, &child_key(&parent.key, name)).await {
