@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use byosfs::backend::memory::{InMemoryBackend, Op};
 use byosfs::backend::prefix::PrefixBackend;
@@ -49,7 +49,11 @@ fn spec(name: &str, bucket: &Arc<InMemoryBackend>, prefix: &str, read_only: bool
 }
 
 fn fixture() -> Fixture {
-    let bucket = Arc::new(InMemoryBackend::new());
+    fixture_over(Arc::new(InMemoryBackend::new()))
+}
+
+/// A fresh filesystem (as after a remount) over an existing bucket.
+fn fixture_over(bucket: Arc<InMemoryBackend>) -> Fixture {
     let tenants = TenantTable::new(vec![
         spec("acme", &bucket, "acme/", false),
         spec("acme2", &bucket, "acme2/", false),
@@ -311,4 +315,95 @@ async fn only_the_opening_process_commits_on_close() {
     f.fs.flush(o.fh, me).await.unwrap();
     assert_eq!(f.bucket.object("acme/f").unwrap().as_ref(), b"half done");
     f.fs.release(o.fh).await.unwrap();
+}
+
+/// readdirplus collector that keeps each entry's TTL.
+struct CollectTtl(Vec<(String, SystemTime, Duration)>);
+
+impl DirReplier for CollectTtl {
+    fn add(&mut self, e: &DirEntry, ttl: Duration) -> bool {
+        self.0.push((e.name.clone(), e.attr.mtime, ttl));
+        false
+    }
+}
+
+#[tokio::test]
+async fn setattr_mtime_persists_for_open_and_closed_files() {
+    let t_open = UNIX_EPOCH + Duration::new(981_158_400, 123_456_789);
+    let t_closed = UNIX_EPOCH + Duration::new(1_000_000_000, 5);
+    let f = fixture();
+    // Open for writing (cp -p: write, futimens, close): stored with the data.
+    let parent = ino(&f.fs, "acme").await;
+    let (e, o) =
+        f.fs.create(parent, OsStr::new("open.txt"), libc::O_WRONLY | libc::O_CREAT, 0)
+            .await
+            .unwrap();
+    f.fs.write(o.fh, 0, b"hello").await.unwrap();
+    let attr =
+        f.fs.setattr(e.attr.ino, Some(o.fh), None, Some(t_open))
+            .await
+            .unwrap()
+            .attr;
+    assert_eq!(attr.mtime, t_open);
+    f.fs.flush(o.fh, 0).await.unwrap();
+    f.fs.release(o.fh).await.unwrap();
+    assert_eq!(f.bucket.count(Op::SetMtime), 0, "stored by the PUT itself");
+    // Closed (touch -d, rsync's utimes after close): stored in place.
+    write_file(&f.fs, "acme", "closed.txt", b"world").await;
+    let closed = ino(&f.fs, "acme/closed.txt").await;
+    let attr = f.fs.setattr(closed, None, None, Some(t_closed)).await.unwrap().attr;
+    assert_eq!(attr.mtime, t_closed);
+    assert_eq!(f.bucket.count(Op::SetMtime), 1);
+
+    // A fresh filesystem over the same bucket (a remount) sees both.
+    let g = fixture_over(f.bucket.clone());
+    let root = ino(&g.fs, "acme").await;
+    // Listing first, as `ls -l` and rsync do: entries whose stored mtime the listing lacks
+    // must not be cached by the kernel.
+    let fh = g.fs.opendir(root).await.unwrap();
+    let mut c = CollectTtl(Vec::new());
+    g.fs.readdir(fh, 0, true, &mut c).await.unwrap();
+    g.fs.releasedir(fh);
+    for (name, _, ttl) in &c.0 {
+        if name.ends_with(".txt") {
+            assert_eq!(*ttl, Duration::ZERO, "{name}");
+        }
+    }
+    f.bucket.reset_counts();
+    let e = g.fs.lookup(root, OsStr::new("open.txt")).await.unwrap();
+    assert_eq!(e.attr.mtime, t_open);
+    assert_eq!(e.attr.size, 5);
+    let e = g.fs.lookup(root, OsStr::new("closed.txt")).await.unwrap();
+    assert_eq!(e.attr.mtime, t_closed);
+    // Listed just before: one HEAD each, no listing.
+    assert_eq!((f.bucket.count(Op::Head), f.bucket.count(Op::List)), (2, 0));
+    assert_eq!(read_all(&g.fs, "acme/closed.txt").await, b"world");
+
+    // Once known, a listing of the unchanged objects keeps the mtimes and may be cached.
+    let fh = g.fs.opendir(root).await.unwrap();
+    let mut c = CollectTtl(Vec::new());
+    g.fs.readdir(fh, 0, true, &mut c).await.unwrap();
+    g.fs.releasedir(fh);
+    let got: Vec<_> = c.0.iter().filter(|(n, _, _)| n.ends_with(".txt")).collect();
+    assert_eq!(got.len(), 2);
+    for (name, mtime, ttl) in got {
+        let want = if name == "open.txt" { t_open } else { t_closed };
+        assert_eq!(*mtime, want, "{name}");
+        assert!(*ttl > Duration::ZERO, "{name}");
+    }
+
+    // A write after setattr makes the mtime "now" again, as on a local filesystem.
+    let ino_open = ino(&g.fs, "acme/open.txt").await;
+    let o = g.fs.open(ino_open, libc::O_WRONLY, 0).await.unwrap();
+    g.fs.setattr(ino_open, Some(o.fh), None, Some(t_closed)).await.unwrap();
+    g.fs.write(o.fh, 5, b"!").await.unwrap();
+    g.fs.release(o.fh).await.unwrap();
+    let h = f.bucket.head("acme/open.txt").await.unwrap();
+    assert_eq!((h.size, h.mtime), (6, None));
+
+    // Read-only tenants refuse it.
+    f.bucket.insert("frozen/x", "1");
+    let x = ino(&g.fs, "frozen/x").await;
+    let err = g.fs.setattr(x, None, None, Some(t_open)).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EROFS);
 }

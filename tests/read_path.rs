@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use byosfs::backend::memory::{InMemoryBackend, Op};
 use byosfs::backend::{
     Backend, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams, MultipartUploadInfo, ObjectMeta,
-    PutResult, UploadId,
+    PutOptions, PutResult, UploadId,
 };
 use byosfs::cache::{BlockCache, ObjectId};
 use byosfs::read::{ObjectReader, ReadConfig, ReadError};
@@ -127,6 +127,15 @@ impl Backend for Recorder {
     }
     async fn delete(&self, key: &str) -> BackendResult<()> {
         self.inner.delete(key).await
+    }
+    async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.inner.put_opts(key, data, opts).await
+    }
+    async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
+        self.inner.create_multipart_opts(key, opts).await
+    }
+    async fn set_mtime(&self, key: &str, mtime: std::time::SystemTime) -> BackendResult<PutResult> {
+        self.inner.set_mtime(key, mtime).await
     }
 }
 

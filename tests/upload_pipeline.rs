@@ -11,7 +11,7 @@ use byosfs::backend::fault::{FaultBackend, FaultRule};
 use byosfs::backend::memory::{InMemoryBackend, Op};
 use byosfs::backend::{
     Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutResult, UploadId,
+    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
 };
 use byosfs::upload::{BaseObject, UploadConfig, UploadError, Uploader, WriteSession};
 use bytes::Bytes;
@@ -483,6 +483,75 @@ async fn commit_is_idempotent_when_clean() {
     assert_eq!(e.mem.object("c").unwrap(), &b"abc"[..]);
 }
 
+fn an_mtime() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::new(981_158_400, 123_456_789)
+}
+
+#[tokio::test]
+async fn mtime_goes_with_single_put() {
+    let e = env();
+    let mut s = e.start("small", None);
+    s.write(0, b"abc").await.unwrap();
+    s.set_mtime(Some(an_mtime()));
+    s.commit().await.unwrap();
+    assert_eq!(e.mem.head("small").await.unwrap().mtime, Some(an_mtime()));
+    assert_eq!((e.mem.count(Op::Put), e.mem.count(Op::SetMtime)), (1, 0));
+}
+
+#[tokio::test]
+async fn mtime_set_after_multipart_started_is_stored_on_commit() {
+    let e = env();
+    let data = pattern(2 * PART + 1, 3);
+    let mut s = e.start("big", None);
+    write_seq(&mut s, &data, 256 * KIB as usize).await;
+    assert_eq!(e.mem.count(Op::CreateMultipart), 1, "upload started before the setattr");
+    s.set_mtime(Some(an_mtime()));
+    s.commit().await.unwrap();
+    let h = e.mem.head("big").await.unwrap();
+    assert_eq!((h.size, h.mtime), (data.len() as u64, Some(an_mtime())));
+    assert_eq!(e.mem.object("big").unwrap(), &data[..]);
+}
+
+#[tokio::test]
+async fn mtime_known_before_multipart_goes_with_the_upload() {
+    let e = env();
+    let base = pattern(2 * PART + 1, 4);
+    e.mem.insert("big", base.clone());
+    let mut s = e.start("big", Some(e.base_of("big").await));
+    s.set_mtime(Some(an_mtime()));
+    // Growing the file appends; the stored mtime is cleared by the write, as on a local
+    // filesystem, and the commit stores none.
+    s.write(base.len() as u64, b"tail").await.unwrap();
+    assert_eq!(s.mtime(), None);
+    s.commit().await.unwrap();
+    assert_eq!(e.mem.head("big").await.unwrap().mtime, None);
+    // Set after the last write: carried by the next upload's creation, no extra request.
+    let mut s = e.start("big", Some(e.base_of("big").await));
+    s.write(0, b"head").await.unwrap();
+    s.set_mtime(Some(an_mtime()));
+    s.commit().await.unwrap();
+    assert_eq!(e.mem.head("big").await.unwrap().mtime, Some(an_mtime()));
+    assert_eq!(e.mem.count(Op::SetMtime), 0);
+}
+
+#[tokio::test]
+async fn mtime_only_change_updates_metadata_without_rewriting_data() {
+    let e = env();
+    e.mem.insert("f", b"content".to_vec());
+    let mut s = e.start("f", Some(e.base_of("f").await));
+    s.set_mtime(Some(an_mtime()));
+    let res = s.commit().await.unwrap();
+    let h = e.mem.head("f").await.unwrap();
+    assert_eq!(h.mtime, Some(an_mtime()));
+    assert_eq!(res.etag, h.etag);
+    assert_eq!(e.mem.object("f").unwrap(), &b"content"[..]);
+    assert_eq!(e.mem.count(Op::SetMtime), 1);
+    assert_eq!(e.mem.count(Op::Put) + e.mem.count(Op::CreateMultipart), 0);
+    // Committing again sends nothing.
+    s.commit().await.unwrap();
+    assert_eq!(e.mem.count(Op::SetMtime), 1);
+}
+
 #[test]
 fn config_is_validated() {
     let dir = tempfile::tempdir().unwrap();
@@ -633,6 +702,15 @@ impl Backend for NullBackend {
     }
     async fn delete(&self, _: &str) -> BackendResult<()> {
         Ok(())
+    }
+    async fn put_opts(&self, key: &str, data: Bytes, _: &PutOptions) -> BackendResult<PutResult> {
+        self.put(key, data).await
+    }
+    async fn create_multipart_opts(&self, key: &str, _: &PutOptions) -> BackendResult<UploadId> {
+        self.create_multipart(key).await
+    }
+    async fn set_mtime(&self, _: &str, _: std::time::SystemTime) -> BackendResult<PutResult> {
+        Err(unsupported())
     }
 }
 

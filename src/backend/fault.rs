@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use super::memory::Op;
 use super::{
     Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutResult, UploadId,
+    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
 };
 
 /// Which calls fail, and how.
@@ -149,5 +150,17 @@ impl Backend for FaultBackend {
     async fn delete(&self, key: &str) -> BackendResult<()> {
         self.check(Op::Delete)?;
         self.inner.delete(key).await
+    }
+    async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.check(Op::Put)?;
+        self.inner.put_opts(key, data, opts).await
+    }
+    async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
+        self.check(Op::CreateMultipart)?;
+        self.inner.create_multipart_opts(key, opts).await
+    }
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
+        self.check(Op::SetMtime)?;
+        self.inner.set_mtime(key, mtime).await
     }
 }

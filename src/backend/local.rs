@@ -12,6 +12,10 @@
 //! `root/.byosfs-internal/uploads/<id>/`; that directory is never listed and keys under it
 //! are refused. ETags derive from (size, mtime ns, inode), so any change to a file changes
 //! its ETag. Blocking IO runs on `spawn_blocking`.
+//!
+//! The stored mtime of an object is its file's mtime (reported by `head` and listings alike):
+//! `put_opts`/multipart completion set it on the temp file before the rename, `set_mtime`
+//! sets it on the file, and `copy` carries it over, as S3 copies user metadata.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -24,9 +28,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::mtime::{format_mtime, parse_mtime};
 use super::{
     Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutResult, UploadId, MIN_PART_SIZE,
+    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId, MIN_PART_SIZE,
 };
 
 /// Name of the hidden directory inside `root` holding temp files and multipart parts.
@@ -123,7 +128,8 @@ fn etag_of(m: &fs::Metadata) -> ETag {
 
 fn meta_of(key: &str, m: &fs::Metadata) -> ObjectMeta {
     let size = if m.is_dir() { 0 } else { m.len() };
-    ObjectMeta::new(key, size, m.modified().ok(), Some(etag_of(m)))
+    let modified = m.modified().ok();
+    ObjectMeta::new(key, size, modified, Some(etag_of(m))).with_mtime(modified)
 }
 
 impl Inner {
@@ -240,7 +246,7 @@ impl Inner {
         Ok(Bytes::from(buf))
     }
 
-    fn put(&self, key: &str, data: &[u8]) -> BackendResult<PutResult> {
+    fn put(&self, key: &str, data: &[u8], mtime: Option<SystemTime>) -> BackendResult<PutResult> {
         let path = self.path("put", key)?;
         if key.ends_with('/') {
             if !data.is_empty() {
@@ -252,6 +258,7 @@ impl Inner {
         }
         let mut tmp = self.temp("put", key)?;
         tmp.write_all(data).map_err(|e| io_err("put", key, e))?;
+        tmp.set_modified(mtime).map_err(|e| io_err("put", key, e))?;
         let etag = self.install("put", key, tmp)?;
         Ok(PutResult::new(Some(etag)))
     }
@@ -419,6 +426,14 @@ impl TempFile {
         }
     }
 
+    /// Set the file's mtime (after the last write, which would reset it); `None` keeps it.
+    fn set_modified(&mut self, mtime: Option<SystemTime>) -> io::Result<()> {
+        match mtime {
+            Some(t) => self.file()?.set_modified(t),
+            None => Ok(()),
+        }
+    }
+
     fn file(&mut self) -> io::Result<&mut File> {
         self.file
             .as_mut()
@@ -472,12 +487,22 @@ impl Backend for LocalBackend {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> BackendResult<PutResult> {
-        let k = key.to_owned();
-        self.blocking("put", key, move |i| i.put(&k, &data)).await
+        self.put_opts(key, data, &PutOptions::default()).await
     }
 
     async fn create_multipart(&self, key: &str) -> BackendResult<UploadId> {
+        self.create_multipart_opts(key, &PutOptions::default()).await
+    }
+
+    async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
         let k = key.to_owned();
+        let mtime = opts.mtime;
+        self.blocking("put", key, move |i| i.put(&k, &data, mtime)).await
+    }
+
+    async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
+        let k = key.to_owned();
+        let mtime = opts.mtime;
         self.blocking("create multipart", key, move |i| {
             i.path("create multipart", &k)?;
             if k.ends_with('/') {
@@ -486,6 +511,10 @@ impl Backend for LocalBackend {
             let id = UploadId(i.unique());
             let dir = i.upload_dir(&id)?;
             fs::create_dir_all(&dir).map_err(|e| io_err("create multipart", &k, e))?;
+            if let Some(t) = mtime {
+                fs::write(dir.join("mtime"), format_mtime(t)).map_err(|e| io_err("create multipart", &k, e))?;
+            }
+            // Written last: an upload exists (for `upload_for`) only once it is complete.
             fs::write(dir.join("key"), k.as_bytes()).map_err(|e| io_err("create multipart", &k, e))?;
             Ok(id)
         })
@@ -560,6 +589,8 @@ impl Backend for LocalBackend {
                 let out = tmp.file().map_err(|e| io_err(OP, &k, e))?;
                 io::copy(&mut f, out).map_err(|e| io_err(OP, &k, e))?;
             }
+            let mtime = fs::read_to_string(dir.join("mtime")).ok().and_then(|s| parse_mtime(&s));
+            tmp.set_modified(mtime).map_err(|e| io_err(OP, &k, e))?;
             let etag = i.install(OP, &k, tmp)?;
             let _ = fs::remove_dir_all(&dir);
             Ok(PutResult::new(Some(etag)))
@@ -617,6 +648,7 @@ impl Backend for LocalBackend {
             let mut tmp = i.temp("copy", &d)?;
             let f = tmp.file().map_err(|e| io_err("copy", &d, e))?;
             copy_range_into(&mut file, 0, m.len(), f).map_err(|e| io_err("copy", &s, e))?;
+            tmp.set_modified(m.modified().ok()).map_err(|e| io_err("copy", &d, e))?;
             let etag = i.install("copy", &d, tmp)?;
             Ok(PutResult::new(Some(etag)))
         })
@@ -626,6 +658,18 @@ impl Backend for LocalBackend {
     async fn delete(&self, key: &str) -> BackendResult<()> {
         let k = key.to_owned();
         self.blocking("delete", key, move |i| i.delete(&k)).await
+    }
+
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
+        let k = key.to_owned();
+        self.blocking("set mtime", key, move |i| {
+            let (file, _) = i.open_object("set mtime", &k)?;
+            // futimens(2) needs ownership, not write access, so a read-only descriptor does.
+            file.set_modified(mtime).map_err(|e| io_err("set mtime", &k, e))?;
+            let m = file.metadata().map_err(|e| io_err("set mtime", &k, e))?;
+            Ok(PutResult::new(Some(etag_of(&m))))
+        })
+        .await
     }
 }
 

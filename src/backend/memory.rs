@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{
     Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutResult, UploadId, MIN_PART_SIZE,
+    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId, MIN_PART_SIZE,
 };
 
 #[derive(Debug, Clone)]
@@ -22,11 +22,14 @@ struct Object {
     data: Bytes,
     etag: ETag,
     modified: SystemTime,
+    /// Stored mtime (user metadata on S3).
+    mtime: Option<SystemTime>,
 }
 
 #[derive(Debug, Default)]
 struct Upload {
     key: String,
+    mtime: Option<SystemTime>,
     parts: BTreeMap<u32, (ETag, Bytes)>,
 }
 
@@ -53,9 +56,10 @@ pub enum Op {
     ListMultipart,
     Copy,
     Delete,
+    SetMtime,
 }
 
-const OPS: usize = 12;
+const OPS: usize = 13;
 
 /// A bucket held in memory.
 #[derive(Debug, Default)]
@@ -106,6 +110,7 @@ impl InMemoryBackend {
                 data: data.into(),
                 etag,
                 modified: SystemTime::now(),
+                mtime: None,
             },
         );
     }
@@ -129,7 +134,7 @@ impl InMemoryBackend {
         self.counters[op as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn store(&self, key: &str, data: Bytes) -> PutResult {
+    fn store(&self, key: &str, data: Bytes, mtime: Option<SystemTime>) -> PutResult {
         let mut st = lock(&self.state);
         let etag = next_etag(&mut st);
         st.objects.insert(
@@ -138,6 +143,7 @@ impl InMemoryBackend {
                 data,
                 etag: etag.clone(),
                 modified: SystemTime::now(),
+                mtime,
             },
         );
         PutResult::new(Some(etag))
@@ -169,12 +175,7 @@ impl Backend for InMemoryBackend {
         self.bump(Op::Head);
         let st = lock(&self.state);
         let o = st.objects.get(key).ok_or_else(|| BackendError::not_found(key))?;
-        Ok(ObjectMeta::new(
-            key,
-            o.data.len() as u64,
-            Some(o.modified),
-            Some(o.etag.clone()),
-        ))
+        Ok(ObjectMeta::new(key, o.data.len() as u64, Some(o.modified), Some(o.etag.clone())).with_mtime(o.mtime))
     }
 
     async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
@@ -257,23 +258,11 @@ impl Backend for InMemoryBackend {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> BackendResult<PutResult> {
-        self.bump(Op::Put);
-        Ok(self.store(key, data))
+        self.put_opts(key, data, &PutOptions::default()).await
     }
 
     async fn create_multipart(&self, key: &str) -> BackendResult<UploadId> {
-        self.bump(Op::CreateMultipart);
-        let mut st = lock(&self.state);
-        st.next_id += 1;
-        let id = format!("upload-{}", st.next_id);
-        st.uploads.insert(
-            id.clone(),
-            Upload {
-                key: key.to_owned(),
-                parts: BTreeMap::new(),
-            },
-        );
-        Ok(UploadId(id))
+        self.create_multipart_opts(key, &PutOptions::default()).await
     }
 
     async fn upload_part(
@@ -334,7 +323,7 @@ impl Backend for InMemoryBackend {
         parts: &[CompletedPart],
     ) -> BackendResult<PutResult> {
         self.bump(Op::CompleteMultipart);
-        let data = {
+        let (data, mtime) = {
             let st = lock(&self.state);
             let up = st
                 .uploads
@@ -363,9 +352,9 @@ impl Backend for InMemoryBackend {
                 last = p.part_number;
                 buf.extend_from_slice(data);
             }
-            buf.freeze()
+            (buf.freeze(), up.mtime)
         };
-        let res = self.store(key, data);
+        let res = self.store(key, data, mtime);
         lock(&self.state).uploads.remove(&upload.0);
         Ok(res)
     }
@@ -391,18 +380,50 @@ impl Backend for InMemoryBackend {
 
     async fn copy(&self, src: &str, dst: &str) -> BackendResult<PutResult> {
         self.bump(Op::Copy);
-        let data = lock(&self.state)
+        // Like S3's default `MetadataDirective=COPY`, the stored mtime travels with the copy.
+        let (data, mtime) = lock(&self.state)
             .objects
             .get(src)
-            .map(|o| o.data.clone())
+            .map(|o| (o.data.clone(), o.mtime))
             .ok_or_else(|| BackendError::not_found(src))?;
-        Ok(self.store(dst, data))
+        Ok(self.store(dst, data, mtime))
     }
 
     async fn delete(&self, key: &str) -> BackendResult<()> {
         self.bump(Op::Delete);
         lock(&self.state).objects.remove(key);
         Ok(())
+    }
+
+    async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.bump(Op::Put);
+        Ok(self.store(key, data, opts.mtime))
+    }
+
+    async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
+        self.bump(Op::CreateMultipart);
+        let mut st = lock(&self.state);
+        st.next_id += 1;
+        let id = format!("upload-{}", st.next_id);
+        st.uploads.insert(
+            id.clone(),
+            Upload {
+                key: key.to_owned(),
+                mtime: opts.mtime,
+                parts: BTreeMap::new(),
+            },
+        );
+        Ok(UploadId(id))
+    }
+
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
+        self.bump(Op::SetMtime);
+        let mut st = lock(&self.state);
+        let o = st.objects.get_mut(key).ok_or_else(|| BackendError::not_found(key))?;
+        // Content is unchanged, so the ETag is too (as for a single-part object on S3).
+        o.mtime = Some(mtime);
+        o.modified = SystemTime::now();
+        Ok(PutResult::new(Some(o.etag.clone())))
     }
 }
 

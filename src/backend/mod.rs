@@ -14,6 +14,7 @@ pub mod fault;
 
 pub mod local;
 pub mod memory;
+pub mod mtime;
 pub mod prefix;
 pub mod retry;
 pub mod s3;
@@ -67,6 +68,10 @@ pub struct ObjectMeta {
     pub last_modified: Option<SystemTime>,
     /// ETag, when the service reports it (some servers omit it in listings).
     pub etag: Option<ETag>,
+    /// Modification time stored with the object (S3 user metadata `mtime`, as rclone and
+    /// s3fs write it), when known. `None` in S3 listings, which carry no user metadata:
+    /// only `head` reports it there.
+    pub mtime: Option<SystemTime>,
 }
 
 impl ObjectMeta {
@@ -77,7 +82,31 @@ impl ObjectMeta {
             size,
             last_modified,
             etag,
+            mtime: None,
         }
+    }
+
+    /// The same metadata with a stored modification time.
+    pub fn with_mtime(mut self, mtime: Option<SystemTime>) -> Self {
+        self.mtime = mtime;
+        self
+    }
+}
+
+/// Options of [`Backend::put_opts`] and [`Backend::create_multipart_opts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PutOptions {
+    /// Modification time to store with the object; `None` stores none (readers then fall
+    /// back to Last-Modified).
+    pub mtime: Option<SystemTime>,
+}
+
+impl PutOptions {
+    /// Store `mtime` with the object (or none).
+    pub fn with_mtime(mut self, mtime: Option<SystemTime>) -> Self {
+        self.mtime = mtime;
+        self
     }
 }
 
@@ -294,4 +323,20 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Delete `key`. Deleting an absent key is not an error.
     async fn delete(&self, key: &str) -> BackendResult<()>;
+
+    // The three methods below were added for stored mtimes; they have no default body on
+    // purpose, so a wrapper cannot silently drop the options by forgetting to forward them.
+
+    /// [`Backend::put`] with options (a stored mtime).
+    async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult>;
+
+    /// [`Backend::create_multipart`] with options; they apply to the completed object.
+    async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId>;
+
+    /// Store `mtime` with the existing object `key`, keeping its content (and, on S3, its
+    /// Content-Type and other user metadata). The result carries the object's ETag
+    /// afterwards, which may differ from before. [`BackendErrorKind::NotFound`] if absent;
+    /// [`BackendErrorKind::Unsupported`] where the backend cannot do it (S3 objects above
+    /// 5 GiB, which would need a multipart copy).
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult>;
 }

@@ -7,13 +7,14 @@
 //! prefix. The layers above never produce such keys; this is the last line of defence.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
     Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutResult, UploadId,
+    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
 };
 
 /// A view of `inner` restricted to keys under `prefix`.
@@ -170,6 +171,18 @@ impl Backend for PrefixBackend {
 
     async fn delete(&self, key: &str) -> BackendResult<()> {
         self.inner.delete(&self.full(key)?).await
+    }
+
+    async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.inner.put_opts(&self.full(key)?, data, opts).await
+    }
+
+    async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
+        self.inner.create_multipart_opts(&self.full(key)?, opts).await
+    }
+
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
+        self.inner.set_mtime(&self.full(key)?, mtime).await
     }
 }
 

@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutResult, UploadId,
+    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
 };
 
 /// How [`RetryBackend`] retries.
@@ -304,6 +304,20 @@ impl Backend for RetryBackend {
 
     async fn delete(&self, key: &str) -> BackendResult<()> {
         self.run("delete", key, || self.inner.delete(key)).await
+    }
+
+    async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.run("put", key, || self.inner.put_opts(key, data.clone(), opts))
+            .await
+    }
+
+    async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
+        self.run("create multipart", key, || self.inner.create_multipart_opts(key, opts))
+            .await
+    }
+
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
+        self.run("set mtime", key, || self.inner.set_mtime(key, mtime)).await
     }
 }
 
@@ -587,6 +601,15 @@ mod tests {
         }
         async fn delete(&self, key: &str) -> BackendResult<()> {
             self.inner.delete(key).await
+        }
+        async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
+            self.inner.put_opts(key, data, opts).await
+        }
+        async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
+            self.inner.create_multipart_opts(key, opts).await
+        }
+        async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
+            self.inner.set_mtime(key, mtime).await
         }
     }
 

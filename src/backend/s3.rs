@@ -10,6 +10,10 @@
 //! with `max_attempts = 1` and retries in one place, [`super::retry::RetryBackend`]; with
 //! more attempts configured here the SDK retries requests (standard mode) and
 //! [`S3Backend::get_range`] re-issues a GET whose body failed, for standalone use.
+//!
+//! A stored mtime is the user metadata `x-amz-meta-mtime` (see [`super::mtime`]), written by
+//! `put_opts`/`create_multipart_opts` and by `set_mtime`, which copies the object onto
+//! itself with `MetadataDirective=REPLACE` (keeping Content-Type and other metadata).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,14 +29,15 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as SdkCompletedPart, EncodingType};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as SdkCompletedPart, EncodingType, MetadataDirective};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
+use super::mtime::{format_mtime, parse_mtime, MTIME_METADATA_KEY};
 use super::{
     Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutResult, UploadId,
+    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId, MAX_PART_SIZE,
 };
 use crate::secret::Secret;
 
@@ -368,6 +373,21 @@ fn to_system_time(t: Option<&DateTime>) -> Option<SystemTime> {
     t.and_then(|t| SystemTime::try_from(*t).ok())
 }
 
+/// The stored mtime in `x-amz-meta-*` user metadata. Header names are case-insensitive and
+/// servers differ in how they case them, so the name is matched ignoring case.
+fn mtime_of(metadata: Option<&HashMap<String, String>>) -> Option<SystemTime> {
+    metadata?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(MTIME_METADATA_KEY))
+        .and_then(|(_, v)| parse_mtime(v))
+}
+
+/// User metadata for a new object carrying `opts`.
+fn metadata_of(opts: &PutOptions) -> Option<HashMap<String, String>> {
+    let t = opts.mtime?;
+    Some(HashMap::from([(MTIME_METADATA_KEY.to_owned(), format_mtime(t))]))
+}
+
 fn to_size(n: Option<i64>) -> u64 {
     n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
 }
@@ -470,7 +490,8 @@ impl Backend for S3Backend {
             to_size(out.content_length()),
             to_system_time(out.last_modified()),
             out.e_tag().map(ETag::new),
-        ))
+        )
+        .with_mtime(mtime_of(out.metadata())))
     }
 
     async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
@@ -541,12 +562,21 @@ impl Backend for S3Backend {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> BackendResult<PutResult> {
+        self.put_opts(key, data, &PutOptions::default()).await
+    }
+
+    async fn create_multipart(&self, key: &str) -> BackendResult<UploadId> {
+        self.create_multipart_opts(key, &PutOptions::default()).await
+    }
+
+    async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
         let len = i64::try_from(data.len()).unwrap_or(i64::MAX);
         let out = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_metadata(metadata_of(opts))
             .content_length(len)
             .body(ByteStream::from(data))
             .send()
@@ -555,12 +585,13 @@ impl Backend for S3Backend {
         Ok(PutResult::new(out.e_tag().map(ETag::new)))
     }
 
-    async fn create_multipart(&self, key: &str) -> BackendResult<UploadId> {
+    async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
         let out = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
+            .set_metadata(metadata_of(opts))
             .send()
             .await
             .map_err(|e| classify("create multipart", key, e))?;
@@ -740,6 +771,48 @@ impl Backend for S3Backend {
             Err(e) => Err(e),
         }
     }
+
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
+        // REPLACE drops every header not sent again, so read them first.
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify("set mtime", key, e))?;
+        if to_size(head.content_length()) > MAX_PART_SIZE {
+            return Err(BackendError::new(
+                BackendErrorKind::Unsupported,
+                format!("set mtime {key}: objects above 5 GiB need a multipart copy"),
+            ));
+        }
+        let mut metadata = head.metadata().cloned().unwrap_or_default();
+        metadata.retain(|k, _| !k.eq_ignore_ascii_case(MTIME_METADATA_KEY));
+        metadata.insert(MTIME_METADATA_KEY.to_owned(), format_mtime(mtime));
+        let out = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .copy_source(self.copy_source(key))
+            // Replaced in between: fail rather than stamp our mtime on someone else's data.
+            .set_copy_source_if_match(head.e_tag().map(str::to_owned))
+            .metadata_directive(MetadataDirective::Replace)
+            .set_metadata(Some(metadata))
+            .set_content_type(head.content_type().map(str::to_owned))
+            .set_content_encoding(head.content_encoding().map(str::to_owned))
+            .set_content_disposition(head.content_disposition().map(str::to_owned))
+            .set_content_language(head.content_language().map(str::to_owned))
+            .set_cache_control(head.cache_control().map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| classify("set mtime", key, e))?;
+        Ok(PutResult::new(
+            out.copy_object_result().and_then(|r| r.e_tag()).map(ETag::new),
+        ))
+    }
 }
 
 fn part_no(n: u32) -> BackendResult<i32> {
@@ -791,6 +864,22 @@ mod tests {
     #[test_case(Some(501), Some("NotImplemented") => BackendErrorKind::Unsupported)]
     fn response_kinds(status: Option<u16>, code: Option<&str>) -> BackendErrorKind {
         kind_from_response(status, code)
+    }
+
+    #[test]
+    fn mtime_metadata_is_found_in_any_case_and_ignored_when_foreign() {
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        let m = HashMap::from([("Mtime".to_owned(), "1700000000.123456789".to_owned())]);
+        assert_eq!(mtime_of(Some(&m)), Some(t));
+        let m = HashMap::from([("mtime".to_owned(), "yesterday".to_owned())]);
+        assert_eq!(mtime_of(Some(&m)), None);
+        assert_eq!(mtime_of(None), None);
+        let opts = PutOptions::default().with_mtime(Some(t));
+        assert_eq!(
+            metadata_of(&opts).unwrap().get("mtime").map(String::as_str),
+            Some("1700000000.123456789")
+        );
+        assert!(metadata_of(&PutOptions::default()).is_none());
     }
 
     #[test]

@@ -11,8 +11,8 @@ use tracing::{debug, info};
 
 use super::attr::{attr_of, DirEntry, DirReplier};
 use super::handles::Handle;
-use super::{stat_of, Entry, Error, Filesystem, Result};
-use crate::backend::{BackendErrorKind, ByteRange, ListParams, MAX_PART_SIZE};
+use super::{listed_stat_of, Entry, Error, Filesystem, Result};
+use crate::backend::{BackendErrorKind, ByteRange, ListParams, PutOptions, MAX_PART_SIZE};
 use crate::namespace::name::{child_key, dir_prefix, entry_name, validate_name};
 use crate::namespace::{Inode, Kind, Stat, TenantId};
 use crate::tenant::Tenant;
@@ -134,10 +134,16 @@ impl Filesystem {
             }
             let l = stream.entries[idx].clone();
             let next_offset = pos + 1;
+            let mut entry_ttl = ttl;
             let entry = if plus {
                 let inode = self
                     .inodes
                     .upsert_child(dir.ino, &l.name, l.tenant, l.kind, l.stat.clone(), 0)?;
+                if inode.kind == Kind::File && !inode.stat.mtime_known {
+                    // Not cacheable: the kernel would answer stat() with Last-Modified, and
+                    // `rsync -a` would see every file as changed. A lookup HEADs it.
+                    entry_ttl = std::time::Duration::ZERO;
+                }
                 DirEntry {
                     ino: inode.ino,
                     offset: next_offset,
@@ -166,7 +172,7 @@ impl Filesystem {
                     attr,
                 }
             };
-            if replier.add(&entry, ttl) {
+            if replier.add(&entry, entry_ttl) {
                 return Ok(());
             }
             if plus {
@@ -203,7 +209,7 @@ impl Filesystem {
                     name: name.to_owned(),
                     tenant: dir.tenant,
                     kind: Kind::File,
-                    stat: stat_of(o),
+                    stat: listed_stat_of(o),
                 });
             }
         }
@@ -241,11 +247,7 @@ impl Filesystem {
         let name = validate_name(name)?;
         let key = child_key(&dir.key, name);
         tenant.backend.put(&format!("{key}/"), bytes::Bytes::new()).await?;
-        let stat = Stat {
-            size: 0,
-            mtime: SystemTime::now(),
-            etag: None,
-        };
+        let stat = Stat::local(0, SystemTime::now(), None);
         let inode = self
             .inodes
             .upsert_child(parent, name, Some(tenant.id), Kind::Dir, stat, 1)?;
@@ -431,7 +433,9 @@ pub(super) async fn copy_object(tenant: &Tenant, src: &str, dst: &str) -> Result
     }
     // 1 GiB parts: far below the 10,000-part limit for any object S3 can hold.
     const COPY_PART: u64 = 1 << 30;
-    let upload = tenant.backend.create_multipart(dst).await?;
+    // CopyObject keeps the stored mtime; a multipart copy must set it again.
+    let opts = PutOptions::default().with_mtime(meta.mtime);
+    let upload = tenant.backend.create_multipart_opts(dst, &opts).await?;
     let mut parts = Vec::new();
     let mut start = 0;
     let mut number = 1;

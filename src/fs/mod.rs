@@ -147,8 +147,10 @@ impl Filesystem {
         }
     }
 
+    /// Whether the cached stat can be used without a HEAD. A file whose mtime came from a
+    /// listing is not: its stored mtime (if any) is only in the HEAD.
     fn fresh(&self, inode: &Inode) -> bool {
-        inode.validated.elapsed() < self.config.metadata_ttl
+        inode.validated.elapsed() < self.config.metadata_ttl && (inode.kind != Kind::File || inode.stat.mtime_known)
     }
 
     /// Look up `name` in directory `parent`; adds one kernel reference on success.
@@ -179,6 +181,17 @@ impl Filesystem {
                     self.inodes
                         .upsert_child(parent.ino, name, child.tenant, child.kind, child.stat.clone(), 1)?;
                 return Ok(self.entry(&inode));
+            }
+            if child.kind == Kind::File && child.validated.elapsed() < self.config.metadata_ttl {
+                // Just listed as a file: only the stored mtime is missing, and a HEAD has it
+                // (no need for `resolve`'s listing too). Anything odd: resolve as usual.
+                let tenant = self.tenant_of(&parent)?;
+                if let Ok(meta) = tenant.backend.head(&child_key(&parent.key, name)).await {
+                    let inode =
+                        self.inodes
+                            .upsert_child(parent.ino, name, child.tenant, Kind::File, stat_of(&meta), 1)?;
+                    return Ok(self.entry(&inode));
+                }
             }
         }
         let tenant = self.tenant_of(&parent)?;
@@ -326,11 +339,22 @@ fn thread_group(pid: u32) -> u32 {
         .unwrap_or(pid)
 }
 
-/// Attributes of an object from its metadata.
+/// Attributes of an object from a HEAD: the stored mtime, else Last-Modified.
 fn stat_of(meta: &ObjectMeta) -> Stat {
     Stat {
         size: meta.size,
-        mtime: meta.last_modified.unwrap_or(SystemTime::UNIX_EPOCH),
+        mtime: meta.mtime.or(meta.last_modified).unwrap_or(SystemTime::UNIX_EPOCH),
         etag: meta.etag.clone(),
+        mtime_known: true,
+        last_modified: meta.last_modified,
+    }
+}
+
+/// Attributes of an object from a listing, which (on S3) lacks the stored mtime: unless the
+/// backend gave one, the mtime is Last-Modified and marked not known.
+fn listed_stat_of(meta: &ObjectMeta) -> Stat {
+    Stat {
+        mtime_known: meta.mtime.is_some(),
+        ..stat_of(meta)
     }
 }

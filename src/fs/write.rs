@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use super::handles::{Handle, WriteState};
 use super::{stat_of, Entry, Error, Filesystem, Opened, Result};
+use crate::backend::BackendErrorKind;
 use crate::namespace::name::{child_key, validate_name};
 use crate::namespace::{Inode, Kind, Stat};
 use crate::tenant::Tenant;
@@ -42,11 +43,7 @@ impl Filesystem {
             }
         }
         let key = child_key(&dir.key, name);
-        let stat = Stat {
-            size: 0,
-            mtime: SystemTime::now(),
-            etag: None,
-        };
+        let stat = Stat::local(0, SystemTime::now(), None);
         let inode = self
             .inodes
             .upsert_child(parent, name, Some(tenant.id), Kind::File, stat, 1)?;
@@ -135,11 +132,7 @@ impl Filesystem {
         let mut s = w.session.lock().await;
         s.write(offset, data).await?;
         w.needs_commit.store(true, Ordering::Release);
-        let stat = Stat {
-            size: s.size(),
-            mtime: SystemTime::now(),
-            etag: None,
-        };
+        let stat = Stat::local(s.size(), SystemTime::now(), None);
         drop(s);
         self.inodes.set_stat(w.ino, stat);
         u32::try_from(data.len()).map_err(|_| Error::new(libc::EINVAL, "write larger than 4 GiB"))
@@ -184,11 +177,8 @@ impl Filesystem {
         }
         match s.commit().await {
             Ok(put) => {
-                let stat = Stat {
-                    size: s.size(),
-                    mtime: SystemTime::now(),
-                    etag: put.etag,
-                };
+                let mtime = s.mtime().unwrap_or_else(SystemTime::now);
+                let stat = Stat::local(s.size(), mtime, put.etag);
                 self.inodes.set_stat(w.ino, stat);
                 debug!(ino = w.ino, tenant = %w.tenant.name, size = s.size(), "committed");
                 Ok(())
@@ -274,20 +264,52 @@ impl Filesystem {
             let mut s = w.session.lock().await;
             s.truncate(size).await?;
             w.needs_commit.store(true, Ordering::Release);
-            let stat = Stat {
-                size,
-                mtime: SystemTime::now(),
-                etag: None,
-            };
+            let stat = Stat::local(size, SystemTime::now(), None);
             drop(s);
             self.inodes.set_stat(ino, stat);
         }
         if let Some(mtime) = mtime {
-            let mut inode = self.inodes.get(ino)?;
-            inode.stat.mtime = mtime;
-            self.inodes.set_stat(ino, inode.stat);
+            self.set_mtime(ino, fh, mtime).await?;
         }
         Ok(self.entry(&self.inodes.get(ino)?))
+    }
+
+    /// Persist a new mtime: a file open for writing stores it with its next commit; a closed
+    /// file gets it in the object's metadata now. Directories (no object of their own) keep
+    /// it in memory only.
+    async fn set_mtime(&self, ino: u64, fh: Option<u64>, mtime: SystemTime) -> Result<()> {
+        let inode = self.inodes.get(ino)?;
+        if inode.kind != Kind::File {
+            let mut stat = inode.stat;
+            stat.mtime = mtime;
+            self.inodes.set_stat(ino, stat);
+            return Ok(());
+        }
+        let tenant = self.tenant_of(&inode)?.clone();
+        if tenant.read_only {
+            return Err(Error::read_only(&tenant.name));
+        }
+        if let Some(w) = fh.and_then(|fh| self.write_state(fh).ok()).or_else(|| self.writer(ino)) {
+            let mut s = w.session.lock().await;
+            s.set_mtime(Some(mtime));
+            w.needs_commit.store(true, Ordering::Release);
+            let stat = Stat::local(s.size(), mtime, inode.stat.etag.clone());
+            drop(s);
+            self.inodes.set_stat(ino, stat);
+            return Ok(());
+        }
+        let etag = match tenant.backend.set_mtime(&inode.key, mtime).await {
+            Ok(put) => put.etag.or(inode.stat.etag),
+            Err(e) if e.kind() == BackendErrorKind::Unsupported => {
+                // E.g. an S3 object above 5 GiB: the mtime lives in this mount's memory only
+                // (until the next HEAD of the object; a remount loses it).
+                warn!(ino, tenant = %tenant.name, error = %e, "mtime kept in memory only");
+                inode.stat.etag
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.inodes.set_stat(ino, Stat::local(inode.stat.size, mtime, etag));
+        Ok(())
     }
 
     async fn truncate_and_commit(&self, w: &WriteState, size: u64) -> Result<()> {

@@ -52,15 +52,53 @@ pub struct Stat {
     pub mtime: SystemTime,
     /// ETag seen last, if any.
     pub etag: Option<ETag>,
+    /// `mtime` is the file's real mtime: from a HEAD (stored mtime, or Last-Modified when
+    /// none is stored), a setattr or a local write. `false` when it is a listing's
+    /// Last-Modified, which S3 listings give without the stored mtime.
+    pub mtime_known: bool,
+    /// The backend's Last-Modified, when this stat came from it (tells object versions
+    /// apart when there is no ETag).
+    pub last_modified: Option<SystemTime>,
 }
 
 impl Stat {
     /// Attributes of a directory (no backing object).
     pub fn dir() -> Self {
+        Self::local(0, SystemTime::UNIX_EPOCH, None)
+    }
+
+    /// Attributes set by this mount (a write, a commit, a setattr): the mtime is known.
+    pub fn local(size: u64, mtime: SystemTime, etag: Option<ETag>) -> Self {
         Self {
-            size: 0,
-            mtime: SystemTime::UNIX_EPOCH,
-            etag: None,
+            size,
+            mtime,
+            etag,
+            mtime_known: true,
+            last_modified: None,
+        }
+    }
+
+    /// Whether `self` and `other` describe the same object version: equal ETags, or, when
+    /// either lacks one, equal size and Last-Modified.
+    fn same_version(&self, other: &Stat) -> bool {
+        match (&self.etag, &other.etag) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.size == other.size && self.last_modified.is_some() && self.last_modified == other.last_modified,
+        }
+    }
+
+    /// `new` replacing `old`, except that a listing (mtime not known) of the same object
+    /// version keeps the known mtime: refreshing a directory must not turn a stored mtime
+    /// back into Last-Modified.
+    fn refreshed(old: &Stat, new: Stat) -> Stat {
+        if old.mtime_known && !new.mtime_known && old.same_version(&new) {
+            Stat {
+                mtime: old.mtime,
+                mtime_known: true,
+                ..new
+            }
+        } else {
+            new
         }
     }
 }
@@ -193,7 +231,7 @@ impl InodeTable {
                 if n.kind == kind {
                     // A file being written keeps its local size until the upload completes.
                     if n.open == 0 || kind != Kind::File {
-                        n.stat = stat;
+                        n.stat = Stat::refreshed(&n.stat, stat);
                     }
                     n.validated = Instant::now();
                     n.lookups += lookups;
@@ -231,7 +269,7 @@ impl InodeTable {
     pub fn set_stat(&self, ino: u64, stat: Stat) {
         let mut t = self.lock();
         if let Some(n) = t.nodes.get_mut(&ino) {
-            n.stat = stat;
+            n.stat = Stat::refreshed(&n.stat, stat);
             n.validated = Instant::now();
         }
     }
@@ -400,11 +438,54 @@ mod tests {
     use super::*;
 
     fn file(size: u64) -> Stat {
+        Stat::local(size, SystemTime::UNIX_EPOCH, None)
+    }
+
+    /// As a listing reports an object: Last-Modified as mtime, not known to be the real one.
+    fn listed(size: u64, etag: Option<&str>, last_modified: u64) -> Stat {
+        let lm = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(last_modified);
         Stat {
             size,
-            mtime: SystemTime::UNIX_EPOCH,
-            etag: None,
+            mtime: lm,
+            etag: etag.map(ETag::new),
+            mtime_known: false,
+            last_modified: Some(lm),
         }
+    }
+
+    #[test]
+    fn listing_keeps_known_mtime_of_the_same_version_only() {
+        let (t, root) = setup();
+        let stored = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(5);
+        let known = |etag: Option<&str>, lm: u64| Stat {
+            mtime: stored,
+            mtime_known: true,
+            ..listed(3, etag, lm)
+        };
+        let f = t
+            .upsert_child(root, "f", Some(0), Kind::File, known(Some("e1"), 100), 1)
+            .unwrap();
+        let same = t
+            .upsert_child(root, "f", Some(0), Kind::File, listed(3, Some("e1"), 200), 0)
+            .unwrap();
+        assert_eq!((same.stat.mtime, same.stat.mtime_known), (stored, true));
+        t.set_stat(f.ino, listed(3, Some("e2"), 200));
+        let changed = t.get(f.ino).unwrap();
+        assert_eq!(
+            changed.stat.mtime,
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(200)
+        );
+        assert!(!changed.stat.mtime_known);
+        // Without ETags, size and Last-Modified decide.
+        t.set_stat(f.ino, known(None, 100));
+        t.set_stat(f.ino, listed(3, None, 100));
+        assert_eq!(t.get(f.ino).unwrap().stat.mtime, stored);
+        t.set_stat(f.ino, listed(3, None, 101));
+        assert!(!t.get(f.ino).unwrap().stat.mtime_known);
+        // A known mtime (HEAD, setattr) always replaces.
+        t.set_stat(f.ino, known(Some("e1"), 100));
+        t.set_stat(f.ino, Stat::local(3, SystemTime::UNIX_EPOCH, Some(ETag::new("e1"))));
+        assert_eq!(t.get(f.ino).unwrap().stat.mtime, SystemTime::UNIX_EPOCH);
     }
 
     fn setup() -> (InodeTable, u64) {

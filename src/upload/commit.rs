@@ -2,13 +2,15 @@
 //! remaining parts of the multipart upload and its completion; plus assembling byte ranges
 //! from staging files, the base object and zeros (shared with `read`).
 
+use std::time::SystemTime;
+
 use bytes::Bytes;
 
 use super::budget::MemoryPermit;
 use super::session::{to_usize, Base, PartDone, Upload, WriteSession};
 use super::staging::{read_pieces_into, Piece};
 use super::UploadError;
-use crate::backend::{Backend, ByteRange, CompletedPart, ETag, PutResult};
+use crate::backend::{Backend, ByteRange, CompletedPart, ETag, PutOptions, PutResult};
 
 /// How the bytes of one part reach the backend.
 #[derive(Debug)]
@@ -73,7 +75,7 @@ impl WriteSession {
             return Err(e);
         }
         if !self.dirty {
-            return Ok(PutResult::new(self.base.as_ref().and_then(|b| b.etag.clone())));
+            return self.commit_mtime_only().await;
         }
         let single = self.size <= self.uploader.layout.part_size(0);
         let result = if single {
@@ -103,7 +105,12 @@ impl WriteSession {
     async fn commit_single(&mut self) -> Result<PutResult, UploadError> {
         let permit = self.uploader.memory.acquire(self.size).await;
         let data = assemble(&*self.backend, self.assembly(0, self.size)?).await?;
-        let result = self.backend.put(&self.key, data).await.map_err(UploadError::Backend)?;
+        let opts = PutOptions::default().with_mtime(self.mtime);
+        let result = self
+            .backend
+            .put_opts(&self.key, data, &opts)
+            .await
+            .map_err(UploadError::Backend)?;
         drop(permit);
         // The file shrank below one part after a multipart upload had started.
         self.abort_upload().await;
@@ -174,6 +181,39 @@ impl WriteSession {
         tracing::debug!(key = %upload.key, parts = count, "multipart upload completed");
         upload.forget_journal();
         self.upload = None;
+        if upload.mtime == self.mtime {
+            return Ok(result);
+        }
+        // The mtime changed after the upload started (`cp -p` sets it after writing): store
+        // it now. A write after an earlier setattr leaves the object with a stale stored
+        // mtime, which the commit time replaces.
+        let mtime = self.mtime.unwrap_or_else(SystemTime::now);
+        match self.backend.set_mtime(&upload.key, mtime).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                // The data is complete; failing `close()` for its timestamp would be worse.
+                tracing::warn!(key = %upload.key, error = %e, "could not store the mtime after upload");
+                Ok(result)
+            }
+        }
+    }
+
+    /// Nothing but the mtime changed since the last commit: update the object's metadata.
+    async fn commit_mtime_only(&mut self) -> Result<PutResult, UploadError> {
+        let etag = self.base.as_ref().and_then(|b| b.etag.clone());
+        let Some(mtime) = self.mtime.filter(|_| self.mtime_dirty) else {
+            return Ok(PutResult::new(etag));
+        };
+        let result = self
+            .backend
+            .set_mtime(&self.key, mtime)
+            .await
+            .map_err(UploadError::Backend)?;
+        self.mtime_dirty = false;
+        if let Some(b) = &mut self.base {
+            // Pin later reads of unwritten bytes to the object as it is now.
+            b.etag = result.etag.clone();
+        }
         Ok(result)
     }
 
@@ -190,6 +230,7 @@ impl WriteSession {
             len: self.size,
         });
         self.dirty = false;
+        self.mtime_dirty = false;
     }
 
     /// Start a background request for part `idx`.
@@ -203,7 +244,7 @@ impl WriteSession {
         permit: Option<MemoryPermit>,
     ) {
         let backend = self.backend.clone();
-        let Upload { key, id, journal } = upload.clone();
+        let Upload { key, id, journal, .. } = upload.clone();
         let generation = self.generation;
         self.tasks.spawn(async move {
             // Held until the request finishes: the buffer's memory stays charged until then.

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use tokio::task::{JoinError, JoinSet};
@@ -21,7 +22,7 @@ use super::extents::Extents;
 use super::journal::{Journal, JournalRecord};
 use super::staging::{read_pieces_into, Piece, SessionStaging};
 use super::{BaseObject, UploadError, Uploader};
-use crate::backend::{Backend, CompletedPart, ETag, UploadId};
+use crate::backend::{Backend, CompletedPart, ETag, PutOptions, UploadId};
 
 /// The object bytes a session builds on.
 #[derive(Debug, Clone)]
@@ -61,6 +62,8 @@ pub(super) struct Upload {
     /// Its journal in the staging area; deleted once the upload is completed or aborted.
     /// `None` when the staging disk had no room even for it (see `ensure_upload`).
     pub(super) journal: Option<Arc<Journal>>,
+    /// The mtime the upload was created with (stored on completion).
+    pub(super) mtime: Option<SystemTime>,
 }
 
 impl Upload {
@@ -110,6 +113,10 @@ pub struct WriteSession {
     pub(super) failed: Option<UploadError>,
     /// Acknowledged data is gone (see [`UploadError::DataLost`]); every later call fails.
     pub(super) lost: bool,
+    /// Modification time to store with the object (`setattr`); `None` stores none.
+    pub(super) mtime: Option<SystemTime>,
+    /// `mtime` was set since the last commit and is not stored yet.
+    pub(super) mtime_dirty: bool,
 }
 
 pub(super) fn to_usize(n: u64) -> Result<usize, UploadError> {
@@ -155,6 +162,8 @@ impl WriteSession {
             tasks: JoinSet::new(),
             failed: None,
             lost: false,
+            mtime: None,
+            mtime_dirty: false,
         }
     }
 
@@ -214,6 +223,7 @@ impl WriteSession {
             // Per piece, so a failure midway leaves no staged byte beyond `size`.
             self.size = self.size.max(self.uploader.layout.part_start(idx) + rel_end);
         }
+        self.clear_mtime();
         self.upload_finished_parts(offset, end).await;
         Ok(())
     }
@@ -288,7 +298,27 @@ impl WriteSession {
         }
         self.size = size;
         self.dirty = true;
+        self.clear_mtime();
         Ok(())
+    }
+
+    /// Store `mtime` with the object from the next commit on (`None`: store none, so
+    /// Last-Modified serves). A later write or truncate clears it, as a write sets a local
+    /// file's mtime to now. Setting it alone does not rewrite the data: a commit with only
+    /// the mtime changed updates the object's metadata in place ([`Backend::set_mtime`]).
+    pub fn set_mtime(&mut self, mtime: Option<SystemTime>) {
+        self.mtime = mtime;
+        self.mtime_dirty = mtime.is_some();
+    }
+
+    /// The mtime set with [`WriteSession::set_mtime`] and not cleared by a write since.
+    pub fn mtime(&self) -> Option<SystemTime> {
+        self.mtime
+    }
+
+    fn clear_mtime(&mut self) {
+        self.mtime = None;
+        self.mtime_dirty = false;
     }
 
     /// Current file size.
@@ -498,9 +528,10 @@ impl WriteSession {
         if let Some(u) = &self.upload {
             return Ok(u.clone());
         }
+        let opts = PutOptions::default().with_mtime(self.mtime);
         let id = self
             .backend
-            .create_multipart(&self.key)
+            .create_multipart_opts(&self.key, &opts)
             .await
             .map_err(UploadError::Backend)?;
         let record = JournalRecord {
@@ -536,6 +567,7 @@ impl WriteSession {
             key: self.key.clone(),
             id,
             journal,
+            mtime: self.mtime,
         };
         self.upload = Some(up.clone());
         Ok(up)
