@@ -62,9 +62,11 @@ pub struct Stat {
 }
 
 impl Stat {
-    /// Attributes of a directory (no backing object).
+    /// Attributes of a directory (no backing object). Prefixes have no time of their own; the
+    /// time the mount started is a better answer for `ls -l` than 1970.
     pub fn dir() -> Self {
-        Self::local(0, SystemTime::UNIX_EPOCH, None)
+        static MOUNTED: std::sync::OnceLock<SystemTime> = std::sync::OnceLock::new();
+        Self::local(0, *MOUNTED.get_or_init(SystemTime::now), None)
     }
 
     /// Attributes set by this mount (a write, a commit, a setattr): the mtime is known.
