@@ -10,14 +10,18 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::SystemTime;
 
-use common::mount::{fuse_available, pattern, which, Mount};
+use common::mount::{fuse_available, pattern, s3_config, which, Mount};
 use common::s3server::TestS3Server;
 
 const MIB: usize = 1 << 20;
 
 fn mount(server: &TestS3Server) -> Mount {
-    let cfg = format!(
-        r#"
+    let backend = r#"
+request_timeout = "5s"
+connect_timeout = "1s"
+max_attempts = 2
+"#;
+    let rest = r#"
 [cache]
 memory = "64MiB"
 
@@ -26,29 +30,12 @@ part_size = "5MiB"
 memory = "32MiB"
 staging_dir = "./staging"
 
-[backends.s3]
-type = "s3"
-provider = "custom"
-endpoint = "{}"
-region = "us-east-1"
-force_path_style = true
-bucket = "media"
-credentials = {{ env = {{ access_key_id = "TEST_AK", secret_access_key = "TEST_SK" }} }}
-request_timeout = "5s"
-connect_timeout = "1s"
-max_attempts = 2
-
 [[tenants]]
 name = "acme"
 backend = "s3"
 prefix = "acme/"
-"#,
-        server.endpoint
-    );
-    Mount::start(
-        &cfg,
-        &[("TEST_AK", &server.access_key), ("TEST_SK", &server.secret_key)],
-    )
+"#;
+    Mount::start_s3(&s3_config(&server.endpoint, backend, rest), server)
 }
 
 fn mtime(p: &Path) -> SystemTime {

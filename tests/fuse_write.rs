@@ -11,14 +11,18 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::mount::{fuse_available, pattern, sha256, sha256_file, which, Mount};
+use common::mount::{fuse_available, pattern, s3_config, sha256, sha256_file, which, Mount};
 use common::s3server::TestS3Server;
 
 const MIB: usize = 1 << 20;
 
 fn mount(server: &TestS3Server) -> Mount {
-    let cfg = format!(
-        r#"
+    let backend = r#"
+request_timeout = "5s"
+connect_timeout = "1s"
+max_attempts = 2
+"#;
+    let rest = r#"
 [cache]
 memory = "128MiB"
 
@@ -27,29 +31,12 @@ part_size = "5MiB"
 memory = "64MiB"
 staging_dir = "./staging"
 
-[backends.s3]
-type = "s3"
-provider = "custom"
-endpoint = "{}"
-region = "us-east-1"
-force_path_style = true
-bucket = "media"
-credentials = {{ env = {{ access_key_id = "TEST_AK", secret_access_key = "TEST_SK" }} }}
-request_timeout = "5s"
-connect_timeout = "1s"
-max_attempts = 2
-
 [[tenants]]
 name = "acme"
 backend = "s3"
 prefix = "acme/"
-"#,
-        server.endpoint
-    );
-    Mount::start(
-        &cfg,
-        &[("TEST_AK", &server.access_key), ("TEST_SK", &server.secret_key)],
-    )
+"#;
+    Mount::start_s3(&s3_config(&server.endpoint, backend, rest), server)
 }
 
 /// Object content straight from the server, bypassing byosfs.
@@ -312,8 +299,7 @@ fn two_gib_sequential_write_stays_within_the_memory_budget() {
     }
     let server = TestS3Server::start(&["media"]);
     // Budgets: 64 MiB write buffers, 64 MiB block cache (see `mount`/config below).
-    let cfg = format!(
-        r#"
+    let rest = r#"
 [cache]
 memory = "64MiB"
 readahead_max = "16MiB"
@@ -323,26 +309,12 @@ part_size = "8MiB"
 memory = "64MiB"
 staging_dir = "./staging"
 
-[backends.s3]
-type = "s3"
-provider = "custom"
-endpoint = "{}"
-region = "us-east-1"
-force_path_style = true
-bucket = "media"
-credentials = {{ env = {{ access_key_id = "TEST_AK", secret_access_key = "TEST_SK" }} }}
-
 [[tenants]]
 name = "acme"
 backend = "s3"
 prefix = "acme/"
-"#,
-        server.endpoint
-    );
-    let m = Mount::start(
-        &cfg,
-        &[("TEST_AK", &server.access_key), ("TEST_SK", &server.secret_key)],
-    );
+"#;
+    let m = Mount::start_s3(&s3_config(&server.endpoint, "", rest), &server);
     let before = peak_rss(m.pid());
     let start = std::time::Instant::now();
     let st = Command::new("dd")

@@ -185,3 +185,33 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// A `[backends.s3]` table for `endpoint` (bucket `media`, path style, keys from the
+/// `TEST_AK`/`TEST_SK` variables that [`Mount::start_s3`] sets), followed by `rest`: the
+/// test's own `[cache]`/`[write]` tables (they may come after it) and `[[tenants]]`.
+pub fn s3_config(endpoint: &str, backend_extra: &str, rest: &str) -> String {
+    format!(
+        r#"
+[backends.s3]
+type = "s3"
+provider = "custom"
+endpoint = "{endpoint}"
+region = "us-east-1"
+force_path_style = true
+bucket = "media"
+credentials = {{ env = {{ access_key_id = "TEST_AK", secret_access_key = "TEST_SK" }} }}
+{backend_extra}
+{rest}
+"#
+    )
+}
+
+impl Mount {
+    /// Mount `config` with the test server's credentials in `TEST_AK`/`TEST_SK`.
+    pub fn start_s3(config: &str, server: &super::s3server::TestS3Server) -> Mount {
+        Mount::start(
+            config,
+            &[("TEST_AK", &server.access_key), ("TEST_SK", &server.secret_key)],
+        )
+    }
+}
