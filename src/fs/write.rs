@@ -218,12 +218,7 @@ impl Filesystem {
             }
         }
         if w.unlinked.load(Ordering::Acquire) {
-            let mut s = w.session.lock().await;
-            let session = std::mem::replace(
-                &mut *s,
-                self.uploader.start(w.tenant.backend.clone(), String::new(), None),
-            );
-            session.abort().await;
+            w.session.lock().await.abort().await;
             return;
         }
         if let Err(e) = self.commit(w).await {

@@ -358,8 +358,10 @@ impl WriteSession {
     }
 
     /// Discard the session (the file was unlinked): abort its upload, free its staging.
-    pub async fn abort(mut self) {
+    /// Takes `&mut self` so a session shared behind a lock can be discarded in place.
+    pub async fn abort(&mut self) {
         self.abort_upload().await;
+        self.staging.clear().await;
         self.dirty = false;
     }
 
