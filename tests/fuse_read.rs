@@ -9,13 +9,17 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::mount::{fuse_available, pattern, sha256, sha256_file, Mount};
+use common::mount::{fuse_available, pattern, s3_config, sha256, sha256_file, Mount};
 use common::s3server::TestS3Server;
 
 const MIB: usize = 1 << 20;
 
 fn config(server: &TestS3Server, extra: &str) -> String {
-    format!(
+    let backend = r#"
+request_timeout = "10s"
+connect_timeout = "2s"
+"#;
+    let rest = format!(
         r#"
 [cache]
 memory = "128MiB"
@@ -24,17 +28,6 @@ metadata_ttl = "1s"
 
 [write]
 staging_dir = "./staging"
-
-[backends.s3]
-type = "s3"
-provider = "custom"
-endpoint = "{endpoint}"
-region = "us-east-1"
-force_path_style = true
-bucket = "media"
-credentials = {{ env = {{ access_key_id = "TEST_AK", secret_access_key = "TEST_SK" }} }}
-request_timeout = "10s"
-connect_timeout = "2s"
 
 [[tenants]]
 name = "acme"
@@ -46,24 +39,13 @@ name = "acme2"
 backend = "s3"
 prefix = "acme2/"
 {extra}
-"#,
-        endpoint = server.endpoint
-    )
-}
-
-fn creds(server: &TestS3Server) -> [(&'static str, String); 2] {
-    [
-        ("TEST_AK", server.access_key.clone()),
-        ("TEST_SK", server.secret_key.clone()),
-    ]
+"#
+    );
+    s3_config(&server.endpoint, backend, &rest)
 }
 
 fn mount(server: &TestS3Server, extra: &str) -> Mount {
-    let c = creds(server);
-    Mount::start(
-        &config(server, extra),
-        &[(c[0].0, c[0].1.as_str()), (c[1].0, c[1].1.as_str())],
-    )
+    Mount::start_s3(&config(server, extra), server)
 }
 
 fn put(server: &TestS3Server, key: &str, data: Vec<u8>) {
