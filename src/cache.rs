@@ -17,12 +17,13 @@ use lru::LruCache;
 
 use crate::backend::{ETag, ObjectMeta};
 
-/// Recommended block size: 1 MiB.
+/// Recommended block size: 128 KiB, the size of the kernel's FUSE reads.
 ///
-/// Small enough that a random 4 KiB read (sqlite, a player probing headers) does not pin much
-/// memory per hit, large enough that a 64 MiB read-ahead window is only 64 entries, so the
-/// per-block bookkeeping (hashing, LRU links) is negligible next to the data.
-pub const DEFAULT_BLOCK_SIZE: u64 = 1024 * 1024;
+/// A read is then exactly one block (the reply is a slice of it, no copy), the first GET after
+/// a seek is one small block rather than a megabyte that has to arrive before the bytes asked
+/// for, and a random 4 KiB read pins little memory per hit. Read-ahead still goes out in large
+/// requests of many blocks; a 512 MiB budget is 4096 entries, negligible bookkeeping.
+pub const DEFAULT_BLOCK_SIZE: u64 = 128 * 1024;
 
 /// Which version of an object the blocks belong to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -258,6 +258,9 @@ pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// Maximum number of parts in one upload, fixed by S3.
 pub const MAX_PARTS: u32 = 10_000;
 
+/// A GET body arriving in pieces, in order (see [`Backend::get_range_stream`]).
+pub type BodyStream = futures::stream::BoxStream<'static, BackendResult<Bytes>>;
+
 /// Object storage, as every tenant sees it.
 ///
 /// Object-safe so tenants can mix backends behind `Arc<dyn Backend>`. All methods are
@@ -275,6 +278,23 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// [`BackendErrorKind::PreconditionFailed`] if the object's ETag differs. A range reaching
     /// past the end is truncated to the object's size.
     async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes>;
+
+    /// [`Backend::get_range`] delivered as its body arrives, so a caller can use the first
+    /// bytes of a large range while the rest is still on the wire. Failures before the body
+    /// starts are returned by the call; failures mid-body end the stream with an error item.
+    /// The stream does not check its total length: callers compare it with what they asked for.
+    ///
+    /// The default fetches the whole range and yields it as one piece, which is right for
+    /// backends whose reads are local and for wrappers that only observe calls.
+    async fn get_range_stream(
+        &self,
+        key: &str,
+        range: ByteRange,
+        if_match: Option<&ETag>,
+    ) -> BackendResult<BodyStream> {
+        let data = self.get_range(key, range, if_match).await?;
+        Ok(Box::pin(futures::stream::once(async move { Ok(data) })))
+    }
 
     /// One page of keys under `params.prefix`, in key order.
     async fn list(&self, params: &ListParams) -> BackendResult<ListPage>;

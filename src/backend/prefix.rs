@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
+    Backend, BackendError, BackendErrorKind, BackendResult, BodyStream, ByteRange, CompletedPart, ETag, ListPage,
+    ListParams, MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
 };
 
 /// A view of `inner` restricted to keys under `prefix`.
@@ -82,6 +82,15 @@ impl Backend for PrefixBackend {
 
     async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
         self.inner.get_range(&self.full(key)?, range, if_match).await
+    }
+
+    async fn get_range_stream(
+        &self,
+        key: &str,
+        range: ByteRange,
+        if_match: Option<&ETag>,
+    ) -> BackendResult<BodyStream> {
+        self.inner.get_range_stream(&self.full(key)?, range, if_match).await
     }
 
     async fn list(&self, params: &ListParams) -> BackendResult<ListPage> {

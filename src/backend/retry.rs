@@ -28,8 +28,8 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::{
-    Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
+    Backend, BackendError, BackendErrorKind, BackendResult, BodyStream, ByteRange, CompletedPart, ETag, ListPage,
+    ListParams, MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
 };
 
 /// How [`RetryBackend`] retries.
@@ -72,8 +72,9 @@ impl RetryConfig {
 pub struct RetryBackend {
     inner: Arc<dyn Backend>,
     config: RetryConfig,
-    retries: AtomicU64,
-    exhausted: AtomicU64,
+    // Shared with resumed GET bodies, which outlive the call that started them.
+    retries: Arc<AtomicU64>,
+    exhausted: Arc<AtomicU64>,
     /// xorshift64 state for jitter; racing updates only cost randomness quality.
     rng: AtomicU64,
 }
@@ -92,8 +93,8 @@ impl RetryBackend {
         Self {
             inner,
             config,
-            retries: AtomicU64::new(0),
-            exhausted: AtomicU64::new(0),
+            retries: Arc::new(AtomicU64::new(0)),
+            exhausted: Arc::new(AtomicU64::new(0)),
             rng: AtomicU64::new(seed | 1),
         }
     }
@@ -205,6 +206,70 @@ fn multipart_etag_parts(etag: &ETag) -> Option<u32> {
     n.parse().ok()
 }
 
+/// A GET body that, when it breaks with a retryable error, re-requests the bytes not yet
+/// delivered (pinned to the same ETag) and carries on, so a connection reset 900 MiB into a
+/// large range costs one more request, not the range again.
+struct ResumingBody {
+    inner: Arc<dyn Backend>,
+    key: String,
+    etag: ETag,
+    range: ByteRange,
+    received: u64,
+    body: BodyStream,
+    resumes_left: u32,
+    resumed: u32,
+    config: RetryConfig,
+    retries: Arc<AtomicU64>,
+    exhausted: Arc<AtomicU64>,
+}
+
+impl ResumingBody {
+    async fn next(mut self) -> BackendResult<Option<(Bytes, Self)>> {
+        use futures::StreamExt as _;
+        loop {
+            let err = match self.body.next().await {
+                Some(Ok(piece)) => {
+                    self.received += u64::try_from(piece.len()).unwrap_or(u64::MAX);
+                    return Ok(Some((piece, self)));
+                }
+                None => return Ok(None),
+                Some(Err(e)) => e,
+            };
+            if !err.is_retryable() || self.received >= self.range.len() {
+                return Err(err);
+            }
+            self.reopen(err).await?;
+        }
+    }
+
+    /// Replace the broken body with a GET of the rest of the range.
+    async fn reopen(&mut self, mut err: BackendError) -> BackendResult<()> {
+        let rest = ByteRange::new(self.range.start + self.received, self.range.end);
+        loop {
+            if self.resumes_left == 0 {
+                self.exhausted.fetch_add(1, Ordering::Relaxed);
+                warn!(key = self.key, received = self.received, error = %err, "giving up resuming GET body");
+                return Err(err);
+            }
+            self.resumes_left -= 1;
+            self.resumed += 1;
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            // Half the cap: no jitter source here, and resumptions are rare and per-stream.
+            let delay = self.config.backoff_cap(self.resumed) / 2;
+            debug!(key = self.key, received = self.received, ?delay, error = %err, "resuming GET body");
+            tokio::time::sleep(delay).await;
+            match self.inner.get_range_stream(&self.key, rest, Some(&self.etag)).await {
+                Ok(body) => {
+                    self.body = body;
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() => err = e,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Backend for RetryBackend {
     fn describe(&self) -> String {
@@ -218,6 +283,36 @@ impl Backend for RetryBackend {
     async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
         self.run("get", key, || self.inner.get_range(key, range, if_match))
             .await
+    }
+
+    async fn get_range_stream(
+        &self,
+        key: &str,
+        range: ByteRange,
+        if_match: Option<&ETag>,
+    ) -> BackendResult<BodyStream> {
+        let body = self
+            .run("get", key, || self.inner.get_range_stream(key, range, if_match))
+            .await?;
+        // Without a pinned version, bytes fetched on resumption could come from a newer object
+        // than those already delivered; such a body fails as a whole instead.
+        let Some(etag) = if_match.cloned() else {
+            return Ok(body);
+        };
+        let resume = ResumingBody {
+            inner: self.inner.clone(),
+            key: key.to_owned(),
+            etag,
+            range,
+            received: 0,
+            body,
+            resumes_left: self.config.max_attempts.saturating_sub(1),
+            resumed: 0,
+            config: self.config.clone(),
+            retries: self.retries.clone(),
+            exhausted: self.exhausted.clone(),
+        };
+        Ok(Box::pin(futures::stream::try_unfold(resume, ResumingBody::next)))
     }
 
     async fn list(&self, params: &ListParams) -> BackendResult<ListPage> {
@@ -524,6 +619,66 @@ mod tests {
         assert!(samples.iter().any(|d| *d > Duration::from_millis(300)));
     }
 
+    async fn collect(mut body: BodyStream) -> BackendResult<Vec<u8>> {
+        use futures::StreamExt as _;
+        let mut out = Vec::new();
+        while let Some(piece) = body.next().await {
+            out.extend_from_slice(&piece?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_broken_get_body_resumes_where_it_stopped_pinned_to_the_etag() {
+        let flaky = Arc::new(Flaky::default());
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        flaky.inner.insert("k", Bytes::from(data.clone()));
+        let etag = flaky.inner.head("k").await.unwrap().etag.unwrap();
+        flaky.break_bodies.store(2, Ordering::Relaxed);
+        let retry = RetryBackend::new(flaky.clone(), fast(3));
+        let range = ByteRange::new(100, 900);
+        let body = retry.get_range_stream("k", range, Some(&etag)).await.unwrap();
+        assert_eq!(collect(body).await.unwrap(), &data[100..900]);
+        // 400 bytes, then half of the remaining 400, then the last 200: each request asks for
+        // exactly what is missing, with the version pinned.
+        let streams = flaky.streams.lock().unwrap().clone();
+        let ranges: Vec<ByteRange> = streams.iter().map(|(r, _)| *r).collect();
+        assert_eq!(
+            ranges,
+            [
+                ByteRange::new(100, 900),
+                ByteRange::new(500, 900),
+                ByteRange::new(700, 900)
+            ]
+        );
+        assert!(streams.iter().all(|(_, e)| e.as_ref() == Some(&etag)));
+        assert_eq!(retry.retries(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_broken_get_body_fails_after_the_attempts_or_without_a_pinned_version() {
+        let flaky = Arc::new(Flaky::default());
+        flaky.inner.insert("k", Bytes::from(vec![7u8; 1000]));
+        let etag = flaky.inner.head("k").await.unwrap().etag.unwrap();
+        let retry = RetryBackend::new(flaky.clone(), fast(2));
+        flaky.break_bodies.store(5, Ordering::Relaxed);
+        let body = retry
+            .get_range_stream("k", ByteRange::new(0, 1000), Some(&etag))
+            .await
+            .unwrap();
+        assert_eq!(collect(body).await.unwrap_err().kind(), BackendErrorKind::Transient);
+        assert_eq!(flaky.streams.lock().unwrap().len(), 2);
+        assert_eq!(retry.exhausted(), 1);
+        // Unpinned: resuming could splice two versions, so the error surfaces at once.
+        flaky.streams.lock().unwrap().clear();
+        let body = retry
+            .get_range_stream("k", ByteRange::new(0, 1000), None)
+            .await
+            .unwrap();
+        assert!(collect(body).await.is_err());
+        assert_eq!(flaky.streams.lock().unwrap().len(), 1);
+    }
+
     #[test]
     fn multipart_etag_form() {
         assert_eq!(
@@ -537,15 +692,19 @@ mod tests {
         assert_eq!(multipart_etag_parts(&ETag::new("\"mem-3\"")), None);
     }
 
-    /// Completes for real, then reports a transient failure: a response lost on the way back.
-    #[derive(Debug)]
-    struct LoseCompleteResponse {
+    /// Over the in-memory backend: completes multipart uploads for real and then reports a
+    /// transient failure (a response lost on the way back) `lose` times, and breaks `break_bodies`
+    /// GET bodies halfway; records every streamed GET.
+    #[derive(Debug, Default)]
+    struct Flaky {
         inner: Arc<InMemoryBackend>,
         lose: AtomicU64,
+        break_bodies: AtomicU64,
+        streams: std::sync::Mutex<Vec<(ByteRange, Option<ETag>)>>,
     }
 
     #[async_trait]
-    impl Backend for LoseCompleteResponse {
+    impl Backend for Flaky {
         fn describe(&self) -> String {
             self.inner.describe()
         }
@@ -554,6 +713,26 @@ mod tests {
         }
         async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
             self.inner.get_range(key, range, if_match).await
+        }
+        async fn get_range_stream(
+            &self,
+            key: &str,
+            range: ByteRange,
+            if_match: Option<&ETag>,
+        ) -> BackendResult<BodyStream> {
+            self.streams.lock().unwrap().push((range, if_match.cloned()));
+            let data = self.inner.get_range(key, range, if_match).await?;
+            let (head, tail) = (data.slice(..data.len() / 2), data.slice(data.len() / 2..));
+            let broken = self
+                .break_bodies
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            let tail = if broken {
+                Err(BackendError::new(BackendErrorKind::Transient, "connection reset"))
+            } else {
+                Ok(tail)
+            };
+            Ok(Box::pin(futures::stream::iter([Ok(head), tail])))
         }
         async fn list(&self, params: &ListParams) -> BackendResult<ListPage> {
             self.inner.list(params).await
@@ -616,9 +795,10 @@ mod tests {
     #[tokio::test]
     async fn complete_with_lost_response_is_accepted_when_object_exists() {
         let mem = Arc::new(InMemoryBackend::new());
-        let lossy = Arc::new(LoseCompleteResponse {
+        let lossy = Arc::new(Flaky {
             inner: mem.clone(),
             lose: AtomicU64::new(1),
+            ..Flaky::default()
         });
         let retry = RetryBackend::new(lossy, fast(3));
         let up = retry.create_multipart("obj").await.unwrap();
@@ -652,9 +832,10 @@ mod tests {
     #[tokio::test]
     async fn lost_completion_with_object_missing_stays_an_error() {
         let mem = Arc::new(InMemoryBackend::new());
-        let lossy = Arc::new(LoseCompleteResponse {
+        let lossy = Arc::new(Flaky {
             inner: mem.clone(),
             lose: AtomicU64::new(1),
+            ..Flaky::default()
         });
         let retry = RetryBackend::new(lossy, fast(3));
         let up = retry.create_multipart("obj").await.unwrap();

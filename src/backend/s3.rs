@@ -36,8 +36,8 @@ use tokio::sync::Mutex;
 
 use super::mtime::{format_mtime, parse_mtime, MTIME_METADATA_KEY};
 use super::{
-    Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId, MAX_PART_SIZE,
+    Backend, BackendError, BackendErrorKind, BackendResult, BodyStream, ByteRange, CompletedPart, ETag, ListPage,
+    ListParams, MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId, MAX_PART_SIZE,
 };
 use crate::secret::Secret;
 
@@ -467,6 +467,43 @@ impl S3Backend {
     }
 }
 
+/// The body of a streamed GET: each piece must arrive within the request timeout (a slow but
+/// moving body is fine, a stalled one is not), and the whole must match Content-Length.
+struct BodyReader {
+    body: ByteStream,
+    key: String,
+    idle: Duration,
+    received: u64,
+    expected: Option<u64>,
+}
+
+impl BodyReader {
+    async fn next(mut self) -> BackendResult<Option<(Bytes, Self)>> {
+        match tokio::time::timeout(self.idle, self.body.next()).await {
+            Err(_) => Err(BackendError::new(
+                BackendErrorKind::Timeout,
+                format!("get {}: no body bytes for {:?}", self.key, self.idle),
+            )),
+            Ok(Some(Err(e))) => Err(BackendError::new(
+                BackendErrorKind::Transient,
+                format!("get {}: reading body", self.key),
+            )
+            .with_source(e)),
+            Ok(Some(Ok(piece))) => {
+                self.received += u64::try_from(piece.len()).unwrap_or(u64::MAX);
+                Ok(Some((piece, self)))
+            }
+            Ok(None) => match self.expected {
+                Some(n) if n != self.received => Err(BackendError::new(
+                    BackendErrorKind::Transient,
+                    format!("get {}: body truncated ({} of {n} bytes)", self.key, self.received),
+                )),
+                _ => Ok(None),
+            },
+        }
+    }
+}
+
 #[async_trait]
 impl Backend for S3Backend {
     fn describe(&self) -> String {
@@ -519,6 +556,40 @@ impl Backend for S3Backend {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    async fn get_range_stream(
+        &self,
+        key: &str,
+        range: ByteRange,
+        if_match: Option<&ETag>,
+    ) -> BackendResult<BodyStream> {
+        if range.is_empty() {
+            let data = self.get_range(key, range, if_match).await?;
+            return Ok(Box::pin(futures::stream::once(async move { Ok(data) })));
+        }
+        let res = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(range_header(range))
+            .set_if_match(if_match.map(|e| e.as_str().to_owned()))
+            .send()
+            .await;
+        let out = match res {
+            Ok(o) => o,
+            Err(e) if is_invalid_range(&e) => return Ok(Box::pin(futures::stream::empty())),
+            Err(e) => return Err(classify("get", key, e)),
+        };
+        let body = BodyReader {
+            expected: out.content_length().and_then(|n| u64::try_from(n).ok()),
+            body: out.body,
+            key: key.to_owned(),
+            idle: self.request_timeout,
+            received: 0,
+        };
+        Ok(Box::pin(futures::stream::try_unfold(body, BodyReader::next)))
     }
 
     async fn list(&self, params: &ListParams) -> BackendResult<ListPage> {

@@ -78,7 +78,8 @@ pub struct MountConfig {
 pub struct CacheConfig {
     /// Block cache budget in bytes. Default 512 MiB.
     pub memory: u64,
-    /// Cache block size in bytes, a power of two ≤ `memory`. Default 1 MiB.
+    /// Cache block size in bytes, a power of two ≤ `memory`. Default 128 KiB: the kernel's read
+    /// size, so a read is one block (a zero-copy reply) and the first GET after a seek is small.
     pub block_size: u64,
     /// First read-ahead window of a sequential stream. Default 1 MiB.
     pub readahead_initial: u64,

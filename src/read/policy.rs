@@ -6,8 +6,10 @@
 //! `sequential_tolerance` of a stream's `next` continues it: tolerance both ways absorbs the
 //! kernel's parallel reads arriving out of order, and a read that advances the stream doubles its
 //! window up to `max_window`. A read matching no stream starts a new one with the small initial
-//! window (so the first byte after open or seek comes back fast), replacing the least recently
-//! used stream when all slots are taken.
+//! window, replacing the least recently used stream when all slots are taken. A new stream's
+//! first read fetches only its own blocks: the window goes out with the read that continues the
+//! stream, so the first byte after open or seek does not share the server with read-ahead that
+//! a random reader never uses.
 //!
 //! Because each stream keeps its own window, two sequential readers interleaved on one handle
 //! (audio and video of one file, an index at the end while the body streams) both keep large
@@ -110,7 +112,7 @@ impl ReadAheadPolicy {
     pub fn on_read(&mut self, offset: u64, end: u64) -> Plan {
         self.clock += 1;
         let end = end.max(offset);
-        let (idx, replaced) = match self.find(offset) {
+        let (idx, replaced, fresh) = match self.find(offset) {
             Some(i) => {
                 let p = self.params;
                 let s = &mut self.streams[i];
@@ -128,12 +130,15 @@ impl ReadAheadPolicy {
                 s.head = s.head.max(offset);
                 // After a forward skip, nothing below the read is worth fetching for this stream.
                 s.issued_to = s.issued_to.max(align_down(offset, p.block_size));
-                (i, None)
+                (i, None, false)
             }
-            None => self.start_stream(offset, end),
+            None => {
+                let (i, replaced) = self.start_stream(offset, end);
+                (i, replaced, true)
+            }
         };
         self.streams[idx].last_used = self.clock;
-        let prefetch = self.issue(idx, end);
+        let prefetch = self.issue(idx, end, fresh);
         let s = &self.streams[idx];
         Plan {
             stream: s.id,
@@ -192,12 +197,17 @@ impl ReadAheadPolicy {
 
     /// Extend stream `idx`'s issued read-ahead towards `head + window`, in steps big enough to
     /// be worth a request: at least half the window or one full request, unless the current read
-    /// (ending at `end`) is not covered yet, which must be fetched now.
-    fn issue(&mut self, idx: usize, end: u64) -> Option<ByteRange> {
+    /// (ending at `end`) is not covered yet, which must be fetched now. A `fresh` stream fetches
+    /// only the read itself.
+    fn issue(&mut self, idx: usize, end: u64, fresh: bool) -> Option<ByteRange> {
         let p = self.params;
         let size = self.object_size;
         let s = &mut self.streams[idx];
-        let reach = s.next.max(s.head.saturating_add(s.window));
+        let reach = if fresh {
+            s.next
+        } else {
+            s.next.max(s.head.saturating_add(s.window))
+        };
         let target = align_up(reach, p.block_size).min(size);
         if target <= s.issued_to {
             return None;
@@ -280,6 +290,26 @@ mod tests {
         assert_eq!(plan.replaced, None);
         assert_eq!(plan.window, MIB);
         assert_eq!(plan.prefetch, Some(ByteRange::new(0, MIB)));
+    }
+
+    #[test]
+    fn a_new_stream_fetches_its_read_first_and_the_window_on_continuation() {
+        let mut p = ReadAheadPolicy::new(
+            PolicyParams {
+                block_size: 128 * KIB,
+                ..params()
+            },
+            10 * 1024 * MIB,
+        );
+        let at = 300 * MIB + 40 * KIB;
+        let first = p.on_read(at, at + 64 * KIB);
+        // Only the read's block: a random reader gets its bytes without read-ahead beside it.
+        assert_eq!(first.prefetch, Some(ByteRange::new(300 * MIB, 300 * MIB + 128 * KIB)));
+        let second = p.on_read(at + 64 * KIB, at + 192 * KIB);
+        assert_eq!(second.stream, first.stream);
+        let r = second.prefetch.unwrap();
+        assert_eq!(r.start, 300 * MIB + 128 * KIB);
+        assert!(r.end >= at + MIB, "the window goes out on the second read: {r:?}");
     }
 
     #[test]
@@ -434,7 +464,7 @@ mod tests {
             10 * 1024 * MIB,
         );
         let a = p.on_read(0, 64 * KIB);
-        assert_eq!(a.prefetch, Some(ByteRange::new(0, 128 * KIB)));
+        assert_eq!(a.prefetch, Some(ByteRange::new(0, 64 * KIB)));
         let b = p.on_read(MIB, MIB + 64 * KIB);
         assert_eq!(b.stream, a.stream);
         let r = b.prefetch.unwrap();

@@ -1,5 +1,11 @@
 //! Block fetches of one open file: block-aligned range GETs run in spawned tasks, deduplicated
-//! through an in-flight table, their results put in the shared [`BlockCache`].
+//! through an in-flight table, their blocks put in the shared [`BlockCache`].
+//!
+//! A GET's body is consumed as it arrives: each block is cached and published the moment its
+//! last byte is in, and a read needing only part of the block being received is answered as
+//! soon as those bytes are there. So the first 128 KiB after a seek costs one round trip plus
+//! 128 KiB of transfer, not a whole block, and a reader never waits for the rest of an 8 MiB
+//! request to use its first block.
 //!
 //! Every GET is a spawned task, whether it was issued as read-ahead or because a read needed a
 //! block nobody had fetched: a read then only *waits*, so a read that is cancelled (the kernel
@@ -12,22 +18,21 @@
 //!   block is never neither cached nor in flight while its fetch completes (no duplicate GET).
 //! - Waiters receive the bytes through the fetch itself, not the cache: a cache too small for the
 //!   window may evict blocks at once, and readers still get their data.
+//! - Every byte is copied once in user space, from the body's pieces into its block.
 //! - A fetch that ends without a result (its task was aborted) publishes
 //!   [`FetchError::Cancelled`]; its waiters then fetch the block themselves.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use super::ReadError;
 use crate::backend::{Backend, BackendError, BackendErrorKind, ByteRange};
 use crate::cache::{BlockCache, ObjectId};
-
-/// Outcome of one GET, shared with every reader waiting for it.
-pub(super) type FetchResult = Result<Bytes, FetchError>;
 
 /// A cloneable summary of why a fetch failed (a [`BackendError`] is not `Clone`).
 #[derive(Debug, Clone)]
@@ -40,11 +45,23 @@ pub(super) enum FetchError {
     Backend { kind: BackendErrorKind, message: Arc<str> },
 }
 
-/// One GET in flight: a block-aligned range and the channel its result is published on.
+/// What one GET has delivered so far, shared with every reader waiting for it.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    /// Complete blocks, in order from the fetch's first block.
+    blocks: Vec<Bytes>,
+    /// Pieces received of the block after `blocks`, and their total length.
+    partial: Vec<Bytes>,
+    partial_len: u64,
+    /// Set when the fetch ends: `Ok` once every block of its range is in `blocks`.
+    end: Option<Result<(), FetchError>>,
+}
+
+/// One GET in flight: a block-aligned range and the channel its progress is published on.
 #[derive(Debug)]
 pub(super) struct Fetch {
     range: ByteRange,
-    tx: watch::Sender<Option<FetchResult>>,
+    tx: watch::Sender<Progress>,
 }
 
 /// A spawned fetch task, kept by the reader so that it can abort read-ahead that is no longer
@@ -73,10 +90,15 @@ pub(super) enum BlockSource {
     /// Already cached.
     Ready(Bytes),
     /// Being fetched by the GET of `[start, ..)` publishing on `rx`.
-    Pending {
-        rx: watch::Receiver<Option<FetchResult>>,
-        start: u64,
-    },
+    Pending { rx: watch::Receiver<Progress>, start: u64 },
+}
+
+/// What a waiter found in a fetch's progress.
+enum Found {
+    Data(Bytes),
+    Failed(ReadError),
+    /// The fetch ended without the block (aborted, or its sender vanished).
+    Refetch,
 }
 
 /// The fetching state of one open file.
@@ -209,32 +231,56 @@ impl Fetcher {
         }
     }
 
-    /// The bytes of block `block`, once its source has them.
-    pub(super) async fn resolve(&self, block: u64, source: BlockSource) -> Result<Bytes, ReadError> {
-        let data = match source {
-            BlockSource::Ready(data) => data,
+    /// Bytes `[lo, hi)` of block `block` (offsets within the block, `hi` at most its length),
+    /// as soon as its source has them.
+    pub(super) async fn resolve(&self, block: u64, source: BlockSource, lo: u64, hi: u64) -> Result<Bytes, ReadError> {
+        let found = match source {
+            BlockSource::Ready(data) => Found::Data(data),
             BlockSource::Pending { mut rx, start } => {
-                let outcome = rx.wait_for(Option::is_some).await.map(|v| v.clone());
-                match outcome {
-                    Ok(Some(Ok(data))) => {
-                        let lo = block * self.block_size - start;
-                        let hi = (lo + self.block_size).min(len_u64(&data));
-                        data.slice(to_usize(lo.min(hi))..to_usize(hi))
-                    }
-                    Ok(Some(Err(FetchError::Changed))) => return Err(self.changed()),
-                    Ok(Some(Err(FetchError::Backend { kind, message }))) => {
-                        return Err(ReadError::Backend(BackendError::new(kind, message.to_string())))
-                    }
-                    // Aborted (its stream was replaced as we subscribed) or the sender vanished:
-                    // fetch the block ourselves rather than fail the read.
-                    Ok(Some(Err(FetchError::Cancelled))) | Ok(None) | Err(_) => self.fetch_block(block).await?,
+                let idx = to_usize(block - start / self.block_size);
+                let ready = |p: &Progress| {
+                    p.blocks.len() > idx || (p.blocks.len() == idx && p.partial_len >= hi) || p.end.is_some()
+                };
+                match rx.wait_for(ready).await {
+                    Ok(p) => self.found(&p, idx, lo, hi),
+                    Err(_) => Found::Refetch,
                 }
             }
         };
+        let data = match found {
+            Found::Data(data) => data,
+            Found::Failed(e) => return Err(e),
+            // Aborted (its stream was replaced as we subscribed) or the sender vanished:
+            // fetch the block ourselves rather than fail the read.
+            Found::Refetch => self.fetch_block(block).await?,
+        };
+        if len_u64(&data) == hi - lo {
+            return Ok(data);
+        }
         if len_u64(&data) != self.block_len(block) {
             return Err(self.changed());
         }
-        Ok(data)
+        Ok(data.slice(to_usize(lo)..to_usize(hi)))
+    }
+
+    /// Bytes `[lo, hi)` of the fetch's block `idx` if `p` has them, else why not.
+    fn found(&self, p: &Progress, idx: usize, lo: u64, hi: u64) -> Found {
+        if let Some(block) = p.blocks.get(idx) {
+            // Complete blocks were length-checked by the fetch; `resolve` slices them.
+            return Found::Data(block.clone());
+        }
+        if p.blocks.len() == idx && p.partial_len >= hi {
+            return Found::Data(copy_range(&p.partial, lo, hi));
+        }
+        match &p.end {
+            Some(Err(FetchError::Changed)) => Found::Failed(self.changed()),
+            Some(Err(FetchError::Backend { kind, message })) => {
+                Found::Failed(ReadError::Backend(BackendError::new(*kind, message.to_string())))
+            }
+            // The body ended before this block: the object is shorter than the version opened.
+            Some(Ok(())) => Found::Failed(self.changed()),
+            Some(Err(FetchError::Cancelled)) | None => Found::Refetch,
+        }
     }
 
     /// Expected length of block `block` (the last block of the object may be short).
@@ -267,17 +313,18 @@ impl Fetcher {
                 );
                 Err(self.changed())
             }
+            Err(e) => Err(self.failure(e)),
+        }
+    }
+
+    fn failure(&self, e: BackendError) -> ReadError {
+        match e.kind() {
             // Deleted since open is as stale as replaced: either way this handle's version is gone.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    BackendErrorKind::PreconditionFailed | BackendErrorKind::NotFound
-                ) =>
-            {
+            BackendErrorKind::PreconditionFailed | BackendErrorKind::NotFound => {
                 tracing::debug!(key = self.id.key(), error = %e, "object changed since open");
-                Err(self.changed())
+                self.changed()
             }
-            Err(e) => Err(ReadError::Backend(e)),
+            _ => ReadError::Backend(e),
         }
     }
 
@@ -311,7 +358,7 @@ impl Fetcher {
         spawned: &mut Vec<Arc<Fetch>>,
     ) -> Arc<Fetch> {
         let range = ByteRange::new(first * self.block_size, (end * self.block_size).min(self.id.size()));
-        let (tx, _) = watch::channel(None);
+        let (tx, _) = watch::channel(Progress::default());
         let fetch = Arc::new(Fetch { range, tx });
         for b in first..end {
             inflight.insert(b, fetch.clone());
@@ -320,24 +367,101 @@ impl Fetcher {
         fetch
     }
 
-    /// Put the blocks of a successful GET of `[start, ..)` in the cache.
-    fn cache_blocks(&self, start: u64, data: &Bytes) {
-        let first = start / self.block_size;
-        let len = len_u64(data);
-        let many = len > self.block_size;
-        let mut off = 0;
-        let mut b = first;
-        while off < len {
-            let hi = (off + self.block_size).min(len);
-            let part = data.slice(to_usize(off)..to_usize(hi));
-            // A slice would keep the whole response alive behind one small cached block, and
-            // the cache's byte budget would no longer bound memory: copy when we cut.
-            let block = if many { Bytes::copy_from_slice(&part) } else { part };
-            self.cache.insert(&self.id, b, block);
-            off = hi;
-            b += 1;
+    /// Run the GET of `fetch`, publishing each block as it completes (and caching it), and the
+    /// pieces of the block being received as they arrive.
+    async fn stream(&self, fetch: &Fetch) -> Result<(), ReadError> {
+        let range = fetch.range;
+        tracing::debug!(key = self.id.key(), start = range.start, len = range.len(), "range GET");
+        let mut body = self
+            .backend
+            .get_range_stream(self.id.key(), range, self.id.etag())
+            .await
+            .map_err(|e| self.failure(e))?;
+        let mut block = range.start / self.block_size;
+        let mut block_len = self.block_len(block);
+        let mut filled = 0;
+        // Whether the current block is a single piece exactly as the backend delivered it.
+        let mut whole = true;
+        let mut received = 0;
+        while let Some(piece) = body.next().await {
+            let mut piece = piece.map_err(|e| self.failure(e))?;
+            received += len_u64(&piece);
+            if received > range.len() {
+                tracing::debug!(key = self.id.key(), want = range.len(), "long GET body: object changed");
+                return Err(self.changed());
+            }
+            let uncut = len_u64(&piece) <= block_len - filled;
+            while !piece.is_empty() {
+                let take = (block_len - filled).min(len_u64(&piece));
+                if take == 0 {
+                    // Bytes beyond the size opened (only reachable if the size check above
+                    // and the block arithmetic disagree): never loop on them.
+                    return Err(self.changed());
+                }
+                let head = if take == len_u64(&piece) {
+                    std::mem::take(&mut piece)
+                } else {
+                    piece.split_to(to_usize(take))
+                };
+                whole = whole && filled == 0 && uncut;
+                filled += take;
+                if filled < block_len {
+                    fetch.tx.send_modify(|p| {
+                        p.partial.push(head);
+                        p.partial_len = filled;
+                    });
+                    continue;
+                }
+                fetch.tx.send_modify(|p| {
+                    let data = if whole && p.partial.is_empty() {
+                        head
+                    } else {
+                        // A slice would keep a whole response buffer alive behind one cached
+                        // block, and the cache's byte budget would no longer bound memory.
+                        let mut buf = BytesMut::with_capacity(to_usize(block_len));
+                        for part in p.partial.drain(..).chain(std::iter::once(head)) {
+                            buf.extend_from_slice(&part);
+                        }
+                        buf.freeze()
+                    };
+                    self.cache.insert(&self.id, block, data.clone());
+                    p.blocks.push(data);
+                    p.partial_len = 0;
+                });
+                block += 1;
+                block_len = self.block_len(block);
+                filled = 0;
+                whole = true;
+            }
         }
+        if received != range.len() {
+            // Without an ETag to pin, a short body is how a replaced object shows up.
+            tracing::debug!(
+                key = self.id.key(),
+                want = range.len(),
+                got = received,
+                "short GET: object changed"
+            );
+            return Err(self.changed());
+        }
+        Ok(())
     }
+}
+
+/// Bytes `[lo, hi)` of the concatenation of `pieces` (which holds at least `hi` bytes).
+fn copy_range(pieces: &[Bytes], lo: u64, hi: u64) -> Bytes {
+    let mut out = BytesMut::with_capacity(to_usize(hi - lo));
+    let mut at = 0;
+    for piece in pieces {
+        let end = at + len_u64(piece);
+        if end > lo && at < hi {
+            let a = lo.max(at) - at;
+            let b = hi.min(end) - at;
+            out.extend_from_slice(&piece[to_usize(a)..to_usize(b)]);
+        }
+        at = end;
+    }
+    out.freeze()
 }
 
 /// Removes a fetch from the in-flight table when its task ends, however it ends; a fetch ending
@@ -349,9 +473,13 @@ struct InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        if self.fetch.tx.borrow().is_none() {
-            self.fetch.tx.send_replace(Some(Err(FetchError::Cancelled)));
-        }
+        self.fetch.tx.send_if_modified(|p| {
+            let unset = p.end.is_none();
+            if unset {
+                p.end = Some(Err(FetchError::Cancelled));
+            }
+            unset
+        });
         let bs = self.fetcher.block_size;
         let mut inflight = lock(&self.fetcher.inflight);
         for b in self.fetch.range.start / bs..self.fetch.range.end.div_ceil(bs) {
@@ -364,11 +492,8 @@ impl Drop for InflightGuard {
 
 async fn run_fetch(guard: InflightGuard) {
     let (fetcher, fetch) = (&guard.fetcher, &guard.fetch);
-    let result = match fetcher.get(fetch.range).await {
-        Ok(data) => {
-            fetcher.cache_blocks(fetch.range.start, &data);
-            Ok(data)
-        }
+    let end = match fetcher.stream(fetch).await {
+        Ok(()) => Ok(()),
         Err(ReadError::ObjectChanged { .. }) => Err(FetchError::Changed),
         Err(ReadError::Backend(e)) => {
             // Display is "<kind description>: <context and causes>"; keep the latter once.
@@ -381,7 +506,7 @@ async fn run_fetch(guard: InflightGuard) {
             })
         }
     };
-    fetch.tx.send_replace(Some(result));
+    fetch.tx.send_modify(|p| p.end = Some(end));
     drop(guard);
 }
 
@@ -398,4 +523,24 @@ pub(super) fn len_u64(b: &Bytes) -> u64 {
 /// For offsets within a buffer that exists in memory, so they always fit.
 pub(super) fn to_usize(x: u64) -> usize {
     usize::try_from(x).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_range_spans_pieces() {
+        let pieces = [
+            Bytes::from_static(b"012"),
+            Bytes::from_static(b""),
+            Bytes::from_static(b"3456"),
+            Bytes::from_static(b"789"),
+        ];
+        assert_eq!(copy_range(&pieces, 0, 10), &b"0123456789"[..]);
+        assert_eq!(copy_range(&pieces, 2, 8), &b"234567"[..]);
+        assert_eq!(copy_range(&pieces, 3, 7), &b"3456"[..]);
+        assert_eq!(copy_range(&pieces, 9, 10), &b"9"[..]);
+        assert_eq!(copy_range(&pieces, 4, 4), &b""[..]);
+    }
 }
