@@ -32,10 +32,12 @@ while [ $# -gt 0 ]; do
 done
 
 MIB=$((1 << 20))
+# LIMIT bounds each metadata or media operation (ls, cp, ffprobe, one seek); a peer that runs
+# into it is shown as ">LIMIT" instead of holding up the whole run.
 if [ "$QUICK" = 1 ]; then
-  BIG_MIB=64; WRITE_MIB=64; NFILES=200; NLIST=1000; MP4_SECS=20; FIO_SECS=1
+  BIG_MIB=64; WRITE_MIB=64; NFILES=200; NLIST=500; MP4_SECS=20; FIO_SECS=1; LIMIT=15; IL_SECS=5
 else
-  BIG_MIB=1024; WRITE_MIB=1024; NFILES=6400; NLIST=10000; MP4_SECS=200; FIO_SECS=5
+  BIG_MIB=1024; WRITE_MIB=1024; NFILES=6400; NLIST=10000; MP4_SECS=200; FIO_SECS=5; LIMIT=120; IL_SECS=30
 fi
 # byosfs budgets: the RSS target is cache + write memory + 100 MiB.
 CACHE_MIB=512; WMEM_MIB=256
@@ -70,6 +72,7 @@ S3DIRECT=$ROOT/target/release/examples/s3direct
 WORK=$(mktemp -d /var/tmp/byosfs-bench.XXXXXX)
 CACHE=$ROOT/target/bench-cache
 mkdir -p "$CACHE"
+rm -f "$CACHE/ops.log"
 SERVER_PID=""
 FS_PID=""
 MNT=$WORK/mnt
@@ -84,6 +87,7 @@ cleanup() {
   fi
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
   wait 2>/dev/null
+  [ -s "$WORK/ops.log" ] && cp "$WORK/ops.log" "$CACHE/ops.log"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -134,8 +138,23 @@ drop_caches() {
   # Re-warm the server's copy so the cold rows measure the filesystem, not this disk.
   cat "$DATA/$BUCKET/big.bin" "$DATA/$BUCKET/movie.mp4" >/dev/null
 }
-secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
-mbps() { echo "scale=1; $1 / $2 / 1000000" | bc -l; }
+# Run "$@" for at most $1 s; print the seconds it took, "timeout:$1", or "fail". Never fails
+# itself: one peer's broken or hanging operation must not end the run (stderr goes to ops.log).
+timed() {
+  local lim=$1 t0 t1 rc=0
+  shift
+  t0=$(date +%s.%N)
+  timeout -k 5 "$lim" "$@" >/dev/null 2>>"$WORK/ops.log" || rc=$?
+  t1=$(date +%s.%N)
+  case $rc in
+    0) echo "$t1 - $t0" | bc -l ;;
+    124|137) echo "timeout:$lim" ;;
+    *) echo "$(date +%T) failed ($rc): $*" >>"$WORK/ops.log"; echo fail ;;
+  esac
+}
+num() { [[ $1 =~ ^[0-9.]+$ ]]; }
+# MB/s from bytes and a `timed` result (failures pass through).
+mbps() { if num "$2"; then echo "scale=1; $1 / $2 / 1000000" | bc -l; else echo "$2"; fi; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # ---------------------------------------------------------------------------- mounts
@@ -195,12 +214,20 @@ umount_fs() {
   HWM=$($H hwm "$FS_PID" 2>/dev/null || echo 0)
   PEAK=$(echo "if ($HWM > ${PEAK:-0}) $HWM else ${PEAK:-0}" | bc -l)
   fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
-  for _ in $(seq 300); do kill -0 "$FS_PID" 2>/dev/null || break; sleep 0.1; done
-  kill "$FS_PID" 2>/dev/null || true
-  wait "$FS_PID" 2>/dev/null || true
+  stop_pid "$FS_PID" 10
   FS_PID=""
 }
 cpu_now() { $H cpu "$FS_PID"; }
+# Wait up to $2 s for PID $1 to exit, then TERM it, then KILL it: a filesystem process still
+# serving a process that a timeout interrupted (blocked in the mount) may never exit alone.
+stop_pid() {
+  local pid=$1 i
+  for i in $(seq $(($2 * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill "$pid" 2>/dev/null || true
+  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
 
 # Wait until the server holds $1 complete with $2 bytes (s3s-fs writes the object on Complete).
 wait_object() {
@@ -217,6 +244,9 @@ wait_tree() {
   done
   log "tree $1 never reached $2 files"; return 1
 }
+# `timed` runs a copy and its wait in one bounded child shell.
+export -f log wait_object wait_tree
+export DATA BUCKET
 
 # ---------------------------------------------------------------------------- workloads
 run_direct() {
@@ -242,27 +272,34 @@ run_direct() {
   rm -rf "$DATA/$BUCKET/cp-direct-$r"
   v=$(direct list --prefix list/ | field secs); record direct ls_l "$r" "$v"
   local url; url=$(direct presign --key movie.mp4)
-  record direct ffprobe "$r" "$(secs timeout 120 ffprobe -v error -show_format -show_streams "$url")"
+  record direct ffprobe "$r" "$(timed "$LIMIT" ffprobe -v error -show_format -show_streams "$url")"
   record direct seek_frame "$r" "$(media_seeks "$url")"
   v=$(direct ttfb --key movie.mp4 | field median_ms); record direct ttfb_seek "$r" "$v"
 }
 
 # Median seconds to decode one frame after each of 5 seeks (fixed positions).
 media_seeks() {
-  local src=$1 t=() p
+  local src=$1 t=() p v
   for frac in 0.13 0.71 0.37 0.89 0.52; do
     p=$(echo "$MP4_DUR * $frac" | bc -l)
-    t+=("$(secs timeout 120 ffmpeg -v error -ss "$p" -i "$src" -frames:v 1 -f null -)")
+    v=$(timed "$LIMIT" ffmpeg -v error -ss "$p" -i "$src" -frames:v 1 -f null -)
+    num "$v" || { echo "$v"; return; }
+    t+=("$v")
   done
   median "${t[@]}"
 }
 
 fio_row() {
   local peer=$1 r=$2 bs=$3 name=$4 v
-  timeout $((FIO_SECS + 120)) fio --name=rr --filename="$FS_DIR/big.bin" --rw=randread --bs="$bs" \
+  FIO_BYTES=0
+  rm -f "$WORK/fio.json"
+  timeout -k 5 $((FIO_SECS + LIMIT)) fio --name=rr --filename="$FS_DIR/big.bin" --rw=randread --bs="$bs" \
     --ioengine=psync --iodepth=1 --invalidate=1 --randrepeat=1 --time_based --runtime="$FIO_SECS" \
-    --size=$((BIG_MIB * MIB)) --output-format=json --output="$WORK/fio.json" >/dev/null
-  v=$($H fio "$WORK/fio.json")
+    --size=$((BIG_MIB * MIB)) --output-format=json --output="$WORK/fio.json" >/dev/null 2>>"$WORK/ops.log" || true
+  if ! v=$($H fio "$WORK/fio.json" 2>>"$WORK/ops.log"); then
+    record "$peer" "${name}_p50" "$r" fail
+    return
+  fi
   if [ "$name" = rand4k ]; then record "$peer" rand4k_iops "$r" "$(field iops <<<"$v")"
   else record "$peer" "${name}_mbps" "$r" "$(field mbps <<<"$v")"; fi
   record "$peer" "${name}_p50" "$r" "$(field p50_us <<<"$v")"
@@ -275,12 +312,13 @@ run_fs() {
   PEAK=0
   # 1. sequential read: cold (fresh mount, caches dropped), then warm.
   mount_fs "$peer"; c0=$(cpu_now)
-  t=$(secs timeout 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M)
+  t=$(timed 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M status=none)
   record "$peer" seq_cold "$r" "$(mbps $size "$t")"
   cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + size))
-  t=$(secs timeout 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M)
+  t=$(timed 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M status=none)
   record "$peer" seq_warm "$r" "$(mbps $size "$t")"
   umount_fs "$peer" "$r"
+  log "  $peer: random reads"
   # 2. random reads, each size on a fresh mount so no cache carries over.
   for spec in 4k:rand4k 256k:rand256k 1m:rand1m; do
     mount_fs "$peer"; c0=$(cpu_now)
@@ -288,41 +326,42 @@ run_fs() {
     cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + FIO_BYTES))
     umount_fs "$peer" "$r"
   done
+  log "  $peer: interleaved readers"
   # Two interleaved sequential readers on one open file.
   mount_fs "$peer"; c0=$(cpu_now)
-  v=$(timeout 600 $H interleave "$FS_DIR/big.bin" 1048576 | field mbps); record "$peer" interleave "$r" "$v"
+  v=$(timeout -k 5 600 $H interleave "$FS_DIR/big.bin" 1048576 "$IL_SECS" 2>>"$WORK/ops.log" | field mbps)
+  record "$peer" interleave "$r" "${v:-fail}"
   cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + size))
   umount_fs "$peer" "$r"
-  # 7 + 5. time to first byte after a seek, then the media scenario.
+  log "  $peer: ttfb, media, ls -l"
+  # 7 + 5. time to first byte after a seek, the media scenario, then 4. `ls -l` of the listing
+  # directory, which nothing on this fresh mount has looked at yet.
   mount_fs "$peer"
-  v=$(timeout 120 $H ttfb "$FS_DIR/movie.mp4" 5 65536 | field median_ms); record "$peer" ttfb_seek "$r" "$v"
-  record "$peer" ffprobe "$r" "$(secs timeout 120 ffprobe -v error -show_format -show_streams "$FS_DIR/movie.mp4")"
+  v=$(timeout -k 5 "$LIMIT" $H ttfb "$FS_DIR/movie.mp4" 5 65536 2>>"$WORK/ops.log" | field median_ms)
+  record "$peer" ttfb_seek "$r" "${v:-fail}"
+  record "$peer" ffprobe "$r" "$(timed "$LIMIT" ffprobe -v error -show_format -show_streams "$FS_DIR/movie.mp4")"
   record "$peer" seek_frame "$r" "$(media_seeks "$FS_DIR/movie.mp4")"
+  record "$peer" ls_l "$r" "$(timed "$LIMIT" ls -l "$FS_DIR/list")"
   umount_fs "$peer" "$r"
-  # 4. ls -l of the listing directory on a fresh mount.
-  mount_fs "$peer"
-  record "$peer" ls_l "$r" "$(secs timeout -k 5 120 ls -l "$FS_DIR/list")"
-  umount_fs "$peer" "$r"
+  log "  $peer: write, cp -r"
   # 3. sequential write, counted until the object is complete on the server.
   mount_fs "$peer"; c0=$(cpu_now)
-  local wsize=$((WRITE_MIB * MIB)) t0 t1
-  t0=$(date +%s.%N)
-  timeout 900 dd if=/dev/zero of="$FS_DIR/w-$peer-$r.bin" bs=1M count="$WRITE_MIB" 2>/dev/null
-  wait_object "w-$peer-$r.bin" "$wsize"
-  t1=$(date +%s.%N)
-  record "$peer" seq_write "$r" "$(mbps $wsize "$(echo "$t1 - $t0" | bc -l)")"
-  cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + wsize))
-  rm -f "$FS_DIR/w-$peer-$r.bin"
+  local wsize=$((WRITE_MIB * MIB))
+  t=$(timed 900 bash -c 'dd if=/dev/zero of="$1" bs=1M count="$2" status=none && "$3" "$4" "$5"' _ \
+    "$FS_DIR/w-$peer-$r.bin" "$WRITE_MIB" wait_object "w-$peer-$r.bin" "$wsize")
+  record "$peer" seq_write "$r" "$(mbps $wsize "$t")"
+  cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); num "$t" && bytes=$((bytes + wsize))
+  rm -f "$FS_DIR/w-$peer-$r.bin" 2>/dev/null || true
   # 4. cp -r of the small-file tree, until every file is on the server.
-  t0=$(date +%s.%N)
-  timeout 900 cp -r "$TREE" "$FS_DIR/cp-$peer-$r"
-  wait_tree "cp-$peer-$r" "$NFILES"
-  t1=$(date +%s.%N)
-  record "$peer" cp_tree "$r" "$(echo "$t1 - $t0" | bc -l)"
+  t=$(timed "$LIMIT" bash -c 'cp -r "$1" "$2" && "$3" "$4" "$5"' _ \
+    "$TREE" "$FS_DIR/cp-$peer-$r" wait_tree "cp-$peer-$r" "$NFILES")
+  record "$peer" cp_tree "$r" "$t"
   umount_fs "$peer" "$r"
   rm -rf "$DATA/$BUCKET/cp-$peer-$r" "$DATA/$BUCKET/w-$peer-$r.bin"
   record "$peer" peak_rss "$r" "$PEAK"
-  record "$peer" cpu_per_gib "$r" "$(echo "$cpu / ($bytes / 1073741824)" | bc -l)"
+  if [ "$bytes" -gt 0 ]; then
+    record "$peer" cpu_per_gib "$r" "$(echo "$cpu / ($bytes / 1073741824)" | bc -l)"
+  fi
 }
 
 START=$(date +%s)

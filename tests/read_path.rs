@@ -224,8 +224,9 @@ async fn sequential_read_issues_few_growing_requests() {
     let ramp_end = sizes.iter().position(|&s| s == config.max_request).unwrap();
     assert!(sizes[..=ramp_end].windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
     assert!(sizes.iter().all(|&s| s <= config.max_request));
-    // 32 MiB in 1 MiB requests plus a short ramp; 128 KiB reads without read-ahead would be 256.
-    assert!(gets.len() <= 36, "{} GETs: {sizes:?}", gets.len());
+    // 32 MiB in 1 MiB requests plus a ramp of quarter-window requests; 128 KiB reads without
+    // read-ahead would be 256.
+    assert!(gets.len() <= 44, "{} GETs: {sizes:?}", gets.len());
 }
 
 #[tokio::test]
@@ -291,8 +292,9 @@ async fn sequential_read_with_default_config_uses_large_requests() {
     // The first read's own block alone, then the window.
     assert_eq!(sizes[0], 128 * KIB);
     assert!(sizes.iter().all(|&s| s <= 8 * MIB));
-    // 48 MiB = 6 × 8 MiB after a ramp of 1, 2, 2, 4, 8 MiB.
-    assert!(sizes.len() <= 13, "{sizes:?}");
+    // A ramp of quarter-window requests (several in flight at once), then 8 MiB requests.
+    assert!(sizes.len() <= 24, "{sizes:?}");
+    assert!(sizes.iter().filter(|&&s| s == 8 * MIB).count() >= 2, "{sizes:?}");
 }
 
 #[tokio::test]
@@ -314,8 +316,8 @@ async fn media_player_pattern_reads_correct_bytes_without_refetching() {
 
     // Each probe costs one small window (its own blocks, then the rest of the window);
     // playback ramps like a fresh sequential read.
-    assert!(before_play <= 12, "{:?}", backend.gets());
-    assert!(backend.gets().len() <= 30, "{:?}", backend.gets());
+    assert!(before_play <= 16, "{:?}", backend.gets());
+    assert!(backend.gets().len() <= 40, "{:?}", backend.gets());
     // The tail read at the start is cached and not fetched again by playback.
     let ranges = backend.gets();
     for (i, a) in ranges.iter().enumerate() {
@@ -405,8 +407,9 @@ async fn concurrent_reads_on_one_handle() {
     }
     // Out-of-order parallel reads are still one stream: no duplicate fetches, few requests.
     assert_eq!(backend.inner.bytes_read(), size);
-    // 16 MiB in 1 MiB requests plus the ramp (the window doubles per half window consumed).
-    assert!(backend.gets().len() <= 32, "{:?}", backend.gets());
+    // 16 MiB in 1 MiB requests plus the ramp (the window doubles per half window consumed, in
+    // quarter-window requests); 128 KiB requests would be 128.
+    assert!(backend.gets().len() <= 40, "{:?}", backend.gets());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

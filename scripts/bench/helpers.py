@@ -4,7 +4,7 @@
 Subcommands (each prints one line of name=value pairs, except `report`):
   mktree DIR NFILES                 tree of NFILES files of 4-64 KiB (64 per directory)
   mklist DIR N                      N tiny files (objects for the ls -l row)
-  interleave FILE CHUNK             two sequential readers on ONE open fd, alternating
+  interleave FILE CHUNK [BUDGET]    two sequential readers on ONE open fd (stop after BUDGET s)
   ttfb FILE COUNT LEN               pread LEN at COUNT fixed random offsets: median ms
   fio JSONFILE                      iops/mbps/p50/p99 from fio --output-format=json
   cpu PID                           utime+stime seconds of PID (from /proc/PID/stat)
@@ -40,23 +40,26 @@ def mklist(d, n):
     print("files=%s" % n)
 
 
-def interleave(path, chunk):
-    chunk = int(chunk)
+def interleave(path, chunk, budget="0"):
+    chunk, budget = int(chunk), float(budget)
     fd = os.open(path, os.O_RDONLY)
     size = os.fstat(fd).st_size
     half = size // 2
     total = [0, 0]
+    t = time.monotonic()
+    # With a budget (seconds), both readers stop when it runs out: MB/s of what they got, so a
+    # peer at 3 MB/s does not hold a 1 GiB run up for minutes.
+    stop = t + budget if budget > 0 else float("inf")
 
     def reader(idx, start, end):
         off = start
-        while off < end:
+        while off < end and time.monotonic() < stop:
             b = os.pread(fd, min(chunk, end - off), off)
             if not b:
                 break
             off += len(b)
             total[idx] += len(b)
 
-    t = time.monotonic()
     th = [threading.Thread(target=reader, args=(0, 0, half)),
           threading.Thread(target=reader, args=(1, half, size))]
     for x in th:
@@ -125,20 +128,48 @@ ROWS = [
     ("peak_rss", "MiB", False), ("cpu_per_gib", "s/GiB", False),
 ]
 CAPPED = ("seq_cold", "interleave", "seq_write")
+HIGHER_IS_BETTER = {m for m, _, hib in ROWS if hib}
 PEERS = ["direct", "byosfs", "rclone-off", "rclone-full", "s3fs"]
 
 
+def parse(v):
+    """A recorded value: a number, ("timeout", limit) or "fail" (see `timed` in bench.sh)."""
+    if v.startswith("timeout:"):
+        return ("timeout", float(v.split(":", 1)[1]))
+    try:
+        return float(v)
+    except ValueError:
+        return "fail"
+
+
 def report(path):
-    vals = {}
+    vals, bad = {}, {}
     with open(path) as f:
         for line in f:
             p = line.rstrip("\n").split("\t")
             if len(p) != 4 or p[3] in ("", "nan"):
                 continue
-            vals.setdefault((p[0], p[1]), []).append(float(p[3]))
+            v = parse(p[3])
+            if isinstance(v, float):
+                vals.setdefault((p[0], p[1]), []).append(v)
+            else:
+                bad.setdefault((p[0], p[1]), []).append(v)
     med = {k: statistics.median(v) for k, v in vals.items()}
+    # A cell with no successful run: ">limit" if it timed out (for times, the limit is a lower
+    # bound on the real figure and is used as such in ratios), else "fail".
+    shown = {}
+    for k, v in bad.items():
+        if k in med:
+            continue
+        limits = [x[1] for x in v if isinstance(x, tuple)]
+        if limits and k[1] in HIGHER_IS_BETTER:
+            shown[k] = "t/o"
+        else:
+            shown[k] = (">%s" % fmt(max(limits))) if limits else "fail"
+        if limits and k[1] not in HIGHER_IS_BETTER:
+            med[k] = max(limits)
     runs = {k: len(v) for k, v in vals.items()}
-    peers = [p for p in PEERS if any(k[0] == p for k in med)]
+    peers = [p for p in PEERS if any(k[0] == p for k in list(med) + list(shown))]
     hdr = "%-14s %-6s" % ("metric", "unit") + "".join("%13s" % p for p in peers) + \
         "%10s %10s  %s" % ("byo/dir", "byo/peer", "note")
     out = [hdr, "-" * len(hdr)]
@@ -146,7 +177,8 @@ def report(path):
         row = {p: med.get((p, m)) for p in peers}
         if all(v is None for v in row.values()):
             continue
-        cells = "".join("%13s" % ("-" if row[p] is None else fmt(row[p])) for p in peers)
+        cells = "".join("%13s" % (shown.get((p, m)) or ("-" if row[p] is None else fmt(row[p])))
+                        for p in peers)
         b, d = row.get("byosfs"), row.get("direct")
         others = [row[p] for p in peers if p not in ("byosfs", "direct") and row[p] is not None]
         best = (max(others) if hib else min(others)) if others else None
@@ -162,7 +194,9 @@ def report(path):
     nruns = sorted(set(runs.values()))
     out.append("")
     out.append("median of %s run(s) per cell; ratios are byosfs/direct and byosfs/best peer "
-               "(peer = rclone/s3fs; for s, ms, us, MiB, s/GiB lower is better)" %
+               "(peer = rclone/s3fs; for s, ms, us, MiB, s/GiB lower is better); "
+               ">N: hit the N s bound in every run (N counts as its time in ratios); "
+               "t/o: timed out; fail: the operation failed (see target/bench-cache/ops.log)" %
                "/".join(str(x) for x in nruns))
     out.extend(targets(med))
     print("\n".join(out))

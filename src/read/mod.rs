@@ -158,7 +158,7 @@ impl ObjectReader {
                 self.fetcher.cancel_unwatched(tasks);
             }
         }
-        let (spawned, sources) = self.fetcher.plan(plan.prefetch, offset, end);
+        let (spawned, sources) = self.fetcher.plan(plan.prefetch, plan.request, offset, end);
         let tasks = state.tasks.entry(plan.stream).or_default();
         tasks.retain(|t| !t.is_finished());
         tasks.extend(spawned);

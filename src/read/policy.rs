@@ -53,6 +53,10 @@ pub struct Plan {
     pub prefetch: Option<ByteRange>,
     /// The stream's window after this read.
     pub window: u64,
+    /// Largest GET to split `prefetch` into: a quarter of the window (at least a block, at most
+    /// `max_request`), so a ramping stream has several requests in flight instead of one. A
+    /// single connection rarely carries a link's full bandwidth; S3 guidance is parallel ranges.
+    pub request: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -140,11 +144,14 @@ impl ReadAheadPolicy {
         self.streams[idx].last_used = self.clock;
         let prefetch = self.issue(idx, end, fresh);
         let s = &self.streams[idx];
+        let p = &self.params;
+        let request = align_up((s.window / 4).max(1), p.block_size).min(p.max_request);
         Plan {
             stream: s.id,
             replaced,
             prefetch,
             window: s.window,
+            request,
         }
     }
 
@@ -281,6 +288,29 @@ mod tests {
             );
         }
         assert!(issued <= 3 * MIB, "{issued} bytes fetched for a 1 MiB read");
+    }
+
+    #[test]
+    fn requests_are_a_quarter_window_between_a_block_and_max_request() {
+        let mut p = policy();
+        assert_eq!(p.on_read(0, 128 * KIB).request, MIB);
+        let mut off = 128 * KIB;
+        let mut last = None;
+        while off < 200 * MIB {
+            last = Some(p.on_read(off, off + 128 * KIB));
+            off += 128 * KIB;
+        }
+        let last = last.unwrap();
+        assert_eq!(last.window, 64 * MIB);
+        assert_eq!(last.request, 8 * MIB, "capped at max_request");
+        let mut q = ReadAheadPolicy::new(
+            PolicyParams {
+                initial_window: 4 * MIB,
+                ..params()
+            },
+            10 * 1024 * MIB,
+        );
+        assert_eq!(q.on_read(0, 4096).request, MIB);
     }
 
     #[test]

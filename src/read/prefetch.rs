@@ -138,10 +138,12 @@ impl Fetcher {
 
     /// Issue GETs for the uncached, not yet requested blocks of `prefetch`, then find a source
     /// for every block of the read `[offset, end)`, issuing GETs for the blocks nobody fetches.
-    /// One lock hold, so no fetch can complete unseen in between.
+    /// Read-ahead goes out in GETs of at most `request` bytes. One lock hold, so no fetch can
+    /// complete unseen in between.
     pub(super) fn plan(
         self: &Arc<Self>,
         prefetch: Option<ByteRange>,
+        request: u64,
         offset: u64,
         end: u64,
     ) -> (Vec<Spawned>, Vec<(u64, BlockSource)>) {
@@ -157,12 +159,13 @@ impl Fetcher {
                 missing.push(b);
             }
         }
-        self.spawn_runs(&mut inflight, &missing, &mut spawned);
+        self.spawn_runs(&mut inflight, &missing, self.max_request_blocks, &mut spawned);
         if let Some(r) = prefetch {
             let missing: Vec<u64> = (r.start / bs..r.end.div_ceil(bs))
                 .filter(|b| !inflight.contains_key(b) && !self.cache.contains(&self.id, *b))
                 .collect();
-            self.spawn_runs(&mut inflight, &missing, &mut spawned);
+            let per_get = (request / bs).clamp(1, self.max_request_blocks);
+            self.spawn_runs(&mut inflight, &missing, per_get, &mut spawned);
         }
         let sources = (first..=last)
             .map(|b| {
@@ -334,14 +337,20 @@ impl Fetcher {
         }
     }
 
-    /// Spawn one GET per run of consecutive `blocks` (sorted), each at most `max_request_blocks`.
-    fn spawn_runs(&self, inflight: &mut HashMap<u64, Arc<Fetch>>, blocks: &[u64], spawned: &mut Vec<Arc<Fetch>>) {
+    /// Spawn one GET per run of consecutive `blocks` (sorted), each at most `per_get` blocks.
+    fn spawn_runs(
+        &self,
+        inflight: &mut HashMap<u64, Arc<Fetch>>,
+        blocks: &[u64],
+        per_get: u64,
+        spawned: &mut Vec<Arc<Fetch>>,
+    ) {
         let mut i = 0;
         while i < blocks.len() {
             let start = blocks[i];
             let mut end = start + 1;
             i += 1;
-            while i < blocks.len() && blocks[i] == end && end - start < self.max_request_blocks {
+            while i < blocks.len() && blocks[i] == end && end - start < per_get {
                 end += 1;
                 i += 1;
             }
