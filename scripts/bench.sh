@@ -35,7 +35,7 @@ MIB=$((1 << 20))
 # LIMIT bounds each metadata or media operation (ls, cp, ffprobe, one seek); a peer that runs
 # into it is shown as ">LIMIT" instead of holding up the whole run.
 if [ "$QUICK" = 1 ]; then
-  BIG_MIB=64; WRITE_MIB=64; NFILES=200; NLIST=500; MP4_SECS=20; FIO_SECS=1; LIMIT=15; IL_SECS=5
+  BIG_MIB=64; WRITE_MIB=64; NFILES=200; NLIST=500; MP4_SECS=20; FIO_SECS=1; LIMIT=10; IL_SECS=5
 else
   BIG_MIB=1024; WRITE_MIB=1024; NFILES=6400; NLIST=10000; MP4_SECS=200; FIO_SECS=5; LIMIT=120; IL_SECS=30
 fi
@@ -214,7 +214,7 @@ umount_fs() {
   HWM=$($H hwm "$FS_PID" 2>/dev/null || echo 0)
   PEAK=$(echo "if ($HWM > ${PEAK:-0}) $HWM else ${PEAK:-0}" | bc -l)
   fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
-  stop_pid "$FS_PID" 10
+  stop_pid "$FS_PID" 5
   FS_PID=""
 }
 cpu_now() { $H cpu "$FS_PID"; }
@@ -326,17 +326,16 @@ run_fs() {
     cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + FIO_BYTES))
     umount_fs "$peer" "$r"
   done
-  log "  $peer: interleaved readers"
-  # Two interleaved sequential readers on one open file.
+  log "  $peer: interleaved readers, ttfb, media, ls -l"
+  # Two interleaved sequential readers on one open file; then, on the same mount but other
+  # objects nothing has read yet: 7 + 5. time to first byte after a seek, the media scenario,
+  # and 4. `ls -l` of the listing directory.
   mount_fs "$peer"; c0=$(cpu_now)
-  v=$(timeout -k 5 600 $H interleave "$FS_DIR/big.bin" 1048576 "$IL_SECS" 2>>"$WORK/ops.log" | field mbps)
-  record "$peer" interleave "$r" "${v:-fail}"
-  cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + size))
-  umount_fs "$peer" "$r"
-  log "  $peer: ttfb, media, ls -l"
-  # 7 + 5. time to first byte after a seek, the media scenario, then 4. `ls -l` of the listing
-  # directory, which nothing on this fresh mount has looked at yet.
-  mount_fs "$peer"
+  v=$(timeout -k 5 600 $H interleave "$FS_DIR/big.bin" 1048576 "$IL_SECS" 2>>"$WORK/ops.log")
+  local il_mbps il_bytes
+  il_mbps=$(field mbps <<<"$v"); il_bytes=$(field bytes <<<"$v")
+  record "$peer" interleave "$r" "${il_mbps:-fail}"
+  cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + ${il_bytes:-0}))
   v=$(timeout -k 5 "$LIMIT" $H ttfb "$FS_DIR/movie.mp4" 5 65536 2>>"$WORK/ops.log" | field median_ms)
   record "$peer" ttfb_seek "$r" "${v:-fail}"
   record "$peer" ffprobe "$r" "$(timed "$LIMIT" ffprobe -v error -show_format -show_streams "$FS_DIR/movie.mp4")"

@@ -295,15 +295,33 @@ impl Filesystem {
 
     /// Read `size` bytes at `offset` from handle `fh`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
-        let h = self
-            .handles
-            .get(fh)
-            .ok_or_else(|| Error::new(libc::EBADF, format!("unknown handle {fh}")))?;
+        match self.read_now(fh, offset, size) {
+            ReadNow::Done(r) => r,
+            ReadNow::Wait(fut) => fut.await,
+        }
+    }
+
+    /// [`Filesystem::read`] answered on the spot when it needs no waiting (every byte already
+    /// in memory, or an error), else as a future to run. Never blocks: it only takes short
+    /// in-memory locks, so the FUSE loop may call it directly and skip a task hop for cached
+    /// reads. Must run within the tokio runtime's context (it may start read-ahead).
+    pub fn read_now(&self, fh: u64, offset: u64, size: u32) -> ReadNow {
+        let Some(h) = self.handles.get(fh) else {
+            return ReadNow::Done(Err(Error::new(libc::EBADF, format!("unknown handle {fh}"))));
+        };
         let len = usize::try_from(size).unwrap_or(usize::MAX);
         match &*h {
-            Handle::Read { reader, .. } => Ok(reader.read(offset, len).await?),
-            Handle::Write(w, _) => Ok(w.session.lock().await.read(offset, len).await?),
-            Handle::Dir(_) => Err(Error::new(libc::EISDIR, "read on a directory handle")),
+            Handle::Read { reader, .. } => match reader.read_now(offset, len) {
+                crate::read::ReadNow::Ready(data) => ReadNow::Done(Ok(data)),
+                crate::read::ReadNow::Pending(p) => ReadNow::Wait(Box::pin(async move { Ok(p.finish().await?) })),
+            },
+            Handle::Write(..) => ReadNow::Wait(Box::pin(async move {
+                let Handle::Write(w, _) = &*h else {
+                    return Err(Error::new(libc::EBADF, "handle changed kind"));
+                };
+                Ok(w.session.lock().await.read(offset, len).await?)
+            })),
+            Handle::Dir(_) => ReadNow::Done(Err(Error::new(libc::EISDIR, "read on a directory handle"))),
         }
     }
 
@@ -320,6 +338,23 @@ impl Filesystem {
             bsize: attr::BLKSIZE,
             namelen: crate::namespace::name::NAME_MAX as u32,
             frsize: attr::BLKSIZE,
+        }
+    }
+}
+
+/// The outcome of [`Filesystem::read_now`].
+pub enum ReadNow {
+    /// Answered without waiting.
+    Done(Result<Bytes>),
+    /// To be awaited (off the FUSE loop).
+    Wait(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes>> + Send>>),
+}
+
+impl std::fmt::Debug for ReadNow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Done(r) => f.debug_tuple("Done").field(&r.as_ref().map(Bytes::len)).finish(),
+            Self::Wait(_) => f.write_str("Wait(..)"),
         }
     }
 }

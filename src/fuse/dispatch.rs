@@ -84,6 +84,13 @@ impl Dispatcher {
         });
     }
 
+    /// Run `f` on the calling (FUSE) thread inside the runtime's context, for work that never
+    /// waits but may start tasks.
+    pub(crate) fn enter<T>(&self, f: impl FnOnce(&Filesystem) -> T) -> T {
+        let _rt = self.rt.enter();
+        f(&self.fs)
+    }
+
     /// Spawn a request task that answers its reply itself (listings fill the reply as they go).
     pub(crate) fn spawn(&self, name: &'static str, req: u64, fut: impl Future<Output = ()> + Send + 'static) {
         let limit = self.limit.clone();

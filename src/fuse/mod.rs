@@ -16,7 +16,7 @@ use fuser::{
 };
 use tracing::{debug, warn};
 
-use crate::fs::{Attr, DirEntry, DirReplier, FileType, Opened};
+use crate::fs::{Attr, DirEntry, DirReplier, FileType, Opened, ReadNow};
 pub(crate) use dispatch::Dispatcher;
 
 /// `fuser::Filesystem` implementation.
@@ -276,13 +276,18 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.d.run(
-            "read",
-            req.unique().0,
-            reply,
-            move |fs| async move { fs.read(fh.0, offset, size).await },
-            |r, data| r.data(&data),
-        );
+        // Reads whose bytes are already in memory are answered here, without a task hop: a
+        // cached or read-ahead block costs one FUSE round trip and no thread wake-ups.
+        match self.d.enter(|fs| fs.read_now(fh.0, offset, size)) {
+            ReadNow::Done(Ok(data)) => reply.data(&data),
+            ReadNow::Done(Err(e)) => {
+                dispatch::log_error("read", &e);
+                reply.error(dispatch::errno(&e));
+            }
+            ReadNow::Wait(fut) => self
+                .d
+                .run("read", req.unique().0, reply, move |_| fut, |r, data| r.data(&data)),
+        }
     }
 
     fn write(

@@ -132,20 +132,42 @@ impl ObjectReader {
 
     /// Up to `len` bytes at `offset`; shorter (or empty) at the end of the object.
     pub async fn read(&self, offset: u64, len: usize) -> Result<Bytes, ReadError> {
+        match self.read_now(offset, len) {
+            ReadNow::Ready(data) => Ok(data),
+            ReadNow::Pending(p) => p.finish().await,
+        }
+    }
+
+    /// Schedule a read without waiting: [`ReadNow::Ready`] when every byte of it is already in
+    /// memory (cached, or received by a fetch in flight), so the caller can answer on the spot;
+    /// otherwise a [`PendingRead`] to await. Issues read-ahead either way, so it must run
+    /// within a tokio runtime context.
+    pub fn read_now(&self, offset: u64, len: usize) -> ReadNow {
         let size = self.fetcher.id().size();
         let end = offset.saturating_add(u64::try_from(len).unwrap_or(u64::MAX)).min(size);
         if offset >= end {
-            return Ok(Bytes::new());
+            return ReadNow::Ready(Bytes::new());
         }
-        let sources = self.schedule(offset, end);
         let bs = self.fetcher.block_size();
-        let pieces = futures::future::try_join_all(sources.into_iter().map(|(b, src)| {
-            let start = b * bs;
-            let (lo, hi) = (offset.max(start) - start, end.min(start + bs) - start);
-            self.fetcher.resolve(b, src, lo, hi)
-        }))
-        .await?;
-        Ok(concat(pieces))
+        let parts: Vec<_> = self
+            .schedule(offset, end)
+            .into_iter()
+            .map(|(b, src)| {
+                let start = b * bs;
+                (b, src, offset.max(start) - start, end.min(start + bs) - start)
+            })
+            .collect();
+        let ready: Option<Vec<Bytes>> = parts
+            .iter()
+            .map(|(b, src, lo, hi)| self.fetcher.try_resolve(*b, src, *lo, *hi))
+            .collect();
+        match ready {
+            Some(pieces) => ReadNow::Ready(concat(pieces)),
+            None => ReadNow::Pending(PendingRead {
+                fetcher: self.fetcher.clone(),
+                parts,
+            }),
+        }
     }
 
     /// Consult the policy, cancel read-ahead of a replaced stream, issue GETs, and return a
@@ -163,6 +185,38 @@ impl ObjectReader {
         tasks.retain(|t| !t.is_finished());
         tasks.extend(spawned);
         sources
+    }
+}
+
+/// The outcome of [`ObjectReader::read_now`].
+#[derive(Debug)]
+pub enum ReadNow {
+    /// All bytes were in memory.
+    Ready(Bytes),
+    /// Some bytes are still to arrive.
+    Pending(PendingRead),
+}
+
+/// A scheduled read waiting for blocks in flight. Dropping it cancels nothing another read
+/// waits for (see `prefetch`).
+#[derive(Debug)]
+pub struct PendingRead {
+    fetcher: Arc<Fetcher>,
+    /// Block, its source, and the byte range of it the read needs.
+    parts: Vec<(u64, prefetch::BlockSource, u64, u64)>,
+}
+
+impl PendingRead {
+    /// The bytes, once every block has them.
+    pub async fn finish(self) -> Result<Bytes, ReadError> {
+        let fetcher = &self.fetcher;
+        let pieces = futures::future::try_join_all(
+            self.parts
+                .into_iter()
+                .map(|(b, src, lo, hi)| fetcher.resolve(b, src, lo, hi)),
+        )
+        .await?;
+        Ok(concat(pieces))
     }
 }
 

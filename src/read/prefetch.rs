@@ -266,6 +266,28 @@ impl Fetcher {
         Ok(data.slice(to_usize(lo)..to_usize(hi)))
     }
 
+    /// Bytes `[lo, hi)` of block `block` if `source` already holds them; `None` when they are
+    /// still to come or something is wrong (then [`Fetcher::resolve`] waits or reports it).
+    pub(super) fn try_resolve(&self, block: u64, source: &BlockSource, lo: u64, hi: u64) -> Option<Bytes> {
+        let data = match source {
+            BlockSource::Ready(data) => data.clone(),
+            BlockSource::Pending { rx, start } => {
+                let idx = to_usize(block - start / self.block_size);
+                match self.found(&rx.borrow(), idx, lo, hi) {
+                    Found::Data(data) => data,
+                    Found::Failed(_) | Found::Refetch => return None,
+                }
+            }
+        };
+        if len_u64(&data) == hi - lo {
+            Some(data)
+        } else if len_u64(&data) == self.block_len(block) {
+            Some(data.slice(to_usize(lo)..to_usize(hi)))
+        } else {
+            None
+        }
+    }
+
     /// Bytes `[lo, hi)` of the fetch's block `idx` if `p` has them, else why not.
     fn found(&self, p: &Progress, idx: usize, lo: u64, hi: u64) -> Found {
         if let Some(block) = p.blocks.get(idx) {
