@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use tracing::{debug, warn};
 
 use super::handles::{Handle, WriteState};
@@ -128,14 +129,20 @@ impl Filesystem {
 
     /// Write `data` at `offset` through handle `fh`.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        self.write_bytes(fh, offset, Bytes::copy_from_slice(data)).await
+    }
+
+    /// [`Filesystem::write`] of bytes the caller already owns (no copy).
+    pub async fn write_bytes(&self, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
         let w = self.write_state(fh)?;
         let mut s = w.session.lock().await;
-        s.write(offset, data).await?;
+        let len = data.len();
+        s.write_bytes(offset, data).await?;
         w.needs_commit.store(true, Ordering::Release);
         let stat = Stat::local(s.size(), SystemTime::now(), None);
         drop(s);
         self.inodes.set_stat(w.ino, stat);
-        u32::try_from(data.len()).map_err(|_| Error::new(libc::EINVAL, "write larger than 4 GiB"))
+        u32::try_from(len).map_err(|_| Error::new(libc::EINVAL, "write larger than 4 GiB"))
     }
 
     /// Commit the file behind `fh` if anything changed (called on every `close()`).

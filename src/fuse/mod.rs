@@ -303,12 +303,12 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         // The request buffer is reused by fuser once we return: copy before going async.
-        let data = data.to_vec();
+        let data = bytes::Bytes::copy_from_slice(data);
         self.d.run(
             "write",
             req.unique().0,
             reply,
-            move |fs| async move { fs.write(fh.0, offset, &data).await },
+            move |fs| async move { fs.write_bytes(fh.0, offset, data).await },
             |r, n| r.written(n),
         );
     }

@@ -172,6 +172,11 @@ impl WriteSession {
     /// full. Fails if an earlier background upload failed, with
     /// [`UploadError::StagingFull`] if staging has no room, or [`UploadError::TooLarge`].
     pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), UploadError> {
+        self.write_bytes(offset, Bytes::copy_from_slice(data)).await
+    }
+
+    /// [`WriteSession::write`] of bytes the caller already owns (no copy).
+    pub async fn write_bytes(&mut self, offset: u64, data: Bytes) -> Result<(), UploadError> {
         self.check_usable()?;
         self.reap();
         if let Some(e) = &self.failed {
@@ -207,7 +212,6 @@ impl WriteSession {
         let touched = (pieces[0].0, pieces[pieces.len() - 1].0);
         self.reserve_staging(needed, touched).await?;
 
-        let data = Bytes::copy_from_slice(data);
         let mut consumed = 0;
         for (idx, rel_start, rel_end, data_off) in pieces {
             let slice = data.slice(data_off..data_off + to_usize(rel_end - rel_start)?);
