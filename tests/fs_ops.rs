@@ -14,6 +14,7 @@ use byosfs::fs::{DirEntry, DirReplier, Filesystem, FsConfig};
 use byosfs::namespace::ROOT_INO;
 use byosfs::tenant::{TenantSpec, TenantTable};
 use byosfs::upload::{UploadConfig, Uploader};
+use bytes::Bytes;
 
 struct Collect {
     entries: Vec<DirEntry>,
@@ -406,4 +407,42 @@ async fn setattr_mtime_persists_for_open_and_closed_files() {
     let x = ino(&g.fs, "frozen/x").await;
     let err = g.fs.setattr(x, None, None, Some(t_open)).await.unwrap_err();
     assert_eq!(err.errno(), libc::EROFS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_l_of_a_listed_directory_heads_ahead_and_never_lists_per_entry() {
+    let bucket = Arc::new(InMemoryBackend::new());
+    for i in 0..300 {
+        bucket.insert(&format!("acme/big/f{i:04}"), Bytes::from_static(b"x"));
+    }
+    let f = fixture_over(bucket);
+    let dir = ino(&f.fs, "acme/big").await;
+    assert_eq!(list(&f.fs, dir, true).await.len(), 300);
+    // `ls -l` stats the entries one by one, long after the listing (past the metadata TTL).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.bucket.reset_counts();
+    f.fs.lookup(dir, OsStr::new("f0000")).await.unwrap();
+    // The first lookup started HEADs of the next siblings in the background.
+    for _ in 0..200 {
+        if f.bucket.count(Op::Head) >= 21 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = f.bucket.count(Op::Head);
+    assert!(before >= 21, "stat-ahead issued only {before} HEADs");
+    f.fs.lookup(dir, OsStr::new("f0020")).await.unwrap();
+    assert_eq!(
+        f.bucket.count(Op::Head),
+        before,
+        "f0020 was resolved ahead of its lookup"
+    );
+    for i in 21..300 {
+        f.fs.lookup(dir, OsStr::new(&format!("f{i:04}"))).await.unwrap();
+    }
+    // No listing per entry (quadratic on servers that scan to list), and each file HEADed
+    // about once (a lookup may race the stat-ahead of its own entry).
+    assert_eq!(f.bucket.count(Op::List), 0);
+    let heads = f.bucket.count(Op::Head);
+    assert!((300..=400).contains(&heads), "{heads} HEADs for 300 files");
 }

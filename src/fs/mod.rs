@@ -68,25 +68,44 @@ impl Default for FsConfig {
 #[derive(Debug)]
 pub struct Filesystem {
     tenants: TenantTable,
-    inodes: InodeTable,
+    // Shared with stat-ahead tasks, which outlive the lookup that started them.
+    inodes: Arc<InodeTable>,
     handles: HandleTable,
     cache: Arc<BlockCache>,
     uploader: Arc<Uploader>,
     /// Inode → shared write state of the files open for writing. Lock held only for map access.
     writers: Mutex<HashMap<u64, Arc<WriteState>>>,
+    stat_ahead: Arc<StatAhead>,
     config: FsConfig,
 }
+
+/// HEADs of listed files issued ahead of `ls -l`'s lookups (see [`Filesystem::stat_ahead`]).
+#[derive(Debug)]
+struct StatAhead {
+    /// (parent inode, name) being fetched, so a sibling is never HEADed twice at once.
+    inflight: Mutex<std::collections::HashSet<(u64, String)>>,
+    limit: Arc<tokio::sync::Semaphore>,
+}
+
+/// Siblings stat-ahead keeps resolved beyond the entry being looked up.
+const STAT_AHEAD_WINDOW: usize = 64;
+/// HEADs in flight for stat-ahead, per mount.
+const STAT_AHEAD_CONCURRENCY: usize = 16;
 
 impl Filesystem {
     /// Build a filesystem over `tenants`.
     pub fn new(tenants: TenantTable, cache: Arc<BlockCache>, uploader: Arc<Uploader>, config: FsConfig) -> Self {
         Self {
             tenants,
-            inodes: InodeTable::new(),
+            inodes: Arc::new(InodeTable::new()),
             handles: HandleTable::default(),
             cache,
             uploader,
             writers: Mutex::new(HashMap::new()),
+            stat_ahead: Arc::new(StatAhead {
+                inflight: Mutex::new(std::collections::HashSet::new()),
+                limit: Arc::new(tokio::sync::Semaphore::new(STAT_AHEAD_CONCURRENCY)),
+            }),
             config,
         }
     }
@@ -182,10 +201,14 @@ impl Filesystem {
                         .upsert_child(parent.ino, name, child.tenant, child.kind, child.stat.clone(), 1)?;
                 return Ok(self.entry(&inode));
             }
-            if child.kind == Kind::File && child.validated.elapsed() < self.config.metadata_ttl {
-                // Just listed as a file: only the stored mtime is missing, and a HEAD has it
-                // (no need for `resolve`'s listing too). Anything odd: resolve as usual.
+            if child.kind == Kind::File {
+                // Known as a file (listed, or looked up before): a HEAD says whether it still is
+                // and has the stored mtime; `resolve`'s listing is only needed when it is gone.
+                // Not bounded by the metadata TTL: `ls -l` of a large directory reaches its
+                // last entries long after the listing, and a LIST per entry is quadratic on
+                // servers that scan the bucket to list. Anything odd: resolve as usual.
                 let tenant = self.tenant_of(&parent)?;
+                self.stat_ahead(&parent, name, tenant);
                 if let Ok(meta) = tenant.backend.head(&child_key(&parent.key, name)).await {
                     let inode =
                         self.inodes
@@ -210,6 +233,40 @@ impl Filesystem {
             .inodes
             .upsert_child(parent.ino, name, Some(tenant.id), kind, stat, 1)?;
         Ok(self.entry(&inode))
+    }
+
+    /// `ls -l` of a listed directory looks its entries up one by one, and each needs a HEAD
+    /// for its stored mtime: a round trip per file, in series. When such a lookup happens,
+    /// HEAD the next few siblings still missing their mtime in the background (a bounded
+    /// number at once), so the lookups that follow find them resolved. Started only by
+    /// lookups, never by a listing alone: a plain `ls` costs no HEADs.
+    fn stat_ahead(&self, parent: &Inode, name: &str, tenant: &Arc<Tenant>) {
+        let names = self
+            .inodes
+            .files_missing_mtime_after(parent.ino, name, STAT_AHEAD_WINDOW);
+        let mut inflight = self.stat_ahead.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        for sibling in names {
+            if !inflight.insert((parent.ino, sibling.clone())) {
+                continue;
+            }
+            let (inodes, ahead, tenant) = (self.inodes.clone(), self.stat_ahead.clone(), tenant.clone());
+            let (parent_ino, key) = (parent.ino, child_key(&parent.key, &sibling));
+            tokio::spawn(async move {
+                let permit = ahead.limit.clone().acquire_owned().await;
+                if permit.is_ok() {
+                    // A failure is not an error here: the lookup, if it comes, asks again.
+                    if let Ok(meta) = tenant.backend.head(&key).await {
+                        let _ =
+                            inodes.upsert_child(parent_ino, &sibling, Some(tenant.id), Kind::File, stat_of(&meta), 0);
+                    }
+                }
+                ahead
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(parent_ino, sibling));
+            });
+        }
     }
 
     /// Ask the backend what `key` is: a directory (objects below `key/`, or a `key/`

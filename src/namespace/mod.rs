@@ -11,7 +11,7 @@
 
 pub mod name;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
@@ -142,7 +142,8 @@ struct Node {
 #[derive(Debug)]
 struct Table {
     nodes: HashMap<u64, Node>,
-    children: HashMap<(u64, String), u64>,
+    /// Ordered so the siblings after a name can be walked (stat-ahead), in key order.
+    children: BTreeMap<(u64, String), u64>,
     next: u64,
 }
 
@@ -187,7 +188,7 @@ impl InodeTable {
         Self {
             table: Mutex::new(Table {
                 nodes,
-                children: HashMap::new(),
+                children: BTreeMap::new(),
                 next: ROOT_INO + 1,
             }),
         }
@@ -203,6 +204,24 @@ impl InodeTable {
     pub fn get(&self, ino: u64) -> Result<Inode, InodeError> {
         let t = self.lock();
         snapshot(&t, ino).ok_or(InodeError::Unknown(ino))
+    }
+
+    /// Up to `n` names of files in `parent` after `after` (in key order) whose stored mtime is
+    /// not known yet: the entries `ls -l` will stat next.
+    pub fn files_missing_mtime_after(&self, parent: u64, after: &str, n: usize) -> Vec<String> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let t = self.lock();
+        t.children
+            .range((Excluded((parent, after.to_owned())), Unbounded))
+            .take_while(|((p, _), _)| *p == parent)
+            .filter(|(_, ino)| {
+                t.nodes
+                    .get(ino)
+                    .is_some_and(|node| node.kind == Kind::File && !node.stat.mtime_known && node.open == 0)
+            })
+            .take(n)
+            .map(|((_, name), _)| name.clone())
+            .collect()
     }
 
     /// The inode currently linked as `name` in `parent`, if the table knows one.
