@@ -35,7 +35,7 @@ MIB=$((1 << 20))
 # LIMIT bounds each metadata or media operation (ls, cp, ffprobe, one seek); a peer that runs
 # into it is shown as ">LIMIT" instead of holding up the whole run.
 if [ "$QUICK" = 1 ]; then
-  BIG_MIB=64; WRITE_MIB=64; NFILES=200; NLIST=300; MP4_SECS=20; FIO_SECS=1; LIMIT=6; IL_SECS=5
+  BIG_MIB=64; WRITE_MIB=64; NFILES=200; NLIST=300; MP4_SECS=20; FIO_SECS=1; LIMIT=6; IL_SECS=3
 else
   BIG_MIB=1024; WRITE_MIB=1024; NFILES=6400; NLIST=10000; MP4_SECS=200; FIO_SECS=5; LIMIT=120; IL_SECS=30
 fi
@@ -223,7 +223,7 @@ stop_pid() {
   local pid=$1 i
   for i in $(seq $(($2 * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill "$pid" 2>/dev/null || true
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for i in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }

@@ -206,14 +206,22 @@ impl Filesystem {
                 // and has the stored mtime; `resolve`'s listing is only needed when it is gone.
                 // Not bounded by the metadata TTL: `ls -l` of a large directory reaches its
                 // last entries long after the listing, and a LIST per entry is quadratic on
-                // servers that scan the bucket to list. Anything odd: resolve as usual.
+                // servers that scan the bucket to list. An endpoint that is down or hung is
+                // reported at once (asking it twice more would double the wait); anything else
+                // odd (gone, maybe now a directory): resolve as usual.
                 let tenant = self.tenant_of(&parent)?;
                 self.stat_ahead(&parent, name, tenant);
-                if let Ok(meta) = tenant.backend.head(&child_key(&parent.key, name)).await {
-                    let inode =
-                        self.inodes
-                            .upsert_child(parent.ino, name, child.tenant, Kind::File, stat_of(&meta), 1)?;
-                    return Ok(self.entry(&inode));
+                match tenant.backend.head(&child_key(&parent.key, name)).await {
+                    Ok(meta) => {
+                        let inode =
+                            self.inodes
+                                .upsert_child(parent.ino, name, child.tenant, Kind::File, stat_of(&meta), 1)?;
+                        return Ok(self.entry(&inode));
+                    }
+                    Err(e) if matches!(e.kind(), BackendErrorKind::Timeout | BackendErrorKind::Unreachable) => {
+                        return Err(e.into());
+                    }
+                    Err(_) => {}
                 }
             }
         }
