@@ -424,8 +424,13 @@ impl S3Backend {
         format!("{}/{}", self.bucket, encode_copy_key(src))
     }
 
-    /// One GET attempt including the body read. `Ok(None)` = range not satisfiable.
-    async fn get_once(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Option<Bytes>> {
+    /// Send a ranged GET, up to the response headers. `Ok(None)` = range not satisfiable.
+    async fn open_get(
+        &self,
+        key: &str,
+        range: ByteRange,
+        if_match: Option<&ETag>,
+    ) -> BackendResult<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>> {
         let res = self
             .client
             .get_object()
@@ -435,10 +440,17 @@ impl S3Backend {
             .set_if_match(if_match.map(|e| e.as_str().to_owned()))
             .send()
             .await;
-        let out = match res {
-            Ok(o) => o,
-            Err(e) if is_invalid_range(&e) => return Ok(None),
-            Err(e) => return Err(classify("get", key, e)),
+        match res {
+            Ok(o) => Ok(Some(o)),
+            Err(e) if is_invalid_range(&e) => Ok(None),
+            Err(e) => Err(classify("get", key, e)),
+        }
+    }
+
+    /// One GET attempt including the body read. `Ok(None)` = range not satisfiable.
+    async fn get_once(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Option<Bytes>> {
+        let Some(out) = self.open_get(key, range, if_match).await? else {
+            return Ok(None);
         };
         let expected = out.content_length().and_then(|n| u64::try_from(n).ok());
         let body = match tokio::time::timeout(self.request_timeout, out.body.collect()).await {
@@ -568,19 +580,8 @@ impl Backend for S3Backend {
             let data = self.get_range(key, range, if_match).await?;
             return Ok(Box::pin(futures::stream::once(async move { Ok(data) })));
         }
-        let res = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(range_header(range))
-            .set_if_match(if_match.map(|e| e.as_str().to_owned()))
-            .send()
-            .await;
-        let out = match res {
-            Ok(o) => o,
-            Err(e) if is_invalid_range(&e) => return Ok(Box::pin(futures::stream::empty())),
-            Err(e) => return Err(classify("get", key, e)),
+        let Some(out) = self.open_get(key, range, if_match).await? else {
+            return Ok(Box::pin(futures::stream::empty()));
         };
         let body = BodyReader {
             expected: out.content_length().and_then(|n| u64::try_from(n).ok()),
