@@ -443,6 +443,7 @@ impl Fetcher {
                     });
                     continue;
                 }
+                let mut complete = Bytes::new();
                 fetch.tx.send_modify(|p| {
                     let data = if whole && p.partial.is_empty() {
                         head
@@ -455,10 +456,13 @@ impl Fetcher {
                         }
                         buf.freeze()
                     };
-                    self.cache.insert(&self.id, block, data.clone());
+                    complete = data.clone();
                     p.blocks.push(data);
                     p.partial_len = 0;
                 });
+                // Outside the channel's lock; the fetch is still in flight, so no other reader
+                // fetches this block meanwhile.
+                self.cache.insert(&self.id, block, complete);
                 block += 1;
                 block_len = self.block_len(block);
                 filled = 0;
