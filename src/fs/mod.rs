@@ -82,8 +82,9 @@ pub struct Filesystem {
 /// HEADs of listed files issued ahead of `ls -l`'s lookups (see [`Filesystem::stat_ahead`]).
 #[derive(Debug)]
 struct StatAhead {
-    /// (parent inode, name) being fetched, so a sibling is never HEADed twice at once.
-    inflight: Mutex<std::collections::HashSet<(u64, String)>>,
+    /// (parent inode, name) being fetched, and a channel that turns true when it is done, so a
+    /// lookup of that entry waits for it instead of sending a second HEAD.
+    inflight: Mutex<HashMap<(u64, String), tokio::sync::watch::Receiver<bool>>>,
     limit: Arc<tokio::sync::Semaphore>,
 }
 
@@ -103,7 +104,7 @@ impl Filesystem {
             uploader,
             writers: Mutex::new(HashMap::new()),
             stat_ahead: Arc::new(StatAhead {
-                inflight: Mutex::new(std::collections::HashSet::new()),
+                inflight: Mutex::new(HashMap::new()),
                 limit: Arc::new(tokio::sync::Semaphore::new(STAT_AHEAD_CONCURRENCY)),
             }),
             config,
@@ -211,6 +212,9 @@ impl Filesystem {
                 // odd (gone, maybe now a directory): resolve as usual.
                 let tenant = self.tenant_of(&parent)?;
                 self.stat_ahead(&parent, name, tenant);
+                if let Some(inode) = self.stat_ahead_result(&parent, name).await? {
+                    return Ok(self.entry(&inode));
+                }
                 match tenant.backend.head(&child_key(&parent.key, name)).await {
                     Ok(meta) => {
                         let inode =
@@ -254,9 +258,12 @@ impl Filesystem {
             .files_missing_mtime_after(parent.ino, name, STAT_AHEAD_WINDOW);
         let mut inflight = self.stat_ahead.inflight.lock().unwrap_or_else(|e| e.into_inner());
         for sibling in names {
-            if !inflight.insert((parent.ino, sibling.clone())) {
+            let slot = (parent.ino, sibling.clone());
+            if inflight.contains_key(&slot) {
                 continue;
             }
+            let (done, rx) = tokio::sync::watch::channel(false);
+            inflight.insert(slot, rx);
             let (inodes, ahead, tenant) = (self.inodes.clone(), self.stat_ahead.clone(), tenant.clone());
             let (parent_ino, key) = (parent.ino, child_key(&parent.key, &sibling));
             tokio::spawn(async move {
@@ -273,7 +280,31 @@ impl Filesystem {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&(parent_ino, sibling));
+                done.send_replace(true);
             });
+        }
+    }
+
+    /// If a stat-ahead HEAD of `name` is in flight, wait for it and return the entry it
+    /// resolved (with one kernel reference added); `None` when there was none or it failed.
+    async fn stat_ahead_result(&self, parent: &Inode, name: &str) -> Result<Option<Inode>> {
+        let rx = {
+            let inflight = self.stat_ahead.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            inflight.get(&(parent.ino, name.to_owned())).cloned()
+        };
+        let Some(mut rx) = rx else { return Ok(None) };
+        // An error means the task is gone without a result: fall back to our own HEAD.
+        let _ = rx.wait_for(|done| *done).await;
+        match self.inodes.child(parent.ino, name) {
+            Some(c) if c.kind == Kind::File && self.fresh(&c) => Ok(Some(self.inodes.upsert_child(
+                parent.ino,
+                name,
+                c.tenant,
+                Kind::File,
+                c.stat.clone(),
+                1,
+            )?)),
+            _ => Ok(None),
         }
     }
 
