@@ -251,7 +251,10 @@ export DATA BUCKET
 run_direct() {
   local r=$1 v
   drop_caches
+  # The server's own CPU per GiB it serves: the cost every row shares on these 2 cores.
+  local s0; s0=$($H cpu "$SERVER_PID")
   v=$(direct get --key big.bin | field mbps); record direct seq_cold "$r" "$v"
+  record direct srv_cpu_gib "$r" "$(echo "($($H cpu "$SERVER_PID") - $s0) / ($BIG_MIB / 1024)" | bc -l)"
   # No "warm" direct row: direct access has no cache; every GET is served by the server.
   # About FIO_SECS of requests each at this server's speed (fio is time-based).
   local n4k=$((FIO_SECS * 500)) n256=$((FIO_SECS * 100)) n1m=$((FIO_SECS * 50))

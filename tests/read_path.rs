@@ -14,8 +14,8 @@ use tokio::sync::watch;
 
 use byosfs::backend::memory::{InMemoryBackend, Op};
 use byosfs::backend::{
-    Backend, BackendResult, BodyStream, ByteRange, CompletedPart, ETag, ListPage, ListParams, MultipartUploadInfo,
-    ObjectMeta, PutOptions, PutResult, UploadId,
+    one_piece, Backend, BackendResult, BodyStream, ByteRange, CompletedPart, ETag, ListPage, ListParams,
+    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
 };
 use byosfs::cache::{BlockCache, ObjectId};
 use byosfs::read::{ObjectReader, ReadConfig, ReadError};
@@ -98,8 +98,7 @@ impl Backend for Recorder {
         if_match: Option<&ETag>,
     ) -> BackendResult<BodyStream> {
         let Some(head) = *self.trickle.lock().unwrap() else {
-            let data = self.get_range(key, range, if_match).await?;
-            return Ok(Box::pin(stream::once(async move { Ok(data) })));
+            return Ok(one_piece(self.get_range(key, range, if_match).await?));
         };
         self.gets.lock().unwrap().push((key.to_owned(), range));
         let data = self.inner.get_range(key, range, if_match).await?;

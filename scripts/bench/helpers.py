@@ -126,6 +126,7 @@ ROWS = [
     ("cp_tree", "s", False), ("ls_l", "s", False),
     ("ffprobe", "s", False), ("seek_frame", "s", False), ("ttfb_seek", "ms", False),
     ("peak_rss", "MiB", False), ("cpu_per_gib", "s/GiB", False),
+    ("srv_cpu_gib", "s/GiB", False),
 ]
 CAPPED = ("seq_cold", "interleave", "seq_write")
 HIGHER_IS_BETTER = {m for m, _, hib in ROWS if hib}

@@ -261,6 +261,11 @@ pub const MAX_PARTS: u32 = 10_000;
 /// A GET body arriving in pieces, in order (see [`Backend::get_range_stream`]).
 pub type BodyStream = futures::stream::BoxStream<'static, BackendResult<Bytes>>;
 
+/// A body that is already all here, as one piece.
+pub fn one_piece(data: Bytes) -> BodyStream {
+    Box::pin(futures::stream::once(async move { Ok(data) }))
+}
+
 /// Object storage, as every tenant sees it.
 ///
 /// Object-safe so tenants can mix backends behind `Arc<dyn Backend>`. All methods are
@@ -292,8 +297,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
         range: ByteRange,
         if_match: Option<&ETag>,
     ) -> BackendResult<BodyStream> {
-        let data = self.get_range(key, range, if_match).await?;
-        Ok(Box::pin(futures::stream::once(async move { Ok(data) })))
+        Ok(one_piece(self.get_range(key, range, if_match).await?))
     }
 
     /// One page of keys under `params.prefix`, in key order.

@@ -216,7 +216,7 @@ struct ResumingBody {
     range: ByteRange,
     received: u64,
     body: BodyStream,
-    resumes_left: u32,
+    /// Resumptions so far; each counts as one attempt of the retry budget.
     resumed: u32,
     config: RetryConfig,
     retries: Arc<AtomicU64>,
@@ -246,12 +246,11 @@ impl ResumingBody {
     async fn reopen(&mut self, mut err: BackendError) -> BackendResult<()> {
         let rest = ByteRange::new(self.range.start + self.received, self.range.end);
         loop {
-            if self.resumes_left == 0 {
+            if self.resumed + 1 >= self.config.max_attempts {
                 self.exhausted.fetch_add(1, Ordering::Relaxed);
                 warn!(key = self.key, received = self.received, error = %err, "giving up resuming GET body");
                 return Err(err);
             }
-            self.resumes_left -= 1;
             self.resumed += 1;
             self.retries.fetch_add(1, Ordering::Relaxed);
             // Half the cap: no jitter source here, and resumptions are rare and per-stream.
@@ -306,7 +305,6 @@ impl Backend for RetryBackend {
             range,
             received: 0,
             body,
-            resumes_left: self.config.max_attempts.saturating_sub(1),
             resumed: 0,
             config: self.config.clone(),
             retries: self.retries.clone(),

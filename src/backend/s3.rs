@@ -577,8 +577,7 @@ impl Backend for S3Backend {
         if_match: Option<&ETag>,
     ) -> BackendResult<BodyStream> {
         if range.is_empty() {
-            let data = self.get_range(key, range, if_match).await?;
-            return Ok(Box::pin(futures::stream::once(async move { Ok(data) })));
+            return Ok(super::one_piece(self.get_range(key, range, if_match).await?));
         }
         let Some(out) = self.open_get(key, range, if_match).await? else {
             return Ok(Box::pin(futures::stream::empty()));

@@ -194,6 +194,8 @@ impl Filesystem {
         if !parent.kind.is_dir() {
             return Err(Error::expected(libc::ENOTDIR, "not a directory"));
         }
+        // If stat-ahead is fetching this entry, its answer is the one to use (no second HEAD).
+        self.wait_stat_ahead(parent.ino, name).await;
         let cached = self.inodes.child(parent.ino, name);
         if let Some(child) = &cached {
             if self.fresh(child) || self.writer(child.ino).is_some() {
@@ -212,9 +214,6 @@ impl Filesystem {
                 // odd (gone, maybe now a directory): resolve as usual.
                 let tenant = self.tenant_of(&parent)?;
                 self.stat_ahead(&parent, name, tenant);
-                if let Some(inode) = self.stat_ahead_result(&parent, name).await? {
-                    return Ok(self.entry(&inode));
-                }
                 match tenant.backend.head(&child_key(&parent.key, name)).await {
                     Ok(meta) => {
                         let inode =
@@ -285,26 +284,18 @@ impl Filesystem {
         }
     }
 
-    /// If a stat-ahead HEAD of `name` is in flight, wait for it and return the entry it
-    /// resolved (with one kernel reference added); `None` when there was none or it failed.
-    async fn stat_ahead_result(&self, parent: &Inode, name: &str) -> Result<Option<Inode>> {
+    /// Wait for the stat-ahead HEAD of `name` in `parent`, if one is in flight.
+    async fn wait_stat_ahead(&self, parent: u64, name: &str) {
         let rx = {
             let inflight = self.stat_ahead.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            inflight.get(&(parent.ino, name.to_owned())).cloned()
+            if inflight.is_empty() {
+                return;
+            }
+            inflight.get(&(parent, name.to_owned())).cloned()
         };
-        let Some(mut rx) = rx else { return Ok(None) };
-        // An error means the task is gone without a result: fall back to our own HEAD.
-        let _ = rx.wait_for(|done| *done).await;
-        match self.inodes.child(parent.ino, name) {
-            Some(c) if c.kind == Kind::File && self.fresh(&c) => Ok(Some(self.inodes.upsert_child(
-                parent.ino,
-                name,
-                c.tenant,
-                Kind::File,
-                c.stat.clone(),
-                1,
-            )?)),
-            _ => Ok(None),
+        if let Some(mut rx) = rx {
+            // An error means the task ended without a result: the lookup HEADs itself.
+            let _ = rx.wait_for(|done| *done).await;
         }
     }
 
@@ -411,12 +402,12 @@ impl Filesystem {
                 crate::read::ReadNow::Ready(data) => ReadNow::Done(Ok(data)),
                 crate::read::ReadNow::Pending(p) => ReadNow::Wait(Box::pin(async move { Ok(p.finish().await?) })),
             },
-            Handle::Write(..) => ReadNow::Wait(Box::pin(async move {
-                let Handle::Write(w, _) = &*h else {
-                    return Err(Error::new(libc::EBADF, "handle changed kind"));
-                };
-                Ok(w.session.lock().await.read(offset, len).await?)
-            })),
+            Handle::Write(w, _) => {
+                let w = w.clone();
+                ReadNow::Wait(Box::pin(
+                    async move { Ok(w.session.lock().await.read(offset, len).await?) },
+                ))
+            }
             Handle::Dir(_) => ReadNow::Done(Err(Error::new(libc::EISDIR, "read on a directory handle"))),
         }
     }
