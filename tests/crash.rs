@@ -2,8 +2,8 @@
 //!
 //! - SIGKILL during a large write: no partial object, the next mount aborts our orphaned
 //!   multipart upload (and only ours), fsync-acknowledged data is intact.
-//! - A full staging disk (a small tmpfs) gives the writer `ENOSPC` and loses nothing
-//!   acknowledged.
+//! - A full staging disk (a small tmpfs): a sequential writer streams through it; a writer
+//!   that completes no part gets `ENOSPC`; nothing acknowledged is lost.
 //! - SIGTERM while a file is being written: the close completes and the object is whole; with
 //!   a too short grace period the unfinished file is reported and nothing partial appears.
 
@@ -13,6 +13,7 @@ mod common;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -315,6 +316,8 @@ fn full_staging_disk_gives_enospc_and_keeps_acknowledged_data() {
     let filler_len = 52 * MIB;
     std::fs::write(&filler, vec![1u8; filler_len]).unwrap();
 
+    // A sequential writer streams through: each part is staged, uploaded, and its local
+    // copy dropped when the disk has no room for the next one.
     let data = pattern(64 * MIB, 2);
     let mut f = OpenOptions::new()
         .create(true)
@@ -324,31 +327,41 @@ fn full_staging_disk_gives_enospc_and_keeps_acknowledged_data() {
         .unwrap();
     f.write_all(&data[..2 * MIB]).unwrap();
     f.sync_all().unwrap();
-    let mut acked = 2 * MIB;
+    for chunk in data[2 * MIB..].chunks(256 * 1024) {
+        f.write_all(chunk)
+            .expect("a sequential writer needs room for about one part");
+    }
+    drop(f);
+    assert_eq!(sha256(&get(&server, "acme/second.bin").unwrap()), sha256(&data));
+
+    // A writer going backwards completes no part, so nothing can be uploaded and dropped:
+    // once the disk is full it gets ENOSPC, and what it was told was written is kept.
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(m.path().join("acme/backwards.bin"))
+        .unwrap();
+    let chunk = 256 * 1024;
+    let mut reference = vec![0u8; data.len()];
     let mut err = None;
-    for chunk in data[acked..].chunks(256 * 1024) {
-        match f.write(chunk) {
-            Ok(n) => {
-                acked += n;
-                if n < chunk.len() {
-                    // A short write: the next one reports the error.
-                    continue;
-                }
-            }
+    for i in (0..data.len() / chunk).rev() {
+        let piece = &data[i * chunk..(i + 1) * chunk];
+        match f.write_at(piece, (i * chunk) as u64) {
+            Ok(n) => reference[i * chunk..i * chunk + n].copy_from_slice(&piece[..n]),
             Err(e) => {
                 err = Some(e);
                 break;
             }
         }
     }
-    let err = err.expect("writing 64 MiB into ~10 MiB of staging must fail");
+    let err = err.expect("64 MiB written backwards into ~12 MiB of staging must fail");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
-    assert!(acked < data.len());
     // Closing commits everything that was acknowledged.
     drop(f);
-    let obj = get(&server, "acme/second.bin").expect("committed");
-    assert_eq!(obj.len(), acked);
-    assert_eq!(sha256(&obj), sha256(&data[..acked]));
+    let obj = get(&server, "acme/backwards.bin").expect("committed");
+    assert_eq!(obj.len(), reference.len());
+    assert_eq!(sha256(&obj), sha256(&reference));
     assert_eq!(sha256(&get(&server, "acme/first.bin").unwrap()), sha256(&first));
 
     // With space back the mount writes again.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::budget::MemoryPermit;
 use super::session::{to_usize, Base, PartDone, Upload, WriteSession};
-use super::staging::{read_pieces_into, Piece};
+use super::staging::{read_pieces_into, Piece, Source};
 use super::UploadError;
 use crate::backend::{Backend, ByteRange, CompletedPart, ETag, PutOptions, PutResult};
 
@@ -305,9 +305,13 @@ impl WriteSession {
                     return Err(UploadError::Evicted { offset: s });
                 }
                 for (a, b) in p.local.overlapping(s - pr.start, e - pr.start) {
+                    let (src, file_offset) = match &p.mem {
+                        Some(f) => (Source::Memory(f.copy_range(a, b)), 0),
+                        None => (Source::File(self.staging.part_path(idx)), a),
+                    };
                     pieces.push(Piece {
-                        path: self.staging.part_path(idx),
-                        file_offset: a,
+                        src,
+                        file_offset,
                         buf_offset: to_usize(pr.start + a - start)?,
                         len: to_usize(b - a)?,
                     });

@@ -7,11 +7,14 @@
 //! tenants or FUSE.
 //!
 //! How a session works:
-//! - Every written byte goes to a sparse per-part staging file ([`staging`]), so any part
-//!   can be rebuilt later: writers may seek back, overwrite, leave holes or truncate.
-//! - A part whose bytes are all written and that the writer has moved past is read back
-//!   into a memory buffer (charged to the global budget; the writer waits when it is full)
-//!   and uploaded in the background, at most `max_concurrent_parts` per session.
+//! - Every written byte is kept locally until the commit, so any part can be rebuilt later:
+//!   writers may seek back, overwrite, leave holes or truncate. The part a writer is filling
+//!   is held in memory ([`fill`]) while memory allows; everything else lives in sparse
+//!   per-part staging files ([`staging`]).
+//! - A part whose bytes are all written and that the writer has moved past is uploaded in
+//!   the background, at most `max_concurrent_parts` per session: from its fill buffer (which
+//!   is also written to staging once, with `O_DIRECT`), or read back from staging into a
+//!   budgeted buffer (the writer waits when the memory budget is full).
 //! - A later write into an uploaded part makes it dirty; [`WriteSession::commit`] re-uploads
 //!   dirty parts, fills untouched ranges of an existing object with server-side part copies
 //!   (or ranged GETs when a part mixes old and new bytes), and completes the upload. Files of
@@ -29,6 +32,7 @@
 mod budget;
 mod commit;
 mod extents;
+mod fill;
 pub mod journal;
 pub mod parts;
 mod session;

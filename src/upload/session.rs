@@ -19,8 +19,9 @@ use bytes::Bytes;
 use tokio::task::{JoinError, JoinSet};
 
 use super::extents::Extents;
+use super::fill::Fill;
 use super::journal::{Journal, JournalRecord};
-use super::staging::{read_pieces_into, Piece, SessionStaging};
+use super::staging::{read_pieces_into, Piece, SessionStaging, Source};
 use super::{BaseObject, UploadError, Uploader};
 use crate::backend::{Backend, CompletedPart, ETag, PutOptions, UploadId};
 
@@ -44,8 +45,12 @@ pub(super) struct Uploaded {
 /// What the session knows about one part.
 #[derive(Debug, Default)]
 pub(super) struct Part {
-    /// Byte ranges (relative to the part) held in the part's staging file.
+    /// Byte ranges (relative to the part) held locally: in `mem` if that is set (then
+    /// `local` is exactly its range and the staging file holds nothing), else in the part's
+    /// staging file.
     pub(super) local: Extents,
+    /// The part's bytes while a writer fills it in memory.
+    pub(super) mem: Option<Fill>,
     /// Changes on every modification; compared with [`Uploaded::version`].
     pub(super) version: u64,
     pub(super) uploaded: Option<Uploaded>,
@@ -215,9 +220,15 @@ impl WriteSession {
         let mut consumed = 0;
         for (idx, rel_start, rel_end, data_off) in pieces {
             let slice = data.slice(data_off..data_off + to_usize(rel_end - rel_start)?);
-            if let Err(e) = self.write_staged(idx, rel_start, slice, touched).await {
-                self.staging.release(needed - consumed);
-                return Err(e);
+            if !self.write_in_memory(idx, rel_start, &slice) {
+                let staged = match self.spill(idx, touched).await {
+                    Ok(()) => self.write_staged(idx, rel_start, slice, touched).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = staged {
+                    self.staging.release(needed - consumed);
+                    return Err(e);
+                }
             }
             let version = self.bump_version();
             let part = self.parts.entry(idx).or_default();
@@ -290,8 +301,14 @@ impl WriteSession {
                 if let Some(p) = self.parts.get_mut(&cut) {
                     let freed = p.local.truncate(keep);
                     p.version = version;
+                    let in_memory = p.mem.as_mut().map(|f| f.truncate(keep));
+                    if in_memory == Some(false) {
+                        p.mem = None;
+                    }
                     if freed > 0 {
-                        self.staging.truncate(cut, keep).await?;
+                        if in_memory.is_none() {
+                            self.staging.truncate(cut, keep).await?;
+                        }
                         self.staging.release(freed);
                     }
                 }
@@ -365,6 +382,9 @@ impl WriteSession {
     /// Takes `&mut self` so a session shared behind a lock can be discarded in place.
     pub async fn abort(&mut self) {
         self.abort_upload().await;
+        for p in self.parts.values_mut() {
+            p.mem = None;
+        }
         self.staging.clear().await;
         self.dirty = false;
     }
@@ -411,18 +431,25 @@ impl WriteSession {
     /// Reserve staging space, dropping local copies of clean uploaded parts if needed and
     /// waiting for uploads in flight to make more parts clean.
     async fn reserve_staging(&mut self, needed: u64, touched: (u32, u32)) -> Result<(), UploadError> {
-        loop {
-            if needed == 0 || self.staging.reserve(needed) {
-                return Ok(());
+        while needed > 0 && !self.staging.reserve(needed) {
+            self.make_room(touched).await?;
+        }
+        Ok(())
+    }
+
+    /// Free staging space: drop the local copy of a clean uploaded part, or wait for a
+    /// request in flight to make one clean. [`UploadError::StagingFull`] when neither is
+    /// possible. Bounded: each call drops a part, finishes a request or gives up.
+    async fn make_room(&mut self, touched: (u32, u32)) -> Result<(), UploadError> {
+        if self.evict_one(touched).await? {
+            return Ok(());
+        }
+        match self.tasks.join_next().await {
+            Some(r) => {
+                self.on_done(r);
+                Ok(())
             }
-            if self.evict_one(touched).await? {
-                continue;
-            }
-            // Bounded: each round either finishes a request or gives up.
-            match self.tasks.join_next().await {
-                Some(r) => self.on_done(r),
-                None => return Err(UploadError::StagingFull),
-            }
+            None => Err(UploadError::StagingFull),
         }
     }
 
@@ -437,18 +464,48 @@ impl WriteSession {
     ) -> Result<(), UploadError> {
         loop {
             match self.staging.write(idx, offset, data.clone()).await {
-                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {}
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => self.make_room(touched).await?,
                 other => return other.map_err(UploadError::from),
             }
-            if self.evict_one(touched).await? {
-                continue;
-            }
-            // Bounded: each round either finishes a request or gives up.
-            match self.tasks.join_next().await {
-                Some(r) => self.on_done(r),
-                None => return Err(UploadError::StagingFull),
+        }
+    }
+
+    /// Put `data` into part `idx`'s fill buffer, starting one if the part holds nothing
+    /// locally yet. `false` if the bytes must go to staging instead: they do not continue
+    /// or overwrite the buffer, or its memory is not free now.
+    fn write_in_memory(&mut self, idx: u32, offset: u64, data: &[u8]) -> bool {
+        let budget = &self.uploader.memory;
+        match self.parts.get_mut(&idx) {
+            Some(p) if p.mem.is_some() => p.mem.as_mut().is_some_and(|f| f.try_write(budget, offset, data)),
+            Some(p) if !p.local.is_empty() || p.evicted => false,
+            _ => {
+                let part_len = self.uploader.layout.part_range(idx).len();
+                match Fill::start(budget, offset, part_len, data) {
+                    Some(f) => {
+                        self.parts.entry(idx).or_default().mem = Some(f);
+                        true
+                    }
+                    None => false,
+                }
             }
         }
+    }
+
+    /// Move part `idx`'s fill buffer (if any) to its staging file, so the part can take
+    /// writes the buffer cannot (holes, bytes before it). On failure the buffer stays.
+    async fn spill(&mut self, idx: u32, touched: (u32, u32)) -> Result<(), UploadError> {
+        let Some(fill) = self.parts.get_mut(&idx).and_then(|p| p.mem.take()) else {
+            return Ok(());
+        };
+        let (first, cap) = (fill.first(), fill.cap());
+        let (data, permit) = fill.seal();
+        let written = self.write_staged(idx, first, data.clone(), touched).await;
+        if written.is_err() {
+            if let Some(p) = self.parts.get_mut(&idx) {
+                p.mem = Some(Fill::unseal(data, permit, first, cap));
+            }
+        }
+        written
     }
 
     /// Drop the local copy of one clean uploaded part; `false` if there is none.
@@ -461,6 +518,7 @@ impl WriteSession {
                 **i != 0
                     && !(touched.0..=touched.1).contains(*i)
                     && !p.evicted
+                    && p.mem.is_none()
                     && !p.local.is_empty()
                     && self.is_clean(**i, p)
             })
@@ -495,11 +553,61 @@ impl WriteSession {
             if !ready {
                 continue;
             }
-            if let Err(e) = self.upload_staged_part(idx, full.len()).await {
+            let in_memory = self
+                .parts
+                .get(&idx)
+                .and_then(|p| p.mem.as_ref())
+                .is_some_and(|f| f.first() == 0 && f.end() == full.len());
+            let started = if in_memory {
+                self.upload_filled_part(idx, full.len()).await
+            } else {
+                self.upload_staged_part(idx, full.len()).await
+            };
+            if let Err(e) = started {
                 self.record_failure(e);
                 return;
             }
         }
+    }
+
+    /// Stage part `idx` from its full fill buffer and upload it from the same memory.
+    async fn upload_filled_part(&mut self, idx: u32, len: u64) -> Result<(), UploadError> {
+        let upload = self.ensure_upload().await?;
+        self.wait_for_slot().await;
+        if let Some(e) = &self.failed {
+            return Err(e.duplicate());
+        }
+        let Some(fill) = self.parts.get_mut(&idx).and_then(|p| p.mem.take()) else {
+            return Ok(());
+        };
+        let cap = fill.cap();
+        let (data, permit) = fill.seal();
+        // Staged before it is sent: once the buffer goes to the request, the staging file is
+        // the only copy a later rewrite or a retried commit can use.
+        let staged = loop {
+            match self.staging.write_whole(idx, data.clone()).await {
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                    if let Err(e) = self.make_room((idx, idx)).await {
+                        break Err(e);
+                    }
+                }
+                other => break other.map_err(UploadError::from),
+            }
+        };
+        let Some(part) = self.parts.get_mut(&idx) else {
+            return Ok(());
+        };
+        if let Err(e) = staged {
+            // Nothing is lost: the part stays in memory and the commit sends it from there.
+            tracing::debug!(key = %self.key, part = idx, error = %e, "could not stage a full part; it stays in memory");
+            part.mem = Some(Fill::unseal(data, permit, 0, cap));
+            return Ok(());
+        }
+        part.in_flight = true;
+        let version = part.version;
+        let job = super::commit::PartJob::Data(data);
+        self.spawn_part(&upload, idx, len, version, job, Some(permit.into_in_flight()));
+        Ok(())
     }
 
     /// Read part `idx` from staging into a budgeted buffer and upload it in the background.
@@ -512,7 +620,7 @@ impl WriteSession {
         let permit = self.uploader.memory.acquire(len).await;
         let n = to_usize(len)?;
         let pieces = vec![Piece {
-            path: self.staging.part_path(idx),
+            src: Source::File(self.staging.part_path(idx)),
             file_offset: 0,
             buf_offset: 0,
             len: n,
