@@ -1,5 +1,6 @@
-//! Per-session staging files: every written byte is also kept on local disk until the
-//! object is committed, so any part can be (re)built and re-uploaded.
+//! Per-session staging files: written bytes not held in a fill buffer (`fill.rs`) are kept
+//! on local disk until the object is committed, so any part can be (re)built and
+//! re-uploaded.
 //!
 //! One sparse file per part (`<session dir>/<index>`), created lazily in a per-session
 //! directory that is itself created on the first write. Files per part (rather than one file
