@@ -222,7 +222,7 @@ impl WriteSession {
             let slice = data.slice(data_off..data_off + to_usize(rel_end - rel_start)?);
             if !self.write_in_memory(idx, rel_start, &slice) {
                 let staged = match self.spill(idx, touched).await {
-                    Ok(()) => self.write_staged(idx, rel_start, slice, touched).await,
+                    Ok(()) => self.write_staged(idx, Some(rel_start), slice, touched).await,
                     Err(e) => Err(e),
                 };
                 if let Err(e) = staged {
@@ -453,17 +453,22 @@ impl WriteSession {
         }
     }
 
-    /// Write to a staging file; when the disk itself is full (not just our accounting), free
-    /// space as [`Self::reserve_staging`] does and retry.
+    /// Write `data` at `offset` of part `idx`'s staging file (`None`: the whole file is
+    /// `data`, see [`SessionStaging::write_whole`]); when the disk itself is full (not just
+    /// our accounting), free space as [`Self::reserve_staging`] does and retry.
     async fn write_staged(
         &mut self,
         idx: u32,
-        offset: u64,
+        offset: Option<u64>,
         data: Bytes,
         touched: (u32, u32),
     ) -> Result<(), UploadError> {
         loop {
-            match self.staging.write(idx, offset, data.clone()).await {
+            let written = match offset {
+                Some(at) => self.staging.write(idx, at, data.clone()).await,
+                None => self.staging.write_whole(idx, data.clone()).await,
+            };
+            match written {
                 Err(e) if e.kind() == std::io::ErrorKind::StorageFull => self.make_room(touched).await?,
                 other => return other.map_err(UploadError::from),
             }
@@ -499,7 +504,7 @@ impl WriteSession {
         };
         let (first, cap) = (fill.first(), fill.cap());
         let (data, permit) = fill.seal();
-        let written = self.write_staged(idx, first, data.clone(), touched).await;
+        let written = self.write_staged(idx, Some(first), data.clone(), touched).await;
         if written.is_err() {
             if let Some(p) = self.parts.get_mut(&idx) {
                 p.mem = Some(Fill::unseal(data, permit, first, cap));
@@ -584,16 +589,7 @@ impl WriteSession {
         let (data, permit) = fill.seal();
         // Staged before it is sent: once the buffer goes to the request, the staging file is
         // the only copy a later rewrite or a retried commit can use.
-        let staged = loop {
-            match self.staging.write_whole(idx, data.clone()).await {
-                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
-                    if let Err(e) = self.make_room((idx, idx)).await {
-                        break Err(e);
-                    }
-                }
-                other => break other.map_err(UploadError::from),
-            }
-        };
+        let staged = self.write_staged(idx, None, data.clone(), (idx, idx)).await;
         let Some(part) = self.parts.get_mut(&idx) else {
             return Ok(());
         };
