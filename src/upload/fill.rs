@@ -62,7 +62,8 @@ impl Fill {
     }
 
     /// One past the last byte held.
-    pub(super) fn end(&self) -> u64 {
+    #[cfg(test)]
+    fn end(&self) -> u64 {
         self.start + self.buf.len() as u64
     }
 

@@ -499,18 +499,33 @@ impl WriteSession {
     /// Move part `idx`'s fill buffer (if any) to its staging file, so the part can take
     /// writes the buffer cannot (holes, bytes before it). On failure the buffer stays.
     async fn spill(&mut self, idx: u32, touched: (u32, u32)) -> Result<(), UploadError> {
+        self.stage_fill(idx, touched).await.map(drop)
+    }
+
+    /// Write part `idx`'s fill buffer to its staging file and return its bytes and memory
+    /// (`None` if it has none). A buffer starting at the part's first byte is written as the
+    /// whole file (`O_DIRECT` where possible): by the invariant of [`Part::local`] the file
+    /// holds nothing else. On failure the buffer stays in place.
+    async fn stage_fill(
+        &mut self,
+        idx: u32,
+        touched: (u32, u32),
+    ) -> Result<Option<(Bytes, super::budget::MemoryPermit)>, UploadError> {
         let Some(fill) = self.parts.get_mut(&idx).and_then(|p| p.mem.take()) else {
-            return Ok(());
+            return Ok(None);
         };
         let (first, cap) = (fill.first(), fill.cap());
         let (data, permit) = fill.seal();
-        let written = self.write_staged(idx, Some(first), data.clone(), touched).await;
-        if written.is_err() {
-            if let Some(p) = self.parts.get_mut(&idx) {
-                p.mem = Some(Fill::unseal(data, permit, first, cap));
+        let at = (first > 0).then_some(first);
+        match self.write_staged(idx, at, data.clone(), touched).await {
+            Ok(()) => Ok(Some((data, permit))),
+            Err(e) => {
+                if let Some(p) = self.parts.get_mut(&idx) {
+                    p.mem = Some(Fill::unseal(data, permit, first, cap));
+                }
+                Err(e)
             }
         }
-        written
     }
 
     /// Drop the local copy of one clean uploaded part; `false` if there is none.
@@ -558,11 +573,8 @@ impl WriteSession {
             if !ready {
                 continue;
             }
-            let in_memory = self
-                .parts
-                .get(&idx)
-                .and_then(|p| p.mem.as_ref())
-                .is_some_and(|f| f.first() == 0 && f.end() == full.len());
+            // Ready means every byte is local, so a fill buffer holds the whole part.
+            let in_memory = self.parts.get(&idx).is_some_and(|p| p.mem.is_some());
             let started = if in_memory {
                 self.upload_filled_part(idx, full.len()).await
             } else {
@@ -582,23 +594,20 @@ impl WriteSession {
         if let Some(e) = &self.failed {
             return Err(e.duplicate());
         }
-        let Some(fill) = self.parts.get_mut(&idx).and_then(|p| p.mem.take()) else {
-            return Ok(());
-        };
-        let cap = fill.cap();
-        let (data, permit) = fill.seal();
         // Staged before it is sent: once the buffer goes to the request, the staging file is
         // the only copy a later rewrite or a retried commit can use.
-        let staged = self.write_staged(idx, None, data.clone(), (idx, idx)).await;
+        let (data, permit) = match self.stage_fill(idx, (idx, idx)).await {
+            Ok(Some(sealed)) => sealed,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                // Nothing is lost: the part stays in memory and the commit sends it from there.
+                tracing::debug!(key = %self.key, part = idx, error = %e, "could not stage a full part; it stays in memory");
+                return Ok(());
+            }
+        };
         let Some(part) = self.parts.get_mut(&idx) else {
             return Ok(());
         };
-        if let Err(e) = staged {
-            // Nothing is lost: the part stays in memory and the commit sends it from there.
-            tracing::debug!(key = %self.key, part = idx, error = %e, "could not stage a full part; it stays in memory");
-            part.mem = Some(Fill::unseal(data, permit, 0, cap));
-            return Ok(());
-        }
         part.in_flight = true;
         let version = part.version;
         let job = super::commit::PartJob::Data(data);
