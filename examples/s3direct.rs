@@ -40,6 +40,10 @@ struct Args {
     /// Bucket to use.
     #[arg(long, global = true, default_value = "bench")]
     bucket: String,
+    /// Send upload bodies as `UNSIGNED-PAYLOAD` (byosfs's `payload_signing = "never"`, and its
+    /// default over HTTPS) instead of hashing them into the signature.
+    #[arg(long, global = true)]
+    unsigned: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -159,7 +163,14 @@ async fn run(args: Args) -> anyhow::Result<String> {
             file,
             part,
             concurrency,
-        } => put(&c, b, &key, size, file.as_deref(), part, concurrency).await,
+        } => {
+            let how = PutHow {
+                part,
+                concurrency,
+                unsigned: args.unsigned,
+            };
+            put(&c, b, &key, size, file.as_deref(), how).await
+        }
         Cmd::Rand { key, bs, count } => {
             let size = object_size(&c, b, &key).await?;
             let blocks = (size / bs).max(1);
@@ -237,6 +248,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
             dir,
             concurrency,
         } => {
+            let unsigned = args.unsigned;
             let mut files = Vec::new();
             walk(&dir, &mut files)?;
             let t = Instant::now();
@@ -251,12 +263,12 @@ async fn run(args: Args) -> anyhow::Result<String> {
                 let permit = sem.clone().acquire_owned().await?;
                 set.spawn(async move {
                     let _permit = permit;
-                    c.put_object()
-                        .bucket(b)
-                        .key(key)
-                        .body(ByteStream::from(data))
-                        .send()
-                        .await?;
+                    let req = c.put_object().bucket(b).key(key).body(ByteStream::from(data));
+                    if unsigned {
+                        req.customize().disable_payload_signing().send().await?;
+                    } else {
+                        req.send().await?;
+                    }
                     anyhow::Ok(())
                 });
             }
@@ -284,15 +296,19 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn put(
-    c: &Client,
-    b: &str,
-    key: &str,
-    size: u64,
-    file: Option<&Path>,
+/// How a multipart upload is sent.
+struct PutHow {
     part: u64,
     concurrency: usize,
-) -> anyhow::Result<String> {
+    unsigned: bool,
+}
+
+async fn put(c: &Client, b: &str, key: &str, size: u64, file: Option<&Path>, how: PutHow) -> anyhow::Result<String> {
+    let PutHow {
+        part,
+        concurrency,
+        unsigned,
+    } = how;
     let data: Bytes = match file {
         Some(f) => Bytes::from(std::fs::read(f)?),
         // One part-sized pattern, reused for every part: generation must not be measured.
@@ -317,15 +333,18 @@ async fn put(
         let pn = i32::try_from(i + 1)?;
         set.spawn(async move {
             let _permit = permit;
-            let r = c
+            let req = c
                 .upload_part()
                 .bucket(b)
                 .key(key)
                 .upload_id(id)
                 .part_number(pn)
-                .body(ByteStream::from(body))
-                .send()
-                .await?;
+                .body(ByteStream::from(body));
+            let r = if unsigned {
+                req.customize().disable_payload_signing().send().await?
+            } else {
+                req.send().await?
+            };
             anyhow::Ok(
                 CompletedPart::builder()
                     .part_number(pn)

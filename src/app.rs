@@ -48,6 +48,7 @@ fn s3_config(c: &crate::config::S3Config) -> S3BackendConfig {
         request_timeout: c.request_timeout,
         // Retries happen in one place, `RetryBackend`; SDK retries would multiply with ours.
         max_attempts: 1,
+        sign_payload: c.payload_signing.signs(c.endpoint.as_deref()),
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use byosfs::cli::{Cli, Command};
-use byosfs::config::{BackendConfig, Config, ConfigError, ConfigIssue, Credentials, Provider};
+use byosfs::config::{BackendConfig, Config, ConfigError, ConfigIssue, Credentials, PayloadSigning, Provider};
 use clap::Parser;
 use test_case::test_case;
 
@@ -248,6 +248,7 @@ fn unknown_key_reports_its_line() {
 #[test_case("[cache]\nmetadata_ttl = 5\n", "cache.metadata_ttl"; "duration without unit")]
 #[test_case("[backends.x]\ntype = \"s4\"\n", "backends.x.type"; "unknown backend type")]
 #[test_case("[backends.x]\ntype = \"s3\"\nprovider = \"gcs\"\nbucket = \"b\"\n", "backends.x.provider"; "unknown provider")]
+#[test_case("[backends.x]\ntype = \"s3\"\npayload_signing = \"sometimes\"\nbucket = \"b\"\n", "backends.x.payload_signing"; "unknown payload signing")]
 #[test_case("tenants = 3\n", "tenants"; "scalar for array")]
 fn wrong_types(text: &str, field: &str) {
     let all = issues(text);
@@ -464,6 +465,33 @@ fn s3_of(config: &Config, name: &str) -> byosfs::config::S3Config {
         BackendConfig::S3(s3) => s3.clone(),
         other => panic!("expected s3, got {other:?}"),
     }
+}
+
+#[test]
+fn payload_signing_follows_the_transport_unless_set() {
+    let text = format!(
+        "{}{}{}\n[[tenants]]\nname = \"a\"\nbackend = \"aws\"\n[[tenants]]\nname = \"b\"\nbackend = \"lan\"\n\
+         [[tenants]]\nname = \"c\"\nbackend = \"lo\"\n",
+        s3_backend("aws", "region = \"eu-west-1\"\nbucket = \"b\""),
+        s3_backend("lan", "endpoint = \"HTTP://10.0.0.5:9000\"\nbucket = \"b\""),
+        s3_backend(
+            "lo",
+            "endpoint = \"http://127.0.0.1:9000\"\nbucket = \"b\"\npayload_signing = \"never\""
+        ),
+    );
+    let config = load(&text).unwrap();
+    let (aws, lan, lo) = (s3_of(&config, "aws"), s3_of(&config, "lan"), s3_of(&config, "lo"));
+    assert_eq!(
+        (aws.payload_signing, lan.payload_signing),
+        (PayloadSigning::Auto, PayloadSigning::Auto)
+    );
+    // AWS's endpoints are HTTPS: TLS covers the body; plain HTTP gets it signed.
+    assert!(!aws.payload_signing.signs(aws.endpoint.as_deref()));
+    assert!(lan.payload_signing.signs(lan.endpoint.as_deref()));
+    assert!(!PayloadSigning::Auto.signs(Some("https://s3.example.com")));
+    assert_eq!(lo.payload_signing, PayloadSigning::Never);
+    assert!(!lo.payload_signing.signs(lo.endpoint.as_deref()));
+    assert!(PayloadSigning::Always.signs(Some("https://s3.example.com")));
 }
 
 #[test]

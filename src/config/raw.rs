@@ -109,6 +109,7 @@ pub(crate) struct RawBackend {
     pub(crate) request_timeout: Option<DurationValue>,
     pub(crate) connect_timeout: Option<DurationValue>,
     pub(crate) max_attempts: Option<Spanned<u32>>,
+    pub(crate) payload_signing: Option<super::PayloadSigning>,
     // local
     pub(crate) root: Option<Spanned<PathBuf>>,
 }
@@ -129,6 +130,7 @@ impl RawBackend {
             ("request_timeout", self.request_timeout.is_some()),
             ("connect_timeout", self.connect_timeout.is_some()),
             ("max_attempts", self.max_attempts.is_some()),
+            ("payload_signing", self.payload_signing.is_some()),
         ];
         flags
             .into_iter()

@@ -423,6 +423,7 @@ impl Validator<'_> {
             request_timeout,
             connect_timeout,
             max_attempts: self.range(raw.max_attempts.clone(), &field("max_attempts"), 3, 1, 20),
+            payload_signing: raw.payload_signing.unwrap_or_default(),
         }
     }
 
