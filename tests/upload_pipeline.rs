@@ -132,6 +132,52 @@ async fn sequential_write_produces_exact_object(size: u64) {
     assert_eq!(e.up.memory_in_use(), 0);
 }
 
+/// Writes answered on the spot (`try_write_now`, the FUSE thread's path) and the ones it
+/// declines (sent through `write`) together make exactly the object a plain writer makes,
+/// including a header patched after the body; the spot path takes the streaming bulk.
+#[tokio::test]
+async fn writes_taken_on_the_spot_match_the_reference() {
+    // Fill buffers get a quarter of the budget: room for the part being filled while the
+    // previous ones are still being sent.
+    let e = env_with(16 * PART, 1024 * MIB, 4);
+    let size = 3 * PART + 777;
+    let data = pattern(size, 99);
+    let mut reference = Vec::new();
+    let mut s = e.start("f", None);
+    let (mut now, mut slow) = (0, 0);
+    let chunk = 128 * 1024;
+    for (i, c) in data.chunks(chunk).enumerate() {
+        let off = (i * chunk) as u64;
+        if s.try_write_now(off, c) {
+            now += 1;
+        } else {
+            slow += 1;
+            s.write(off, c).await.unwrap();
+        }
+        apply(&mut reference, off, c);
+        assert_eq!(s.size(), reference.len() as u64);
+    }
+    // A header rewrite in the first part, long uploaded or staged: never taken on the spot.
+    let header = pattern(4096, 7);
+    assert!(
+        !s.try_write_now(0, &header),
+        "rewrite of a sealed part taken on the spot"
+    );
+    s.write(0, &header).await.unwrap();
+    apply(&mut reference, 0, &header);
+    // Empty writes are declined (the ordinary path answers them).
+    assert!(!s.try_write_now(size, &[]));
+    s.commit().await.unwrap();
+    assert_eq!(e.mem.object("f").unwrap(), reference);
+    // Per part: its first write starts the fill buffer and its last completes the part, both
+    // through `write`; everything between goes on the spot.
+    let parts = size.div_ceil(PART);
+    assert!(slow <= 2 * parts, "{slow} slow writes for {parts} parts");
+    assert!(now >= (size / chunk as u64) - 2 * parts, "{now} writes on the spot");
+    assert_eq!(e.up.memory_in_use(), 0);
+    assert_eq!(e.up.staging_in_use(), 0);
+}
+
 /// The session's staging directory (sessions are numbered from 0 per uploader).
 fn staging_dir(e: &Env, session: u64) -> std::path::PathBuf {
     e.up.root().join(format!("s{session}"))

@@ -145,6 +145,25 @@ impl Filesystem {
         u32::try_from(len).map_err(|_| Error::new(libc::EINVAL, "write larger than 4 GiB"))
     }
 
+    /// [`Filesystem::write`] on the spot when the handle's session is free and the bytes go
+    /// straight into the buffer of the part being filled (see `Session::try_write_now`);
+    /// `None` when the write has to go through [`Filesystem::write`].
+    pub fn write_now(&self, fh: u64, offset: u64, data: &[u8]) -> Option<Result<u32>> {
+        let w = match self.write_state(fh) {
+            Ok(w) => w,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut s = w.session.try_lock().ok()?;
+        if !s.try_write_now(offset, data) {
+            return None;
+        }
+        w.needs_commit.store(true, Ordering::Release);
+        let stat = Stat::local(s.size(), SystemTime::now(), None);
+        drop(s);
+        self.inodes.set_stat(w.ino, stat);
+        Some(u32::try_from(data.len()).map_err(|_| Error::new(libc::EINVAL, "write larger than 4 GiB")))
+    }
+
     /// Commit the file behind `fh` if anything changed (called on every `close()`).
     ///
     /// Only a close by the process that opened the handle commits. A forked child that

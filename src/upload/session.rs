@@ -243,6 +243,52 @@ impl WriteSession {
         Ok(())
     }
 
+    /// [`Self::write_bytes`] without waiting, for the common case of a write that lands in the
+    /// fill buffer of the part being written and does not complete it: `false` (nothing
+    /// changed) when the write needs more, which the caller then sends through
+    /// [`Self::write_bytes`]. Lets the FUSE thread answer a streaming writer's requests without
+    /// a task hop or a second copy of the data.
+    pub fn try_write_now(&mut self, offset: u64, data: &[u8]) -> bool {
+        self.reap();
+        if self.lost || self.failed.is_some() || data.is_empty() {
+            return false;
+        }
+        let layout = self.uploader.layout;
+        let Some(end) = u64::try_from(data.len()).ok().and_then(|n| offset.checked_add(n)) else {
+            return false;
+        };
+        let Some(idx) = layout.part_index(offset) else {
+            return false;
+        };
+        let range = layout.part_range(idx);
+        // A write reaching the part's end may complete it, which starts its upload (async).
+        if end >= range.end {
+            return false;
+        }
+        let (rel_start, rel_end) = (offset - range.start, end - range.start);
+        let Some(part) = self.parts.get_mut(&idx).filter(|p| p.mem.is_some() && !p.evicted) else {
+            return false;
+        };
+        let needed = part.local.uncovered_in(rel_start, rel_end);
+        if needed > 0 && !self.staging.reserve(needed) {
+            return false;
+        }
+        let budget = &self.uploader.memory;
+        let written = part.mem.as_mut().is_some_and(|f| f.try_write(budget, rel_start, data));
+        if !written {
+            self.staging.release(needed);
+            return false;
+        }
+        let version = self.bump_version();
+        let part = self.parts.entry(idx).or_default();
+        part.local.insert(rel_start, rel_end);
+        part.version = version;
+        self.dirty = true;
+        self.size = self.size.max(end);
+        self.clear_mtime();
+        true
+    }
+
     /// Up to `len` bytes at `offset` of the file as written so far (short at the end).
     pub async fn read(&mut self, offset: u64, len: usize) -> Result<Bytes, UploadError> {
         self.check_usable()?;
