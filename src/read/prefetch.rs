@@ -437,9 +437,15 @@ impl Fetcher {
                 whole = whole && filled == 0 && uncut;
                 filled += take;
                 if filled < block_len {
-                    fetch.tx.send_modify(|p| {
+                    // Waiters are woken for partial bytes of the fetch's first block only: that
+                    // is the block a read after a seek waits for. Later blocks arrive right
+                    // behind it, and waking every waiter per piece (several per block) cost
+                    // more CPU than the block's whole transfer.
+                    let first = block == range.start / self.block_size;
+                    fetch.tx.send_if_modified(|p| {
                         p.partial.push(head);
                         p.partial_len = filled;
+                        first
                     });
                     continue;
                 }
