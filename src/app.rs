@@ -258,6 +258,7 @@ pub fn run_mount(config: Config, mountpoint: &Path) -> anyhow::Result<()> {
         read_only: config.mount.read_only,
         fs_name: config.mount.fs_name.clone(),
         threads: config.mount.threads,
+        kernel_readahead: Some(max_ra),
     };
     let mut mounted = mount(adapter, mountpoint, &opts).with_context(|| {
         format!(

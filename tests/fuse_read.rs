@@ -138,6 +138,28 @@ fn media_player_pattern_reads_right_bytes() {
     }
 }
 
+/// The mount raises the kernel's read-ahead from 128 KiB to the negotiated 1 MiB, so a
+/// sequential reader sends an eighth of the FUSE requests (only root may; others keep 128 KiB).
+#[test]
+fn kernel_read_ahead_is_raised_for_the_mount() {
+    use std::os::unix::fs::MetadataExt as _;
+    if !fuse_available() {
+        return;
+    }
+    // The sysfs knob is root-only.
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+        assert!(std::env::var("CI").is_err(), "CI runs as root");
+        eprintln!("SKIP kernel_read_ahead_is_raised_for_the_mount: not root");
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let m = mount(&server, "");
+    let dev = std::fs::metadata(m.path()).unwrap().dev();
+    let knob = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+    let kib = std::fs::read_to_string(&knob).unwrap();
+    assert_eq!(kib.trim(), "1024", "{knob}");
+}
+
 #[test]
 fn interleaved_readers_on_one_handle_keep_their_read_ahead() {
     if !fuse_available() {
