@@ -42,6 +42,12 @@ fi
 # byosfs budgets: the RSS target is cache + write memory + 100 MiB.
 CACHE_MIB=512; WMEM_MIB=256
 export BENCH_RSS_BUDGET_MIB=$((CACHE_MIB + WMEM_MIB + 100))
+# byosfs's payload_signing, and the direct client's: "auto" (byosfs's default) signs upload
+# bodies over this plain-HTTP link, as rclone and s3fs do, so the table compares like with
+# like. PAYLOAD_SIGNING=never models byosfs's default over HTTPS (TLS protects the bodies,
+# no SHA-256 per byte) for byosfs and direct; the peers still sign.
+PAYLOAD_SIGNING=${PAYLOAD_SIGNING:-auto}
+case "$PAYLOAD_SIGNING" in auto|always|never) ;; *) echo "PAYLOAD_SIGNING must be auto, always or never" >&2; exit 2 ;; esac
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -104,7 +110,10 @@ for _ in $(seq 100); do [ -s "$WORK/endpoint" ] && break; sleep 0.1; done
 export BENCH_ENDPOINT
 BENCH_ENDPOINT=$(cat "$WORK/endpoint")
 log "s3s-fs server at $BENCH_ENDPOINT (pid $SERVER_PID), data in $DATA"
-direct() { timeout 600 "$S3DIRECT" --bucket "$BUCKET" "$@"; }
+direct() {
+  if [ "$PAYLOAD_SIGNING" = never ]; then set -- --unsigned "$@"; fi
+  timeout 600 "$S3DIRECT" --bucket "$BUCKET" "$@"
+}
 field() { tr ' ' '\n' | sed -n "s/^$1=//p"; }
 
 # ---------------------------------------------------------------------------- inputs
@@ -172,6 +181,7 @@ endpoint = "$BENCH_ENDPOINT"
 region = "us-east-1"
 force_path_style = true
 bucket = "$BUCKET"
+payload_signing = "$PAYLOAD_SIGNING"
 credentials = { env = { access_key_id = "BENCH_AK", secret_access_key = "BENCH_SK" } }
 [[tenants]]
 name = "t"
@@ -309,8 +319,21 @@ fio_row() {
   FIO_BYTES=$(field io_bytes <<<"$v")
 }
 
+# Adds the filesystem's CPU since $2 and $3 bytes moved to the read or write tally ($1), and
+# logs the row's own figure (per-row CPU is how a regression is traced to a workload).
+tally() {
+  local kind=$1 c=$2 n=$3 row=$4 d
+  d=$(echo "$(cpu_now) - $c" | bc -l)
+  if [ "$kind" = read ]; then RCPU=$(echo "$RCPU + $d" | bc -l); RBYTES=$((RBYTES + n))
+  else WCPU=$(echo "$WCPU + $d" | bc -l); WBYTES=$((WBYTES + n)); fi
+  [ "$n" -gt 0 ] && printf 'cpu %s %s: %.2f s for %d bytes = %.2f s/GiB\n' "$PEER" "$row" "$d" "$n" \
+    "$(echo "$d / ($n / 1073741824)" | bc -l)" >>"$WORK/ops.log"
+  return 0
+}
+
 run_fs() {
-  local peer=$1 r=$2 v c0 t cpu=0 bytes=0 size=$((BIG_MIB * MIB))
+  local peer=$1 r=$2 v c0 t size=$((BIG_MIB * MIB))
+  PEER=$peer RCPU=0 RBYTES=0 WCPU=0 WBYTES=0
   PEAK=0
   # Once per peer: a FUSE file's page cache goes with its unmount, so each fresh mount below
   # starts cold without dropping (and re-warming the server's copy) every time.
@@ -319,7 +342,7 @@ run_fs() {
   mount_fs "$peer"; c0=$(cpu_now)
   t=$(timed 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M status=none)
   record "$peer" seq_cold "$r" "$(mbps $size "$t")"
-  cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + size))
+  tally read "$c0" "$size" seq_cold
   t=$(timed 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M status=none)
   record "$peer" seq_warm "$r" "$(mbps $size "$t")"
   umount_fs "$peer" "$r"
@@ -328,7 +351,7 @@ run_fs() {
   for spec in 4k:rand4k 256k:rand256k 1m:rand1m; do
     mount_fs "$peer"; c0=$(cpu_now)
     fio_row "$peer" "$r" "${spec%%:*}" "${spec#*:}"
-    cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + FIO_BYTES))
+    tally read "$c0" "${FIO_BYTES:-0}" "${spec#*:}"
     umount_fs "$peer" "$r"
   done
   log "  $peer: interleaved readers, ttfb, media, ls -l"
@@ -340,7 +363,7 @@ run_fs() {
   local il_mbps il_bytes
   il_mbps=$(field mbps <<<"$v"); il_bytes=$(field bytes <<<"$v")
   record "$peer" interleave "$r" "${il_mbps:-fail}"
-  cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); bytes=$((bytes + ${il_bytes:-0}))
+  tally read "$c0" "${il_bytes:-0}" interleave
   v=$(timeout -k 5 "$LIMIT" $H ttfb "$FS_DIR/movie.mp4" 5 65536 2>>"$WORK/ops.log" | field median_ms)
   record "$peer" ttfb_seek "$r" "${v:-fail}"
   record "$peer" ffprobe "$r" "$(timed "$LIMIT" ffprobe -v error -show_format -show_streams "$FS_DIR/movie.mp4")"
@@ -354,7 +377,7 @@ run_fs() {
   t=$(timed 900 bash -c 'dd if=/dev/zero of="$1" bs=1M count="$2" status=none && "$3" "$4" "$5"' _ \
     "$FS_DIR/w-$peer-$r.bin" "$WRITE_MIB" wait_object "w-$peer-$r.bin" "$wsize")
   record "$peer" seq_write "$r" "$(mbps $wsize "$t")"
-  cpu=$(echo "$cpu + $(cpu_now) - $c0" | bc -l); num "$t" && bytes=$((bytes + wsize))
+  if num "$t"; then tally write "$c0" "$wsize" seq_write; fi
   rm -f "$FS_DIR/w-$peer-$r.bin" 2>/dev/null || true
   # 4. cp -r of the small-file tree, until every file is on the server.
   t=$(timed "$LIMIT" bash -c 'cp -r "$1" "$2" && "$3" "$4" "$5"' _ \
@@ -363,8 +386,10 @@ run_fs() {
   umount_fs "$peer" "$r"
   rm -rf "$DATA/$BUCKET/cp-$peer-$r" "$DATA/$BUCKET/w-$peer-$r.bin"
   record "$peer" peak_rss "$r" "$PEAK"
-  if [ "$bytes" -gt 0 ]; then
-    record "$peer" cpu_per_gib "$r" "$(echo "$cpu / ($bytes / 1073741824)" | bc -l)"
+  [ "$RBYTES" -gt 0 ] && record "$peer" cpu_read_gib "$r" "$(echo "$RCPU / ($RBYTES / 1073741824)" | bc -l)"
+  [ "$WBYTES" -gt 0 ] && record "$peer" cpu_write_gib "$r" "$(echo "$WCPU / ($WBYTES / 1073741824)" | bc -l)"
+  if [ $((RBYTES + WBYTES)) -gt 0 ]; then
+    record "$peer" cpu_per_gib "$r" "$(echo "($RCPU + $WCPU) / (($RBYTES + $WBYTES) / 1073741824)" | bc -l)"
   fi
 }
 
@@ -379,7 +404,7 @@ log "done in $(($(date +%s) - START)) s (setup excluded)"
 
 {
   echo "byosfs bench: $( [ "$QUICK" = 1 ] && echo quick || echo full ) mode, object ${BIG_MIB} MiB, write ${WRITE_MIB} MiB, $NFILES files, $NLIST listed, mp4 $(du -m "$MP4" | cut -f1) MB"
-  echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), loopback s3s-fs server"
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), loopback s3s-fs server, payload signing (byosfs, direct): $PAYLOAD_SIGNING"
   echo
   $H report "$RES"
 } | tee "${OUT:-/dev/null}"
