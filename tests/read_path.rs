@@ -228,27 +228,71 @@ async fn sequential_read_issues_few_growing_requests() {
     assert!(gets.len() <= 44, "{} GETs: {sizes:?}", gets.len());
 }
 
+/// A lone small read (a database page, a probe after a seek) GETs exactly its bytes; when
+/// the same spot is then read on sequentially, the stream fetches whole blocks and ramps.
+#[tokio::test]
+async fn lone_small_reads_fetch_exactly_their_bytes() {
+    let backend = Recorder::new();
+    let size = 16 * MIB;
+    let data = pattern(size, 3);
+    backend.inner.insert("db", data.clone());
+    let (config, block) = scaled();
+    let cache = Arc::new(BlockCache::new(256 * MIB, block));
+    let reader = open(&backend, "db", &cache, config).await;
+
+    // Random 4 KiB pages, one crossing a block boundary: one GET of 4 KiB each.
+    let pages = [5 * MIB + 8 * KIB, 11 * MIB, 3 * MIB - 2 * KIB, 7 * MIB + 60 * KIB];
+    for &off in &pages {
+        read_seq(&reader, &data, off, off + 4 * KIB, 4 * KIB).await;
+    }
+    let gets = backend.gets();
+    let want: Vec<ByteRange> = pages.iter().map(|&o| ByteRange::new(o, o + 4 * KIB)).collect();
+    assert_eq!(gets, want);
+    assert_eq!(backend.inner.bytes_read(), 16 * KIB);
+    assert_eq!(cache.len(), 0, "exact reads are not cached as blocks");
+
+    // Half a block is still exact; a whole block is fetched as blocks.
+    backend.reset();
+    read_seq(&reader, &data, 9 * MIB, 9 * MIB + block / 2, block).await;
+    read_seq(&reader, &data, 13 * MIB, 13 * MIB + block, block).await;
+    let sizes: Vec<u64> = backend.gets().iter().map(ByteRange::len).collect();
+    assert_eq!(sizes, vec![block / 2, block], "{:?}", backend.gets());
+
+    // Reading on from the lone half block: its block is fetched whole, then the window grows.
+    backend.reset();
+    read_seq(&reader, &data, 9 * MIB + block / 2, 11 * MIB, 4 * KIB).await;
+    let gets = backend.gets();
+    assert_eq!(gets[0].start, 9 * MIB, "the first block is fetched whole: {gets:?}");
+    let sizes: Vec<u64> = gets.iter().map(ByteRange::len).collect();
+    assert!(gets.len() <= 20, "sequential continuation ramps: {gets:?}");
+    assert!(sizes[sizes.len() - 1] >= 4 * sizes[0], "requests grow: {sizes:?}");
+}
+
 #[tokio::test]
 async fn bytes_are_served_as_they_arrive_not_when_the_get_ends() {
     let backend = Recorder::new();
-    let data = pattern(4 * MIB, 5);
+    let data = pattern(16 * MIB, 5);
     backend.inner.insert("obj", data.clone());
-    // 1 MiB blocks, one GET for the whole first read; 1.25 MiB of it arrive at once.
+    // 1 MiB blocks; the 8 MiB first read goes out as four 2 MiB GETs, and 1.25 MiB of each
+    // arrive at once.
     let cache = Arc::new(BlockCache::new(64 * MIB, MIB));
     let reader = Arc::new(open(&backend, "obj", &cache, ReadConfig::default()).await);
     *backend.trickle.lock().unwrap() = Some(usize::try_from(MIB + 256 * KIB).unwrap());
     backend.open.send_replace(false);
     let quick = Duration::from_secs(5);
     let r = reader.clone();
-    let whole_read = tokio::spawn(async move { r.read(0, 2 * MIB as usize).await });
+    let whole_read = tokio::spawn(async move { r.read(0, 8 * MIB as usize).await });
     for _ in 0..500 {
-        if !backend.gets().is_empty() {
+        if backend.gets().len() >= 4 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    assert_eq!(backend.gets(), [ByteRange::new(0, 2 * MIB)]);
-    // The first block is complete and the second partly there: the 2 MiB read cannot finish,
+    let mut gets = backend.gets();
+    gets.sort_by_key(|r| r.start);
+    let want: Vec<ByteRange> = (0..4).map(|i| ByteRange::new(i * 2 * MIB, (i + 1) * 2 * MIB)).collect();
+    assert_eq!(gets, want);
+    // The first block is complete and the second partly there: the 8 MiB read cannot finish,
     // but reads of what has arrived must, from the block in flight as much as the finished one.
     let early = async {
         let a = reader.read(300 * KIB, 64 * KIB as usize).await.unwrap();
@@ -269,12 +313,11 @@ async fn bytes_are_served_as_they_arrive_not_when_the_get_ends() {
         .expect("released body")
         .unwrap()
         .unwrap();
-    assert_eq!(whole, data.slice(..2 * MIB as usize));
-    // The second read continued the stream (read-ahead beyond 2 MiB), but nothing re-fetched
+    assert_eq!(whole, data.slice(..8 * MIB as usize));
+    // The second read continued the stream (read-ahead beyond 8 MiB), but nothing re-fetched
     // the blocks in flight.
     let gets = backend.gets();
-    assert_eq!(gets[0], ByteRange::new(0, 2 * MIB));
-    assert!(gets[1..].iter().all(|r| r.start >= 2 * MIB), "{gets:?}");
+    assert!(gets[4..].iter().all(|r| r.start >= 8 * MIB), "{gets:?}");
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 
 use self::policy::{PolicyParams, ReadAheadPolicy, StreamId};
 use self::prefetch::{Fetcher, Spawned};
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, ByteRange};
 use crate::cache::{BlockCache, ObjectId};
 
 const MIB: u64 = 1024 * 1024;
@@ -149,8 +149,14 @@ impl ObjectReader {
             return ReadNow::Ready(Bytes::new());
         }
         let bs = self.fetcher.block_size();
-        let parts: Vec<_> = self
-            .schedule(offset, end)
+        let Some(sources) = self.schedule(offset, end) else {
+            return ReadNow::Pending(PendingRead {
+                fetcher: self.fetcher.clone(),
+                parts: Vec::new(),
+                exact: Some(ByteRange::new(offset, end)),
+            });
+        };
+        let parts: Vec<_> = sources
             .into_iter()
             .map(|(b, src)| {
                 let start = b * bs;
@@ -166,13 +172,15 @@ impl ObjectReader {
             None => ReadNow::Pending(PendingRead {
                 fetcher: self.fetcher.clone(),
                 parts,
+                exact: None,
             }),
         }
     }
 
     /// Consult the policy, cancel read-ahead of a replaced stream, issue GETs, and return a
-    /// source for each block of `[offset, end)`. Synchronous: locks are released on return.
-    fn schedule(&self, offset: u64, end: u64) -> Vec<(u64, prefetch::BlockSource)> {
+    /// source for each block of `[offset, end)`, or `None` when the read should GET exactly
+    /// its own bytes (see [`policy::Plan::exact`]). Synchronous: locks are released on return.
+    fn schedule(&self, offset: u64, end: u64) -> Option<Vec<(u64, prefetch::BlockSource)>> {
         let mut state = lock(&self.state);
         let plan = state.policy.on_read(offset, end);
         if let Some(old) = plan.replaced {
@@ -180,7 +188,7 @@ impl ObjectReader {
                 self.fetcher.cancel_unwatched(tasks);
             }
         }
-        let (spawned, sources) = self.fetcher.plan(plan.prefetch, plan.request, offset, end);
+        let (spawned, sources) = self.fetcher.plan(plan.prefetch, plan.request, offset, end, plan.exact);
         let tasks = state.tasks.entry(plan.stream).or_default();
         tasks.retain(|t| !t.is_finished());
         tasks.extend(spawned);
@@ -204,12 +212,17 @@ pub struct PendingRead {
     fetcher: Arc<Fetcher>,
     /// Block, its source, and the byte range of it the read needs.
     parts: Vec<(u64, prefetch::BlockSource, u64, u64)>,
+    /// Set instead of `parts` for a read fetched exactly, uncached.
+    exact: Option<ByteRange>,
 }
 
 impl PendingRead {
     /// The bytes, once every block has them.
     pub async fn finish(self) -> Result<Bytes, ReadError> {
         let fetcher = &self.fetcher;
+        if let Some(range) = self.exact {
+            return fetcher.get(range).await;
+        }
         let pieces = futures::future::try_join_all(
             self.parts
                 .into_iter()
@@ -369,18 +382,22 @@ mod tests {
     #[tokio::test]
     async fn concurrent_reads_of_one_block_share_one_get() {
         // One block, so every read needs exactly the block the first read started fetching.
+        // Reads over half a block: a smaller lone read would GET exactly its bytes.
         let (backend, reader) = setup(pattern(1024), 1 << 20, 1024, small_config()).await;
         backend.set_get_delay(Some(Duration::from_millis(50)));
         let reader = Arc::new(reader);
         let reads: Vec<_> = (0..8u64)
             .map(|i| {
                 let r = reader.clone();
-                tokio::spawn(async move { r.read(100 + i * 10, 50).await })
+                tokio::spawn(async move { r.read(100 + i * 10, 600).await })
             })
             .collect();
         for (i, h) in (0u64..).zip(reads) {
             let start = usize::try_from(100 + i * 10).unwrap();
-            assert_eq!(h.await.unwrap().unwrap(), &pattern(1024)[start..start + 50]);
+            assert_eq!(
+                h.await.unwrap().unwrap(),
+                &pattern(1024)[start..(start + 600).min(1024)]
+            );
         }
         assert_eq!(backend.count(Op::Get), 1);
     }
@@ -453,9 +470,10 @@ mod tests {
         };
         let (backend, reader) = setup(pattern(1 << 20), 1 << 30, 1024, config).await;
         backend.set_get_delay(Some(Duration::from_millis(300)));
-        reader.read(0, 512).await.unwrap();
+        // Over half a block, so it fetches the block (not exactly its bytes).
+        reader.read(0, 600).await.unwrap();
         // Continues the stream: ramps the window and issues read-ahead beyond the first block.
-        reader.read(512, 512).await.unwrap();
+        reader.read(600, 424).await.unwrap();
         // Let the spawned read-ahead start its GETs (they then sleep in the backend).
         tokio::time::sleep(Duration::from_millis(20)).await;
         let issued = backend.count(Op::Get);
@@ -478,8 +496,8 @@ mod tests {
         };
         let (backend, reader) = setup(pattern(1 << 20), 1 << 30, 1024, config).await;
         backend.set_get_delay(Some(Duration::from_millis(300)));
-        reader.read(0, 512).await.unwrap();
-        reader.read(512, 512).await.unwrap();
+        reader.read(0, 600).await.unwrap();
+        reader.read(600, 424).await.unwrap();
         assert_eq!(backend.bytes_read(), 1024);
         // Far away: replaces the only stream, whose pending read-ahead nobody waits for.
         let far = 512 * 1024;
@@ -488,8 +506,8 @@ mod tests {
             &pattern(1 << 20)[512 * 1024..512 * 1024 + 100]
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
-        // Only the far stream's own first window was transferred in addition.
-        assert_eq!(backend.bytes_read(), 1024 + 1024);
+        // Only the far read's own bytes were transferred in addition (a lone small read).
+        assert_eq!(backend.bytes_read(), 1024 + 100);
     }
 
     #[tokio::test]
@@ -503,15 +521,15 @@ mod tests {
         backend.set_get_delay(Some(Duration::from_millis(300)));
         let reader = Arc::new(reader);
         let r = reader.clone();
-        let waiting = tokio::spawn(async move { r.read(0, 512).await });
+        let waiting = tokio::spawn(async move { r.read(0, 600).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Replaces the stream whose only fetch the spawned read is waiting for.
         let far = reader.read(512 * 1024, 100).await.unwrap();
         assert_eq!(far, &pattern(1 << 20)[512 * 1024..512 * 1024 + 100]);
-        assert_eq!(waiting.await.unwrap().unwrap(), &pattern(1 << 20)[..512]);
-        // Not aborted and re-fetched: exactly one GET per stream.
+        assert_eq!(waiting.await.unwrap().unwrap(), &pattern(1 << 20)[..600]);
+        // Not aborted and re-fetched: exactly one GET per stream (the far one exact).
         assert_eq!(backend.count(Op::Get), 2);
-        assert_eq!(backend.bytes_read(), 2048);
+        assert_eq!(backend.bytes_read(), 1024 + 100);
     }
 
     #[test]

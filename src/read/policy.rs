@@ -57,6 +57,11 @@ pub struct Plan {
     /// `max_request`), so a ramping stream has several requests in flight instead of one. A
     /// single connection rarely carries a link's full bandwidth; S3 guidance is parallel ranges.
     pub request: u64,
+    /// The read starts a stream and is at most half a block: fetch exactly its bytes, not
+    /// whole blocks, and nothing ahead (`prefetch` is `None`). A lone small read (a database
+    /// page, a probe after a seek) then costs what the application asked for; if the stream
+    /// continues, the next read fetches its blocks and the window as usual.
+    pub exact: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -142,7 +147,10 @@ impl ReadAheadPolicy {
             }
         };
         self.streams[idx].last_used = self.clock;
-        let prefetch = self.issue(idx, end, fresh);
+        let exact = fresh && end - offset <= self.params.block_size / 2;
+        // An exact read issues nothing: the stream's blocks stay unissued, so its continuation
+        // fetches them.
+        let prefetch = if exact { None } else { self.issue(idx, end, fresh) };
         let s = &self.streams[idx];
         let p = &self.params;
         let request = align_up((s.window / 4).max(1), p.block_size).min(p.max_request);
@@ -152,6 +160,7 @@ impl ReadAheadPolicy {
             prefetch,
             window: s.window,
             request,
+            exact,
         }
     }
 
@@ -316,7 +325,7 @@ mod tests {
     #[test]
     fn first_read_fetches_a_small_window() {
         let mut p = policy();
-        let plan = p.on_read(0, 128 * KIB);
+        let plan = p.on_read(0, MIB);
         assert_eq!(plan.replaced, None);
         assert_eq!(plan.window, MIB);
         assert_eq!(plan.prefetch, Some(ByteRange::new(0, MIB)));
@@ -332,14 +341,43 @@ mod tests {
             10 * 1024 * MIB,
         );
         let at = 300 * MIB + 40 * KIB;
-        let first = p.on_read(at, at + 64 * KIB);
-        // Only the read's block: a random reader gets its bytes without read-ahead beside it.
-        assert_eq!(first.prefetch, Some(ByteRange::new(300 * MIB, 300 * MIB + 128 * KIB)));
-        let second = p.on_read(at + 64 * KIB, at + 192 * KIB);
+        let first = p.on_read(at, at + 96 * KIB);
+        // Only the read's blocks: a random reader gets its bytes without read-ahead beside it.
+        assert!(!first.exact);
+        assert_eq!(first.prefetch, Some(ByteRange::new(300 * MIB, 300 * MIB + 256 * KIB)));
+        let second = p.on_read(at + 96 * KIB, at + 224 * KIB);
         assert_eq!(second.stream, first.stream);
         let r = second.prefetch.unwrap();
-        assert_eq!(r.start, 300 * MIB + 128 * KIB);
+        assert_eq!(r.start, 300 * MIB + 256 * KIB);
         assert!(r.end >= at + MIB, "the window goes out on the second read: {r:?}");
+    }
+
+    #[test]
+    fn a_lone_small_read_is_exact_and_its_continuation_fetches_the_blocks() {
+        let mut p = ReadAheadPolicy::new(
+            PolicyParams {
+                block_size: 128 * KIB,
+                ..params()
+            },
+            10 * 1024 * MIB,
+        );
+        let at = 300 * MIB + 40 * KIB;
+        let first = p.on_read(at, at + 4 * KIB);
+        assert!(first.exact);
+        assert_eq!(first.prefetch, None);
+        // Up to half a block is exact; a larger first read is not.
+        assert!(p.on_read(500 * MIB, 500 * MIB + 64 * KIB).exact);
+        assert!(!p.on_read(700 * MIB, 700 * MIB + 68 * KIB).exact);
+        let next = p.on_read(at + 4 * KIB, at + 8 * KIB);
+        assert_eq!(next.stream, first.stream);
+        assert!(!next.exact, "a continued stream is never exact");
+        let r = next.prefetch.unwrap();
+        assert_eq!(
+            r.start,
+            300 * MIB,
+            "the lone read's block is fetched with the window: {r:?}"
+        );
+        assert!(r.end >= at + MIB);
     }
 
     #[test]
@@ -368,6 +406,7 @@ mod tests {
     #[test]
     fn sequential_prefetch_is_contiguous_grows_and_stays_ahead() {
         let mut p = policy();
+        // The first 128 KiB read is exact (no prefetch); the second starts the window.
         let mut issued = 0;
         let mut sizes = Vec::new();
         let mut off = 0;
@@ -379,11 +418,15 @@ mod tests {
                 issued = r.end;
                 sizes.push(r.len());
             }
-            assert!(issued >= off + 128 * KIB, "the read itself must be covered");
+            assert!(
+                plan.exact || issued >= off + 128 * KIB,
+                "the read itself must be covered"
+            );
             off += 128 * KIB;
         }
-        // Ramp-up: request sizes never shrink until the window is at its maximum.
-        let ramp: Vec<u64> = sizes.iter().copied().take(5).collect();
+        // Ramp-up: request sizes never shrink until the window is at its maximum (after the
+        // first, which also covers the exact first read's block).
+        let ramp: Vec<u64> = sizes.iter().copied().skip(1).take(5).collect();
         assert!(ramp.windows(2).all(|w| w[0] <= w[1]), "{ramp:?}");
         // Steady state keeps roughly a full window in flight.
         assert!(issued >= off + 48 * MIB, "issued {issued} off {off}");
@@ -415,7 +458,7 @@ mod tests {
         }
         let seq = last.unwrap();
         assert_eq!(seq.window, 64 * MIB);
-        let seek = p.on_read(5 * 1024 * MIB, 5 * 1024 * MIB + 128 * KIB);
+        let seek = p.on_read(5 * 1024 * MIB, 5 * 1024 * MIB + MIB);
         assert_ne!(seek.stream, seq.stream);
         assert_eq!(seek.window, MIB);
         assert_eq!(
