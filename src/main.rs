@@ -10,6 +10,9 @@ use clap::Parser;
 use byosfs::cli::{init_tracing, Cli, Command};
 use byosfs::config::Config;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_level.as_deref());
