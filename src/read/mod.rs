@@ -152,8 +152,7 @@ impl ObjectReader {
         let Some(sources) = self.schedule(offset, end) else {
             return ReadNow::Pending(PendingRead {
                 fetcher: self.fetcher.clone(),
-                parts: Vec::new(),
-                exact: Some(ByteRange::new(offset, end)),
+                wait: Wait::Exact(ByteRange::new(offset, end)),
             });
         };
         let parts: Vec<_> = sources
@@ -171,8 +170,7 @@ impl ObjectReader {
             Some(pieces) => ReadNow::Ready(concat(pieces)),
             None => ReadNow::Pending(PendingRead {
                 fetcher: self.fetcher.clone(),
-                parts,
-                exact: None,
+                wait: Wait::Blocks(parts),
             }),
         }
     }
@@ -210,21 +208,28 @@ pub enum ReadNow {
 #[derive(Debug)]
 pub struct PendingRead {
     fetcher: Arc<Fetcher>,
-    /// Block, its source, and the byte range of it the read needs.
-    parts: Vec<(u64, prefetch::BlockSource, u64, u64)>,
-    /// Set instead of `parts` for a read fetched exactly, uncached.
-    exact: Option<ByteRange>,
+    wait: Wait,
+}
+
+/// What a [`PendingRead`] waits for.
+#[derive(Debug)]
+enum Wait {
+    /// Per block: its source, and the byte range of it the read needs.
+    Blocks(Vec<(u64, prefetch::BlockSource, u64, u64)>),
+    /// A GET of exactly these bytes, uncached (see [`policy::Plan::exact`]).
+    Exact(ByteRange),
 }
 
 impl PendingRead {
     /// The bytes, once every block has them.
     pub async fn finish(self) -> Result<Bytes, ReadError> {
         let fetcher = &self.fetcher;
-        if let Some(range) = self.exact {
-            return fetcher.get(range).await;
-        }
+        let parts = match self.wait {
+            Wait::Exact(range) => return fetcher.get(range).await,
+            Wait::Blocks(parts) => parts,
+        };
         let pieces = futures::future::try_join_all(
-            self.parts
+            parts
                 .into_iter()
                 .map(|(b, src, lo, hi)| fetcher.resolve(b, src, lo, hi)),
         )
