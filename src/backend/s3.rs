@@ -243,6 +243,19 @@ async fn build_client(cfg: &S3BackendConfig) -> Client {
     Client::from_conf(builder.build())
 }
 
+/// Send a PutObject or UploadPart request with its body hashed into the signature or, when
+/// the backend does not sign payloads, as `UNSIGNED-PAYLOAD`. A macro because the SDK offers
+/// `disable_payload_signing` on each operation's own customizer type only.
+macro_rules! send_body {
+    ($backend:expr, $req:expr) => {
+        if $backend.sign_payload {
+            $req.send().await
+        } else {
+            $req.customize().disable_payload_signing().send().await
+        }
+    };
+}
+
 /// One bucket on an S3-compatible service.
 #[derive(Clone)]
 pub struct S3Backend {
@@ -655,12 +668,7 @@ impl Backend for S3Backend {
             .set_metadata(metadata_of(opts))
             .content_length(len)
             .body(ByteStream::from(data));
-        let out = if self.sign_payload {
-            req.send().await
-        } else {
-            req.customize().disable_payload_signing().send().await
-        }
-        .map_err(|e| classify("put", key, e))?;
+        let out = send_body!(self, req).map_err(|e| classify("put", key, e))?;
         Ok(PutResult::new(out.e_tag().map(ETag::new)))
     }
 
@@ -697,12 +705,7 @@ impl Backend for S3Backend {
             .part_number(part)
             .content_length(len)
             .body(ByteStream::from(data));
-        let out = if self.sign_payload {
-            req.send().await
-        } else {
-            req.customize().disable_payload_signing().send().await
-        }
-        .map_err(|e| classify("upload part", key, e))?;
+        let out = send_body!(self, req).map_err(|e| classify("upload part", key, e))?;
         let etag = out.e_tag().ok_or_else(|| missing("upload part", "ETag"))?;
         Ok(CompletedPart {
             part_number,

@@ -280,6 +280,17 @@ mod tests {
         ReadAheadPolicy::new(params(), 10 * 1024 * MIB)
     }
 
+    /// [`policy`] with 128 KiB blocks (the default block size).
+    fn policy_128k() -> ReadAheadPolicy {
+        ReadAheadPolicy::new(
+            PolicyParams {
+                block_size: 128 * KIB,
+                ..params()
+            },
+            10 * 1024 * MIB,
+        )
+    }
+
     #[test]
     fn one_large_random_read_does_not_ramp_the_window() {
         let mut p = policy();
@@ -333,13 +344,7 @@ mod tests {
 
     #[test]
     fn a_new_stream_fetches_its_read_first_and_the_window_on_continuation() {
-        let mut p = ReadAheadPolicy::new(
-            PolicyParams {
-                block_size: 128 * KIB,
-                ..params()
-            },
-            10 * 1024 * MIB,
-        );
+        let mut p = policy_128k();
         let at = 300 * MIB + 40 * KIB;
         let first = p.on_read(at, at + 96 * KIB);
         // Only the read's blocks: a random reader gets its bytes without read-ahead beside it.
@@ -354,13 +359,7 @@ mod tests {
 
     #[test]
     fn a_lone_small_read_is_exact_and_its_continuation_fetches_the_blocks() {
-        let mut p = ReadAheadPolicy::new(
-            PolicyParams {
-                block_size: 128 * KIB,
-                ..params()
-            },
-            10 * 1024 * MIB,
-        );
+        let mut p = policy_128k();
         let at = 300 * MIB + 40 * KIB;
         let first = p.on_read(at, at + 4 * KIB);
         assert!(first.exact);

@@ -430,7 +430,8 @@ impl Fetcher {
             .get_range_stream(self.id.key(), range, self.id.etag())
             .await
             .map_err(|e| self.failure(e))?;
-        let mut block = range.start / self.block_size;
+        let first_block = range.start / self.block_size;
+        let mut block = first_block;
         let mut block_len = self.block_len(block);
         let mut filled = 0;
         // Whether the current block is a single piece exactly as the backend delivered it.
@@ -463,11 +464,10 @@ impl Fetcher {
                     // is the block a read after a seek waits for. Later blocks arrive right
                     // behind it, and waking every waiter per piece (several per block) cost
                     // more CPU than the block's whole transfer.
-                    let first = block == range.start / self.block_size;
                     fetch.tx.send_if_modified(|p| {
                         p.partial.push(head);
                         p.partial_len = filled;
-                        first
+                        block == first_block
                     });
                     continue;
                 }

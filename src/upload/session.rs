@@ -230,13 +230,8 @@ impl WriteSession {
                     return Err(e);
                 }
             }
-            let version = self.bump_version();
-            let part = self.parts.entry(idx).or_default();
-            consumed += part.local.insert(rel_start, rel_end);
-            part.version = version;
-            self.dirty = true;
             // Per piece, so a failure midway leaves no staged byte beyond `size`.
-            self.size = self.size.max(self.uploader.layout.part_start(idx) + rel_end);
+            consumed += self.note_written(idx, rel_start, rel_end);
         }
         self.clear_mtime();
         self.upload_finished_parts(offset, end).await;
@@ -279,14 +274,21 @@ impl WriteSession {
             self.staging.release(needed);
             return false;
         }
-        let version = self.bump_version();
-        let part = self.parts.entry(idx).or_default();
-        part.local.insert(rel_start, rel_end);
-        part.version = version;
-        self.dirty = true;
-        self.size = self.size.max(end);
+        self.note_written(idx, rel_start, rel_end);
         self.clear_mtime();
         true
+    }
+
+    /// Record that part `idx` now holds its bytes `[rel_start, rel_end)` locally (a new
+    /// version of the part, the file at least that long); the bytes newly covered.
+    fn note_written(&mut self, idx: u32, rel_start: u64, rel_end: u64) -> u64 {
+        let version = self.bump_version();
+        let part = self.parts.entry(idx).or_default();
+        let added = part.local.insert(rel_start, rel_end);
+        part.version = version;
+        self.dirty = true;
+        self.size = self.size.max(self.uploader.layout.part_start(idx) + rel_end);
+        added
     }
 
     /// Up to `len` bytes at `offset` of the file as written so far (short at the end).
