@@ -14,6 +14,10 @@
 
 use std::path::PathBuf;
 
+#[path = "../tests/common/fastget.rs"]
+#[allow(unreachable_pub)]
+mod fastget;
+
 use anyhow::Context;
 use clap::Parser;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -60,7 +64,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args, ak: String, sk: String) -> anyhow::Result<()> {
-    let fs = s3s_fs::FileSystem::new(&args.root).map_err(|e| anyhow::anyhow!("s3s-fs root: {e:?}"))?;
+    let fs = fastget::FastGet::new(&args.root).map_err(anyhow::Error::msg)?;
     let service = {
         let mut b = S3ServiceBuilder::new(fs);
         b.set_auth(SimpleAuth::from_single(ak, sk));
