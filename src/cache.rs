@@ -162,6 +162,14 @@ impl BlockCache {
         inner.blocks.push(key, data);
     }
 
+    /// Drop block `block` of `id`, if cached.
+    pub fn remove(&self, id: &ObjectId, block: u64) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.blocks.pop(&(id.clone(), block)) {
+            inner.used -= len_u64(&old);
+        }
+    }
+
     /// Bytes of block data currently cached; never more than the budget.
     pub fn used_bytes(&self) -> u64 {
         self.lock().used

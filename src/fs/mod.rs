@@ -373,7 +373,12 @@ impl Filesystem {
         let keep_cache = meta.etag.is_some() && meta.etag == inode.stat.etag && meta.size == inode.stat.size;
         self.inodes.set_stat(ino, stat_of(&meta));
         let id = ObjectId::new(tenant.id, &meta);
-        let reader = ObjectReader::new(tenant.backend.clone(), id, self.cache.clone(), self.config.read.clone());
+        let config = ReadConfig {
+            // Without kept pages, a re-read of this file comes back through the block cache.
+            release_passed: self.config.read.release_passed && keep_cache,
+            ..self.config.read.clone()
+        };
+        let reader = ObjectReader::new(tenant.backend.clone(), id, self.cache.clone(), config);
         self.inodes.open(ino);
         let fh = self.handles.insert(Handle::Read { ino, reader });
         debug!(ino, fh, key = %inode.key, size = meta.size, "opened for read");

@@ -51,6 +51,12 @@ pub struct ReadConfig {
     /// it. Default 2 MiB: the kernel keeps up to 12 (`max_background`) reads of 128 KiB in flight
     /// and they arrive out of order, about 1.5 MiB around the true position.
     pub sequential_tolerance: u64,
+    /// Drop blocks a sequential stream has read past from the block cache (see
+    /// [`policy::Plan::passed`]). Default on; the opener turns it off when the kernel will not
+    /// keep the file's pages (it then re-reads through the block cache). A one-pass read of a
+    /// large file then neither flushes the cache nor holds it full of bytes the page cache
+    /// already has, and its buffers are reused instead of growing the process to the budget.
+    pub release_passed: bool,
 }
 
 impl Default for ReadConfig {
@@ -61,6 +67,7 @@ impl Default for ReadConfig {
             max_request: 8 * MIB,
             max_streams: 4,
             sequential_tolerance: 2 * MIB,
+            release_passed: true,
         }
     }
 }
@@ -96,6 +103,7 @@ struct State {
 #[derive(Debug)]
 pub struct ObjectReader {
     fetcher: Arc<Fetcher>,
+    release_passed: bool,
     /// Lock order: this, then the fetcher's in-flight table, then the cache.
     state: Mutex<State>,
 }
@@ -118,6 +126,7 @@ impl ObjectReader {
         let fetcher = Arc::new(Fetcher::new(backend, id, cache, policy.params().max_request));
         Self {
             fetcher,
+            release_passed: config.release_passed,
             state: Mutex::new(State {
                 policy,
                 tasks: HashMap::new(),
@@ -185,6 +194,9 @@ impl ObjectReader {
             if let Some(tasks) = state.tasks.remove(&old) {
                 self.fetcher.cancel_unwatched(tasks);
             }
+        }
+        if let Some(passed) = plan.passed.filter(|_| self.release_passed) {
+            self.fetcher.release(passed);
         }
         let (spawned, sources) = self.fetcher.plan(plan.prefetch, plan.request, offset, end, plan.exact);
         let tasks = state.tasks.entry(plan.stream).or_default();
@@ -298,6 +310,7 @@ mod tests {
             max_request: 256,
             max_streams: 4,
             sequential_tolerance: 128,
+            release_passed: true,
         }
     }
 
@@ -313,10 +326,11 @@ mod tests {
             max_request in 1u64..500,
             max_streams in 1usize..5,
             sequential_tolerance in 0u64..300,
+            release_passed in any::<bool>(),
             reads in prop::collection::vec((0u64..3200, 0usize..600), 1..40),
         ) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let config = ReadConfig { initial_window, max_window, max_request, max_streams, sequential_tolerance };
+            let config = ReadConfig { initial_window, max_window, max_request, max_streams, sequential_tolerance, release_passed };
             let data = pattern(size);
             rt.block_on(async {
                 let (_backend, reader) = setup(data.clone(), budget, block, config).await;
@@ -498,6 +512,7 @@ mod tests {
             max_request: 4096,
             max_streams: 1,
             sequential_tolerance: 4096,
+            ..ReadConfig::default()
         };
         let (backend, reader) = setup(pattern(1 << 20), 1 << 30, 1024, config).await;
         backend.set_get_delay(Some(Duration::from_millis(300)));
@@ -558,5 +573,36 @@ mod tests {
         assert_eq!(c.max_request, 8 * MIB);
         assert_eq!(c.max_streams, 4);
         assert_eq!(c.sequential_tolerance, 2 * MIB);
+        assert!(c.release_passed);
+    }
+
+    #[tokio::test]
+    async fn a_sequential_pass_releases_the_blocks_behind_it() {
+        // 64 KiB object, 256-byte blocks, a budget that holds all of it.
+        let data = pattern(64 * 1024);
+        for release in [true, false] {
+            let config = ReadConfig {
+                release_passed: release,
+                ..small_config()
+            };
+            let (backend, reader) = setup(data.clone(), 1 << 20, 256, config).await;
+            let cache = reader.fetcher.cache().clone();
+            let mut peak = 0;
+            // Reads over half a block, so the first is not an exact (uncached) GET.
+            for off in (0..data.len()).step_by(200) {
+                let got = reader.read(u64::try_from(off).unwrap(), 200).await.unwrap();
+                assert_eq!(&got[..], &data[off..(off + 200).min(data.len())]);
+                peak = peak.max(cache.used_bytes());
+            }
+            // Every byte fetched once either way: nothing released was needed again.
+            assert_eq!(backend.bytes_read(), 64 * 1024, "release_passed = {release}");
+            if release {
+                // What stays is at most the window ahead plus the tolerance behind, in blocks.
+                assert!(peak <= 1024 + 128 + 2 * 256 + 256, "peak {peak} bytes cached");
+                assert!(cache.used_bytes() <= 1024 + 128 + 512, "{} left", cache.used_bytes());
+            } else {
+                assert_eq!(cache.used_bytes(), 64 * 1024);
+            }
+        }
     }
 }

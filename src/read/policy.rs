@@ -62,6 +62,11 @@ pub struct Plan {
     /// page, a probe after a seek) then costs what the application asked for; if the stream
     /// continues, the next read fetches its blocks and the window as usual.
     pub exact: bool,
+    /// Blocks the stream has left behind by more than `sequential_tolerance`: whole blocks
+    /// below its furthest read, each reported once. A continuing stream's kernel reads went
+    /// through the page cache, so the reader may drop these from the block cache (a scan then
+    /// does not flush blocks that random readers reuse).
+    pub passed: Option<ByteRange>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +81,8 @@ struct Stream {
     grown_at: u64,
     /// Read-ahead has been issued for `[.., issued_to)`.
     issued_to: u64,
+    /// Blocks below this were reported in [`Plan::passed`].
+    passed_to: u64,
     last_used: u64,
 }
 
@@ -121,6 +128,7 @@ impl ReadAheadPolicy {
     pub fn on_read(&mut self, offset: u64, end: u64) -> Plan {
         self.clock += 1;
         let end = end.max(offset);
+        let mut passed = None;
         let (idx, replaced, fresh) = match self.find(offset) {
             Some(i) => {
                 let p = self.params;
@@ -139,6 +147,12 @@ impl ReadAheadPolicy {
                 s.head = s.head.max(offset);
                 // After a forward skip, nothing below the read is worth fetching for this stream.
                 s.issued_to = s.issued_to.max(align_down(offset, p.block_size));
+                // Reads arrive out of order up to the tolerance around the head: keep that much.
+                let keep_from = align_down(s.head.saturating_sub(p.sequential_tolerance), p.block_size);
+                if keep_from > s.passed_to {
+                    passed = Some(ByteRange::new(s.passed_to, keep_from));
+                    s.passed_to = keep_from;
+                }
                 (i, None, false)
             }
             None => {
@@ -161,6 +175,7 @@ impl ReadAheadPolicy {
             window: s.window,
             request,
             exact,
+            passed,
         }
     }
 
@@ -194,6 +209,7 @@ impl ReadAheadPolicy {
             window: self.params.initial_window,
             grown_at: offset,
             issued_to: align_down(offset, self.params.block_size),
+            passed_to: align_down(offset, self.params.block_size),
             last_used: self.clock,
         };
         self.next_id += 1;
@@ -331,6 +347,38 @@ mod tests {
             10 * 1024 * MIB,
         );
         assert_eq!(q.on_read(0, 4096).request, MIB);
+    }
+
+    #[test]
+    fn a_continuing_stream_reports_each_block_it_left_behind_once() {
+        let mut p = policy_128k();
+        let (tol, bs) = (2 * MIB, 128 * KIB);
+        let start = 100 * MIB + 5 * KIB;
+        let mut passed_to = None;
+        let mut off = start;
+        while off < start + 40 * MIB {
+            let plan = p.on_read(off, off + bs);
+            if off == start {
+                assert_eq!(plan.passed, None, "a new stream has left nothing behind");
+            }
+            if let Some(r) = plan.passed {
+                assert_eq!(r.start % bs, 0);
+                assert_eq!(r.end % bs, 0);
+                // Contiguous from the stream's first block, never overlapping.
+                assert_eq!(r.start, passed_to.unwrap_or(start - start % bs), "{r:?}");
+                assert!(r.end + tol <= off, "{r:?} is within the tolerance of {off}");
+                passed_to = Some(r.end);
+            }
+            off += bs;
+        }
+        let head = off - bs;
+        assert!(passed_to.unwrap() + tol + bs >= head, "{passed_to:?} lags {head}");
+        // Random reads start new streams and leave nothing behind.
+        let mut p = policy_128k();
+        for k in 0..50u64 {
+            let at = (k * 7919 % 97) * 37 * MIB;
+            assert_eq!(p.on_read(at, at + 4 * KIB).passed, None);
+        }
     }
 
     #[test]

@@ -142,6 +142,11 @@ impl Fetcher {
         &self.id
     }
 
+    #[cfg(test)]
+    pub(super) fn cache(&self) -> &Arc<BlockCache> {
+        &self.cache
+    }
+
     pub(super) fn block_size(&self) -> u64 {
         self.block_size
     }
@@ -327,6 +332,17 @@ impl Fetcher {
             // The body ended before this block: the object is shorter than the version opened.
             Some(Ok(())) => Found::Failed(self.changed()),
             Some(Err(FetchError::Cancelled)) | None => Found::Refetch,
+        }
+    }
+
+    /// Drop the blocks of `range` (block-aligned) from the cache, except those still in flight.
+    pub(super) fn release(&self, range: ByteRange) {
+        let bs = self.block_size;
+        let inflight = lock(&self.inflight);
+        for b in range.start / bs..range.end / bs {
+            if !inflight.contains_key(&b) {
+                self.cache.remove(&self.id, b);
+            }
         }
     }
 
