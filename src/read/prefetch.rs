@@ -450,8 +450,6 @@ impl Fetcher {
         let mut block = first_block;
         let mut block_len = self.block_len(block);
         let mut filled = 0;
-        // Whether the current block is a single piece exactly as the backend delivered it.
-        let mut whole = true;
         let mut received = 0;
         while let Some(piece) = body.next().await {
             let mut piece = piece.map_err(|e| self.failure(e))?;
@@ -460,7 +458,6 @@ impl Fetcher {
                 tracing::debug!(key = self.id.key(), want = range.len(), "long GET body: object changed");
                 return Err(self.changed());
             }
-            let uncut = len_u64(&piece) <= block_len - filled;
             while !piece.is_empty() {
                 let take = (block_len - filled).min(len_u64(&piece));
                 if take == 0 {
@@ -473,7 +470,6 @@ impl Fetcher {
                 } else {
                     piece.split_to(to_usize(take))
                 };
-                whole = whole && filled == 0 && uncut;
                 filled += take;
                 if filled < block_len {
                     // Waiters are woken for partial bytes of the fetch's first block only: that
@@ -489,17 +485,16 @@ impl Fetcher {
                 }
                 let mut complete = Bytes::new();
                 fetch.tx.send_modify(|p| {
-                    let data = if whole && p.partial.is_empty() {
-                        head
-                    } else {
-                        // A slice would keep a whole response buffer alive behind one cached
-                        // block, and the cache's byte budget would no longer bound memory.
-                        let mut buf = BytesMut::with_capacity(to_usize(block_len));
-                        for part in p.partial.drain(..).chain(std::iter::once(head)) {
-                            buf.extend_from_slice(&part);
-                        }
-                        buf.freeze()
-                    };
+                    // Always a fresh allocation of exactly the block: even a piece that is the
+                    // whole block is a slice of the client's read buffer, which can be several
+                    // times larger (1.3 GB resident for a 512 MiB cache under random 256 KiB
+                    // reads when such slices were kept), and the cache's byte budget would no
+                    // longer bound memory.
+                    let mut buf = BytesMut::with_capacity(to_usize(block_len));
+                    for part in p.partial.drain(..).chain(std::iter::once(head)) {
+                        buf.extend_from_slice(&part);
+                    }
+                    let data = buf.freeze();
                     complete = data.clone();
                     p.blocks.push(data);
                     p.partial_len = 0;
@@ -510,7 +505,6 @@ impl Fetcher {
                 block += 1;
                 block_len = self.block_len(block);
                 filled = 0;
-                whole = true;
             }
         }
         if received != range.len() {
