@@ -346,6 +346,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_seek_read_is_split_into_few_large_gets() {
+        // Default policy, 128 KiB blocks: each piece of a read's own GETs carries at least
+        // 512 KiB, so a request's fixed cost is paid twice for 1 MiB, not eight times.
+        const KIB: usize = 1024;
+        let data = pattern(64 * 1024 * KIB);
+        let (backend, reader) = setup(data.clone(), 64 << 20, 128 * 1024, ReadConfig::default()).await;
+        let at = 40 * 1024 * KIB;
+        assert_eq!(
+            reader.read(at as u64, 1024 * KIB).await.unwrap(),
+            &data[at..at + 1024 * KIB]
+        );
+        assert_eq!(backend.count(Op::Get), 2, "a 1 MiB read after a seek");
+        backend.reset_counts();
+        let at = 10 * 1024 * KIB;
+        assert_eq!(
+            reader.read(at as u64, 256 * KIB).await.unwrap(),
+            &data[at..at + 256 * KIB]
+        );
+        assert_eq!(backend.count(Op::Get), 1, "a 256 KiB read after a seek");
+    }
+
+    #[tokio::test]
     async fn reads_past_eof_are_short_or_empty() {
         let (backend, reader) = setup(pattern(1000), 1 << 20, 64, small_config()).await;
         assert_eq!(reader.read(990, 100).await.unwrap(), &pattern(1000)[990..]);

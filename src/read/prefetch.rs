@@ -38,11 +38,14 @@ use crate::cache::{BlockCache, ObjectId};
 
 /// Most GETs one read's own missing blocks are split into.
 const OWN_GETS: u64 = 4;
-/// Smallest GET a read's own blocks are split into (one default block): a random 256 KiB
-/// read as two parallel GETs matched a direct 256 KiB GET's throughput on loopback (117 vs
-/// 120 MB/s) where one GET gave 85; smaller pieces would pay a request's fixed cost (round
-/// trip, signing, server overhead) for too little.
-const MIN_OWN_GET: u64 = 128 * 1024;
+/// Smallest GET a read's own blocks are split into. A split pays off by the transfer time it
+/// overlaps, which for half a MiB is a few ms even at 100 MB/s per connection, against a
+/// request's fixed cost (round trip, signing, a task, server overhead) paid once per piece:
+/// so a 256 KiB read is one GET and a 1 MiB read two. With 128 KiB pieces (tuned when the
+/// loopback server capped a single connection) random 256 KiB reads on loopback moved 108-135
+/// MB/s at 127-168 MB per CPU second; with 512 KiB, 153-165 MB/s at 237-257 (1 MiB reads
+/// 235-321 -> 311-347 MB/s).
+const MIN_OWN_GET: u64 = 512 * 1024;
 
 /// A cloneable summary of why a fetch failed (a [`BackendError`] is not `Clone`).
 #[derive(Debug, Clone)]
