@@ -348,7 +348,7 @@ mod tests {
     #[tokio::test]
     async fn a_seek_read_is_split_into_few_large_gets() {
         // Default policy, 128 KiB blocks: each piece of a read's own GETs carries at least
-        // 512 KiB, so a request's fixed cost is paid twice for 1 MiB, not eight times.
+        // 512 KiB, so a request's fixed cost is paid twice for 1 MiB, not four times.
         const KIB: usize = 1024;
         let data = pattern(64 * 1024 * KIB);
         let (backend, reader) = setup(data.clone(), 64 << 20, 128 * 1024, ReadConfig::default()).await;
