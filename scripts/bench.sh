@@ -94,6 +94,8 @@ cleanup() {
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
   wait 2>/dev/null
   [ -s "$WORK/ops.log" ] && cp "$WORK/ops.log" "$CACHE/ops.log"
+  # Every run's figure per peer and row (the table shows medians only).
+  [ -s "$WORK/results.tsv" ] && cp "$WORK/results.tsv" "$CACHE/results.tsv"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
