@@ -160,6 +160,23 @@ fn kernel_read_ahead_is_raised_for_the_mount() {
     assert_eq!(kib.trim(), "1024", "{knob}");
 }
 
+/// The mount process runs without transparent huge pages (the allocator's 2 MiB faults
+/// stalled random reads for milliseconds; see `app::disable_transparent_huge_pages`).
+#[test]
+fn mount_process_runs_without_transparent_huge_pages() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let m = mount(&server, "");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", m.pid())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:"));
+    // Kernels before 5.0 do not report it; the setting itself exists since 3.15.
+    if let Some(line) = line {
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
+}
+
 #[test]
 fn interleaved_readers_on_one_handle_keep_their_read_ahead() {
     if !fuse_available() {
