@@ -422,9 +422,9 @@ async fn ls_l_of_a_listed_directory_heads_ahead_and_never_lists_per_entry() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     f.bucket.reset_counts();
     f.fs.lookup(dir, OsStr::new("f0000")).await.unwrap();
-    // The first lookup started HEADs of the next 64 siblings in the background. Wait for all
-    // of them: HEADs still going out while f0020 is looked up would be counted against it.
-    // f0000's own HEAD plus STAT_AHEAD_WINDOW (src/fs/mod.rs) siblings.
+    // The first lookup HEADs f0000 and starts HEADs of the next STAT_AHEAD_WINDOW (64,
+    // src/fs/mod.rs) siblings in the background. Wait for all of them: HEADs still going out
+    // while f0020 is looked up would be counted against it.
     let ahead = 1 + 64;
     for _ in 0..300 {
         if f.bucket.count(Op::Head) >= ahead {

@@ -170,11 +170,13 @@ fn mount_process_runs_without_transparent_huge_pages() {
     let server = TestS3Server::start(&["media"]);
     let m = mount(&server, "");
     let status = std::fs::read_to_string(format!("/proc/{}/status", m.pid())).unwrap();
-    let line = status.lines().find(|l| l.starts_with("THP_enabled:"));
-    // Kernels before 5.0 do not report it; the setting itself exists since 3.15.
-    if let Some(line) = line {
-        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
-    }
+    // Kernels before 5.0 do not report it (the setting itself exists since 3.15).
+    let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) else {
+        assert!(std::env::var("CI").is_err(), "CI's kernel reports THP_enabled");
+        eprintln!("SKIP mount_process_runs_without_transparent_huge_pages: kernel does not report it");
+        return;
+    };
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
 }
 
 #[test]

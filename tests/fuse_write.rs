@@ -247,6 +247,30 @@ fn editor_rename_and_directory_operations() {
     assert!(File::create(acme.join(long)).is_err());
 }
 
+/// Every close commits, also of a duplicated descriptor: `dd of=FILE` opens FILE, dup2s it onto
+/// stdout and closes the original, so an empty object is stored first (README, Limitations),
+/// and the writer's last close stores the content.
+#[test]
+fn close_of_a_duplicated_descriptor_commits_and_the_last_close_stores_the_rest() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let m = mount(&server);
+    let original = File::create(m.path().join("acme/dup.bin")).unwrap();
+    let mut dup = original.try_clone().unwrap();
+    drop(original);
+    assert_eq!(
+        get(&server, "acme/dup.bin").as_deref(),
+        Some(&[][..]),
+        "after the first close"
+    );
+    let data = pattern(3 * MIB, 9);
+    dup.write_all(&data).unwrap();
+    drop(dup);
+    assert_eq!(get(&server, "acme/dup.bin").map(|d| sha256(&d)), Some(sha256(&data)));
+}
+
 #[test]
 fn failed_upload_is_reported_by_close_and_leaves_no_object() {
     if !fuse_available() {
