@@ -14,9 +14,9 @@
 
 use std::path::PathBuf;
 
-#[path = "../tests/common/fastget.rs"]
+#[path = "../tests/common/fastfs.rs"]
 #[allow(unreachable_pub)]
-mod fastget;
+mod fastfs;
 
 use anyhow::Context;
 use clap::Parser;
@@ -64,7 +64,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args, ak: String, sk: String) -> anyhow::Result<()> {
-    let fs = fastget::FastGet::new(&args.root).map_err(anyhow::Error::msg)?;
+    let fs = fastfs::FastFs::new(&args.root).map_err(anyhow::Error::msg)?;
     let service = {
         let mut b = S3ServiceBuilder::new(fs);
         b.set_auth(SimpleAuth::from_single(ak, sk));

@@ -600,3 +600,147 @@ async fn sdk_client_sees_backend_writes() {
     assert_eq!(body, pattern(64, 2));
     assert!(server.root.join("bucket/dir/k").is_file());
 }
+
+/// The test and bench server completes multipart uploads itself (`common/fastfs.rs`) rather
+/// than through s3s-fs's slow copy; it must still answer as S3 does.
+#[tokio::test]
+async fn test_server_completion_follows_s3() {
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let server = TestS3Server::start(&["bucket"]);
+    let c = server.client();
+    let part = usize::try_from(MIN_PART_SIZE).unwrap();
+    let body = [pattern(part, 1), pattern(part, 2), pattern(1000, 3)];
+    let up = c
+        .create_multipart_upload()
+        .bucket("bucket")
+        .key("d/obj")
+        .content_type("video/mp4")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap().to_owned();
+    let mut parts = Vec::new();
+    for (i, b) in body.iter().enumerate() {
+        let pn = i32::try_from(i + 1).unwrap();
+        let r = c
+            .upload_part()
+            .bucket("bucket")
+            .key("d/obj")
+            .upload_id(&id)
+            .part_number(pn)
+            .body(ByteStream::from(b.clone()))
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            CompletedPart::builder()
+                .part_number(pn)
+                .e_tag(r.e_tag().unwrap())
+                .build(),
+        );
+    }
+    let complete = |parts: Vec<CompletedPart>, id: &str| {
+        c.complete_multipart_upload()
+            .bucket("bucket")
+            .key("d/obj")
+            .upload_id(id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+    };
+    // Refusals change nothing: the upload completes afterwards.
+    let mut wrong = parts.clone();
+    wrong[1] = CompletedPart::builder()
+        .part_number(2)
+        .e_tag("\"0123456789abcdef0123456789abcdef\"")
+        .build();
+    let e = complete(wrong, &id).await.unwrap_err();
+    assert_eq!(e.into_service_error().meta().code(), Some("InvalidPart"));
+    let e = complete(vec![parts[1].clone(), parts[0].clone()], &id)
+        .await
+        .unwrap_err();
+    assert_eq!(e.into_service_error().meta().code(), Some("InvalidPartOrder"));
+    let e = complete(vec![parts[2].clone(), parts[2].clone()], &id)
+        .await
+        .unwrap_err();
+    assert_eq!(e.into_service_error().meta().code(), Some("InvalidPartOrder"));
+    let e = complete(parts.clone(), "00000000-0000-0000-0000-000000000000")
+        .await
+        .unwrap_err();
+    assert_eq!(e.into_service_error().meta().code(), Some("NoSuchUpload"));
+
+    let done = complete(parts.clone(), &id).await.unwrap();
+    // S3's multipart ETag: MD5 of the parts' binary MD5s, and the part count.
+    let mut md5s = Vec::new();
+    for p in &parts {
+        let hex = p.e_tag().unwrap().trim_matches('"');
+        md5s.extend((0..16).map(|k| u8::from_str_radix(&hex[2 * k..2 * k + 2], 16).unwrap()));
+    }
+    let want = format!("\"{}-3\"", md5_hex(&md5s));
+    assert_eq!(done.e_tag(), Some(want.as_str()));
+    let got = c.get_object().bucket("bucket").key("d/obj").send().await.unwrap();
+    assert_eq!(got.e_tag(), Some(want.as_str()), "HEAD/GET see the completion's ETag");
+    assert_eq!(
+        got.content_type(),
+        Some("video/mp4"),
+        "attributes from CreateMultipartUpload"
+    );
+    let data = got.body.collect().await.unwrap().into_bytes();
+    assert_eq!(data, [&body[0][..], &body[1][..], &body[2][..]].concat());
+    let e = complete(parts.clone(), &id).await.unwrap_err();
+    assert_eq!(
+        e.into_service_error().meta().code(),
+        Some("NoSuchUpload"),
+        "completed once"
+    );
+    let left: Vec<_> = std::fs::read_dir(&server.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("upload") || n.starts_with(".tmp."))
+        .collect();
+    assert!(left.is_empty(), "upload files left behind: {left:?}");
+
+    // A too-small part that is not the last one is refused.
+    let up = c
+        .create_multipart_upload()
+        .bucket("bucket")
+        .key("small")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap().to_owned();
+    let mut small = Vec::new();
+    for pn in 1..=2 {
+        let r = c
+            .upload_part()
+            .bucket("bucket")
+            .key("small")
+            .upload_id(&id)
+            .part_number(pn)
+            .body(ByteStream::from(pattern(10, 4)))
+            .send()
+            .await
+            .unwrap();
+        small.push(
+            CompletedPart::builder()
+                .part_number(pn)
+                .e_tag(r.e_tag().unwrap())
+                .build(),
+        );
+    }
+    let e = c
+        .complete_multipart_upload()
+        .bucket("bucket")
+        .key("small")
+        .upload_id(&id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(small)).build())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.into_service_error().meta().code(), Some("EntityTooSmall"));
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}

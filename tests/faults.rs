@@ -239,9 +239,9 @@ backend = "s3"
 prefix = "acme/"
 "#,
         // 0.2^10: a request failing all its attempts is a one-in-ten-million event. The long
-        // attempt timeout keeps a slow completion (debug builds: s3s-fs hashes 200 MiB) from
-        // timing out after the server completed: s3s-fs then answers AccessDenied, not
-        // NoSuchUpload, which RetryBackend does not take as "already completed".
+        // attempt timeout keeps a slow completion on a loaded machine from timing out after
+        // the server completed; a retry would then meet NoSuchUpload (as on S3), which
+        // RetryBackend settles by checking the object, a path this test does not aim at.
         s3_backend_toml("s3", &proxy.endpoint, "30s", 10)
     );
     let m = mount(&server, &cfg);

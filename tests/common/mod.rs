@@ -4,7 +4,7 @@
 // Test-only code: panicking on a broken fixture is the right failure mode.
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
-pub mod fastget;
+pub mod fastfs;
 pub mod moto;
 pub mod mount;
 pub mod proxy;

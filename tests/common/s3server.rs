@@ -178,7 +178,7 @@ async fn serve(
     counters: Arc<Counters>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let fs = super::fastget::FastGet::new(&root).expect("s3s-fs root");
+    let fs = super::fastfs::FastFs::new(&root).expect("s3s-fs root");
     let service = {
         let mut b = S3ServiceBuilder::new(fs);
         b.set_auth(AwsLikeAuth(SimpleAuth::from_single(ak, sk)));
