@@ -4,7 +4,10 @@
 # ratios byosfs/direct and byosfs/best-peer, and the issue's targets as PASS/MISS.
 #
 #   scripts/bench.sh [--quick] [--runs N] [--peers "direct byosfs rclone-off rclone-full s3fs"]
-#                    [--no-install] [--out FILE]
+#                    [--only read|write] [--no-install] [--out FILE]
+#
+# --only runs the read rows (1, 2, 5, 7, ls -l) or the write rows (3, cp -r) alone, for work
+# on one path; the targets of rows not run show as missing.
 #
 # Needs root (drop_caches, apt-get). Every command is bounded by `timeout`; mounts and
 # processes started here are stopped by PID on exit. Generated inputs (mp4, file tree) are
@@ -18,11 +21,13 @@ RUNS=3
 PEERS="direct byosfs rclone-off rclone-full s3fs"
 INSTALL=1
 OUT=""
+ONLY=all
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --runs) RUNS=$2; shift ;;
     --peers) PEERS=$2; shift ;;
+    --only) ONLY=$2; shift ;;
     --no-install) INSTALL=0 ;;
     --out) OUT=$2; shift ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
@@ -30,6 +35,9 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+
+case "$ONLY" in all|read|write) ;; *) echo "--only takes read or write" >&2; exit 2 ;; esac
+want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 
 MIB=$((1 << 20))
 # LIMIT bounds each metadata or media operation (ls, cp, ffprobe, one seek); a peer that runs
@@ -81,6 +89,7 @@ mkdir -p "$CACHE"
 rm -f "$CACHE/ops.log"
 SERVER_PID=""
 FS_PID=""
+WSRC=""
 MNT=$WORK/mnt
 mkdir -p "$MNT"
 cleanup() {
@@ -97,6 +106,7 @@ cleanup() {
   # Every run's figure per peer and row (the table shows medians only).
   [ -s "$WORK/results.tsv" ] && cp "$WORK/results.tsv" "$CACHE/results.tsv"
   rm -rf "$WORK"
+  if [ -n "$WSRC" ]; then rm -f "$WSRC"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -122,22 +132,31 @@ field() { tr ' ' '\n' | sed -n "s/^$1=//p"; }
 log "setup: ${BIG_MIB} MiB object, mp4, $NFILES-file tree, $NLIST objects to list"
 direct put --key big.bin --size $((BIG_MIB * MIB)) >/dev/null
 MP4=$CACHE/movie-${MP4_SECS}s.mp4
-if [ ! -s "$MP4" ]; then
-  # ~20 Mbit/s of noise-bearing 720p: about 2.5 MB per second of video, so ~500 MB at 200 s.
-  # ultrafast keeps generation near real time on 2 cores; a keyframe every 2 s as in streaming.
-  log "generating $MP4 (once)"
-  timeout 900 ffmpeg -v error -y -f lavfi -i "testsrc2=size=1280x720:rate=30" -t "$MP4_SECS" \
-    -vf "noise=alls=12:allf=t" -c:v libx264 -preset ultrafast -b:v 20M -maxrate 20M -bufsize 40M \
-    -g 60 -pix_fmt yuv420p -movflags +faststart "$MP4.tmp.mp4"
-  mv "$MP4.tmp.mp4" "$MP4"
+MP4_DUR=0
+if want read; then
+  if [ ! -s "$MP4" ]; then
+    # ~20 Mbit/s of noise-bearing 720p: about 2.5 MB per second of video, so ~500 MB at 200 s.
+    # ultrafast keeps generation near real time on 2 cores; a keyframe every 2 s as in streaming.
+    log "generating $MP4 (once)"
+    timeout 900 ffmpeg -v error -y -f lavfi -i "testsrc2=size=1280x720:rate=30" -t "$MP4_SECS" \
+      -vf "noise=alls=12:allf=t" -c:v libx264 -preset ultrafast -b:v 20M -maxrate 20M -bufsize 40M \
+      -g 60 -pix_fmt yuv420p -movflags +faststart "$MP4.tmp.mp4"
+    mv "$MP4.tmp.mp4" "$MP4"
+  fi
+  direct put --key movie.mp4 --file "$MP4" >/dev/null
+  MP4_DUR=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$MP4")
 fi
-direct put --key movie.mp4 --file "$MP4" >/dev/null
-MP4_DUR=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$MP4")
 TREE=$CACHE/tree-$NFILES
 if [ ! -d "$TREE" ]; then $H mktree "$TREE.tmp" "$NFILES" >/dev/null && mv "$TREE.tmp" "$TREE"; fi
 # s3s-fs objects are plain files: the listing objects go straight into the bucket directory.
-$H mklist "$DATA/$BUCKET/list" "$NLIST" >/dev/null
-log "inputs ready: mp4 $(du -m "$MP4" | cut -f1) MB, ${MP4_DUR%.*} s"
+if want read; then $H mklist "$DATA/$BUCKET/list" "$NLIST" >/dev/null; fi
+# The bytes every client writes in row 3: the same patterned data for direct (read into memory
+# before its clock starts) and for dd into each mount. On tmpfs, so dd's reads never wait on
+# the disk or compete with the server's writes to it.
+[ "$WRITE_MIB" -le "$BIG_MIB" ] || die "the write source is cut from the read object"
+WSRC=$(mktemp /dev/shm/byosfs-bench-wsrc.XXXXXX)
+head -c $((WRITE_MIB * MIB)) "$DATA/$BUCKET/big.bin" >"$WSRC"
+log "inputs ready: mp4 $(du -m "$MP4" 2>/dev/null | cut -f1) MB, ${MP4_DUR%.*} s"
 
 # ---------------------------------------------------------------------------- results
 RES=$WORK/results.tsv
@@ -257,38 +276,45 @@ wait_tree() {
 }
 # `timed` runs a copy and its wait in one bounded child shell.
 export -f log wait_object wait_tree
-export DATA BUCKET
+export DATA BUCKET WSRC
 
 # ---------------------------------------------------------------------------- workloads
 run_direct() {
   local r=$1 v
-  drop_caches
-  # The server's own CPU per GiB it serves: the cost every row shares on these 2 cores.
-  local s0; s0=$($H cpu "$SERVER_PID")
-  v=$(direct get --key big.bin | field mbps); record direct seq_cold "$r" "$v"
-  record direct srv_cpu_gib "$r" "$(echo "($($H cpu "$SERVER_PID") - $s0) / ($BIG_MIB / 1024)" | bc -l)"
-  # No "warm" direct row: direct access has no cache; every GET is served by the server.
-  # About FIO_SECS of requests each at this server's speed (fio is time-based).
-  local n4k=$((FIO_SECS * 500)) n256=$((FIO_SECS * 100)) n1m=$((FIO_SECS * 50))
-  v=$(direct rand --key big.bin --bs 4096 --count $n4k)
-  record direct rand4k_iops "$r" "$(field iops <<<"$v")"
-  record direct rand4k_p50 "$r" "$(field p50_us <<<"$v")"; record direct rand4k_p99 "$r" "$(field p99_us <<<"$v")"
-  v=$(direct rand --key big.bin --bs 262144 --count $n256)
-  record direct rand256k_mbps "$r" "$(field mbps <<<"$v")"
-  record direct rand256k_p50 "$r" "$(field p50_us <<<"$v")"; record direct rand256k_p99 "$r" "$(field p99_us <<<"$v")"
-  v=$(direct rand --key big.bin --bs 1048576 --count $n1m)
-  record direct rand1m_mbps "$r" "$(field mbps <<<"$v")"
-  record direct rand1m_p50 "$r" "$(field p50_us <<<"$v")"; record direct rand1m_p99 "$r" "$(field p99_us <<<"$v")"
-  v=$(direct interleave --key big.bin | field mbps); record direct interleave "$r" "$v"
-  v=$(direct put --key "w-direct-$r.bin" --size $((WRITE_MIB * MIB)) | field mbps); record direct seq_write "$r" "$v"
-  rm -f "$DATA/$BUCKET/w-direct-$r.bin"
-  v=$(direct putdir --prefix "cp-direct-$r/" --dir "$TREE" | field secs); record direct cp_tree "$r" "$v"
-  rm -rf "$DATA/$BUCKET/cp-direct-$r"
-  v=$(direct list --prefix list/ | field secs); record direct ls_l "$r" "$v"
-  local url; url=$(direct presign --key movie.mp4)
-  record direct ffprobe "$r" "$(timed "$LIMIT" ffprobe -v error -show_format -show_streams "$url")"
-  record direct seek_frame "$r" "$(media_seeks "$url")"
-  v=$(direct ttfb --key movie.mp4 | field median_ms); record direct ttfb_seek "$r" "$v"
+  if want read; then
+    drop_caches
+    # The server's own CPU per GiB it serves: the cost every row shares on these 2 cores.
+    local s0; s0=$($H cpu "$SERVER_PID")
+    v=$(direct get --key big.bin | field mbps); record direct seq_cold "$r" "$v"
+    record direct srv_cpu_gib "$r" "$(echo "($($H cpu "$SERVER_PID") - $s0) / ($BIG_MIB / 1024)" | bc -l)"
+    # No "warm" direct row: direct access has no cache; every GET is served by the server.
+    # About FIO_SECS of requests each at this server's speed (fio is time-based).
+    local n4k=$((FIO_SECS * 500)) n256=$((FIO_SECS * 100)) n1m=$((FIO_SECS * 50))
+    v=$(direct rand --key big.bin --bs 4096 --count $n4k)
+    record direct rand4k_iops "$r" "$(field iops <<<"$v")"
+    record direct rand4k_p50 "$r" "$(field p50_us <<<"$v")"; record direct rand4k_p99 "$r" "$(field p99_us <<<"$v")"
+    v=$(direct rand --key big.bin --bs 262144 --count $n256)
+    record direct rand256k_mbps "$r" "$(field mbps <<<"$v")"
+    record direct rand256k_p50 "$r" "$(field p50_us <<<"$v")"; record direct rand256k_p99 "$r" "$(field p99_us <<<"$v")"
+    v=$(direct rand --key big.bin --bs 1048576 --count $n1m)
+    record direct rand1m_mbps "$r" "$(field mbps <<<"$v")"
+    record direct rand1m_p50 "$r" "$(field p50_us <<<"$v")"; record direct rand1m_p99 "$r" "$(field p99_us <<<"$v")"
+    v=$(direct interleave --key big.bin | field mbps); record direct interleave "$r" "$v"
+  fi
+  if want write; then
+    v=$(direct put --key "w-direct-$r.bin" --file "$WSRC"); record direct seq_write "$r" "$(field mbps <<<"$v")"
+    echo "direct seq_write run $r: server completion took $(field complete_secs <<<"$v") s" >>"$WORK/ops.log"
+    rm -f "$DATA/$BUCKET/w-direct-$r.bin"
+    v=$(direct putdir --prefix "cp-direct-$r/" --dir "$TREE" | field secs); record direct cp_tree "$r" "$v"
+    rm -rf "$DATA/$BUCKET/cp-direct-$r"
+  fi
+  if want read; then
+    v=$(direct list --prefix list/ | field secs); record direct ls_l "$r" "$v"
+    local url; url=$(direct presign --key movie.mp4)
+    record direct ffprobe "$r" "$(timed "$LIMIT" ffprobe -v error -show_format -show_streams "$url")"
+    record direct seek_frame "$r" "$(media_seeks "$url")"
+    v=$(direct ttfb --key movie.mp4 | field median_ms); record direct ttfb_seek "$r" "$v"
+  fi
 }
 
 # Median seconds to decode one frame after each of 5 seeks (fixed positions).
@@ -337,56 +363,60 @@ run_fs() {
   local peer=$1 r=$2 v c0 t size=$((BIG_MIB * MIB))
   PEER=$peer RCPU=0 RBYTES=0 WCPU=0 WBYTES=0
   PEAK=0
-  # Once per peer: a FUSE file's page cache goes with its unmount, so each fresh mount below
-  # starts cold without dropping (and re-warming the server's copy) every time.
-  drop_caches
-  # 1. sequential read: cold (fresh mount, caches dropped), then warm.
-  mount_fs "$peer"; c0=$(cpu_now)
-  t=$(timed 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M status=none)
-  record "$peer" seq_cold "$r" "$(mbps $size "$t")"
-  tally read "$c0" "$size" seq_cold
-  t=$(timed 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M status=none)
-  record "$peer" seq_warm "$r" "$(mbps $size "$t")"
-  umount_fs "$peer" "$r"
-  log "  $peer: random reads"
-  # 2. random reads, each size on a fresh mount so no cache carries over.
-  for spec in 4k:rand4k 256k:rand256k 1m:rand1m; do
+  if want read; then
+    # Once per peer: a FUSE file's page cache goes with its unmount, so each fresh mount below
+    # starts cold without dropping (and re-warming the server's copy) every time.
+    drop_caches
+    # 1. sequential read: cold (fresh mount, caches dropped), then warm.
     mount_fs "$peer"; c0=$(cpu_now)
-    fio_row "$peer" "$r" "${spec%%:*}" "${spec#*:}"
-    tally read "$c0" "${FIO_BYTES:-0}" "${spec#*:}"
+    t=$(timed 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M status=none)
+    record "$peer" seq_cold "$r" "$(mbps $size "$t")"
+    tally read "$c0" "$size" seq_cold
+    t=$(timed 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M status=none)
+    record "$peer" seq_warm "$r" "$(mbps $size "$t")"
     umount_fs "$peer" "$r"
-  done
-  log "  $peer: interleaved readers, ttfb, media, ls -l"
-  # Two interleaved sequential readers on one open file; then, on the same mount but other
-  # objects nothing has read yet: 7 + 5. time to first byte after a seek, the media scenario,
-  # and 4. `ls -l` of the listing directory.
-  mount_fs "$peer"; c0=$(cpu_now)
-  v=$(timeout -k 5 600 $H interleave "$FS_DIR/big.bin" 1048576 "$IL_SECS" 2>>"$WORK/ops.log")
-  local il_mbps il_bytes
-  il_mbps=$(field mbps <<<"$v"); il_bytes=$(field bytes <<<"$v")
-  record "$peer" interleave "$r" "${il_mbps:-fail}"
-  tally read "$c0" "${il_bytes:-0}" interleave
-  v=$(timeout -k 5 "$LIMIT" $H ttfb "$FS_DIR/movie.mp4" 5 65536 2>>"$WORK/ops.log" | field median_ms)
-  record "$peer" ttfb_seek "$r" "${v:-fail}"
-  record "$peer" ffprobe "$r" "$(timed "$LIMIT" ffprobe -v error -show_format -show_streams "$FS_DIR/movie.mp4")"
-  record "$peer" seek_frame "$r" "$(media_seeks "$FS_DIR/movie.mp4")"
-  record "$peer" ls_l "$r" "$(timed "$LIMIT" ls -l "$FS_DIR/list")"
-  umount_fs "$peer" "$r"
-  log "  $peer: write, cp -r"
-  # 3. sequential write, counted until the object is complete on the server.
-  mount_fs "$peer"; c0=$(cpu_now)
-  local wsize=$((WRITE_MIB * MIB))
-  t=$(timed 900 bash -c 'dd if=/dev/zero of="$1" bs=1M count="$2" status=none && "$3" "$4" "$5"' _ \
-    "$FS_DIR/w-$peer-$r.bin" "$WRITE_MIB" wait_object "w-$peer-$r.bin" "$wsize")
-  record "$peer" seq_write "$r" "$(mbps $wsize "$t")"
-  if num "$t"; then tally write "$c0" "$wsize" seq_write; fi
-  rm -f "$FS_DIR/w-$peer-$r.bin" 2>/dev/null || true
-  # 4. cp -r of the small-file tree, until every file is on the server.
-  t=$(timed "$LIMIT" bash -c 'cp -r "$1" "$2" && "$3" "$4" "$5"' _ \
-    "$TREE" "$FS_DIR/cp-$peer-$r" wait_tree "cp-$peer-$r" "$NFILES")
-  record "$peer" cp_tree "$r" "$t"
-  umount_fs "$peer" "$r"
-  rm -rf "$DATA/$BUCKET/cp-$peer-$r" "$DATA/$BUCKET/w-$peer-$r.bin"
+    log "  $peer: random reads"
+    # 2. random reads, each size on a fresh mount so no cache carries over.
+    for spec in 4k:rand4k 256k:rand256k 1m:rand1m; do
+      mount_fs "$peer"; c0=$(cpu_now)
+      fio_row "$peer" "$r" "${spec%%:*}" "${spec#*:}"
+      tally read "$c0" "${FIO_BYTES:-0}" "${spec#*:}"
+      umount_fs "$peer" "$r"
+    done
+    log "  $peer: interleaved readers, ttfb, media, ls -l"
+    # Two interleaved sequential readers on one open file; then, on the same mount but other
+    # objects nothing has read yet: 7 + 5. time to first byte after a seek, the media scenario,
+    # and 4. `ls -l` of the listing directory.
+    mount_fs "$peer"; c0=$(cpu_now)
+    v=$(timeout -k 5 600 $H interleave "$FS_DIR/big.bin" 1048576 "$IL_SECS" 2>>"$WORK/ops.log")
+    local il_mbps il_bytes
+    il_mbps=$(field mbps <<<"$v"); il_bytes=$(field bytes <<<"$v")
+    record "$peer" interleave "$r" "${il_mbps:-fail}"
+    tally read "$c0" "${il_bytes:-0}" interleave
+    v=$(timeout -k 5 "$LIMIT" $H ttfb "$FS_DIR/movie.mp4" 5 65536 2>>"$WORK/ops.log" | field median_ms)
+    record "$peer" ttfb_seek "$r" "${v:-fail}"
+    record "$peer" ffprobe "$r" "$(timed "$LIMIT" ffprobe -v error -show_format -show_streams "$FS_DIR/movie.mp4")"
+    record "$peer" seek_frame "$r" "$(media_seeks "$FS_DIR/movie.mp4")"
+    record "$peer" ls_l "$r" "$(timed "$LIMIT" ls -l "$FS_DIR/list")"
+    umount_fs "$peer" "$r"
+  fi
+  if want write; then
+    log "  $peer: write, cp -r"
+    # 3. sequential write, counted until the object is complete on the server.
+    mount_fs "$peer"; c0=$(cpu_now)
+    local wsize=$((WRITE_MIB * MIB))
+    t=$(timed 900 bash -c 'dd if="$WSRC" of="$1" bs=1M count="$2" status=none && "$3" "$4" "$5"' _ \
+      "$FS_DIR/w-$peer-$r.bin" "$WRITE_MIB" wait_object "w-$peer-$r.bin" "$wsize")
+    record "$peer" seq_write "$r" "$(mbps $wsize "$t")"
+    if num "$t"; then tally write "$c0" "$wsize" seq_write; fi
+    rm -f "$FS_DIR/w-$peer-$r.bin" 2>/dev/null || true
+    # 4. cp -r of the small-file tree, until every file is on the server.
+    t=$(timed "$LIMIT" bash -c 'cp -r "$1" "$2" && "$3" "$4" "$5"' _ \
+      "$TREE" "$FS_DIR/cp-$peer-$r" wait_tree "cp-$peer-$r" "$NFILES")
+    record "$peer" cp_tree "$r" "$t"
+    umount_fs "$peer" "$r"
+    rm -rf "$DATA/$BUCKET/cp-$peer-$r" "$DATA/$BUCKET/w-$peer-$r.bin"
+  fi
   record "$peer" peak_rss "$r" "$PEAK"
   [ "$RBYTES" -gt 0 ] && record "$peer" cpu_read_gib "$r" "$(echo "$RCPU / ($RBYTES / 1073741824)" | bc -l)"
   [ "$WBYTES" -gt 0 ] && record "$peer" cpu_write_gib "$r" "$(echo "$WCPU / ($WBYTES / 1073741824)" | bc -l)"
@@ -405,7 +435,7 @@ done
 log "done in $(($(date +%s) - START)) s (setup excluded)"
 
 {
-  echo "byosfs bench: $( [ "$QUICK" = 1 ] && echo quick || echo full ) mode, object ${BIG_MIB} MiB, write ${WRITE_MIB} MiB, $NFILES files, $NLIST listed, mp4 $(du -m "$MP4" | cut -f1) MB"
+  echo "byosfs bench: $( [ "$QUICK" = 1 ] && echo quick || echo full ) mode, object ${BIG_MIB} MiB, write ${WRITE_MIB} MiB, $NFILES files, $NLIST listed, mp4 $(du -m "$MP4" 2>/dev/null | cut -f1) MB"
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), loopback s3s-fs server, payload signing (byosfs, direct): $PAYLOAD_SIGNING"
   echo
   $H report "$RES"
