@@ -156,7 +156,7 @@ if want read; then $H mklist "$DATA/$BUCKET/list" "$NLIST" >/dev/null; fi
 [ "$WRITE_MIB" -le "$BIG_MIB" ] || die "the write source is cut from the read object"
 WSRC=$(mktemp /dev/shm/byosfs-bench-wsrc.XXXXXX)
 head -c $((WRITE_MIB * MIB)) "$DATA/$BUCKET/big.bin" >"$WSRC"
-log "inputs ready: mp4 $(du -m "$MP4" 2>/dev/null | cut -f1) MB, ${MP4_DUR%.*} s"
+if want read; then log "inputs ready: mp4 $(du -m "$MP4" | cut -f1) MB, ${MP4_DUR%.*} s"; else log "inputs ready"; fi
 
 # ---------------------------------------------------------------------------- results
 RES=$WORK/results.tsv

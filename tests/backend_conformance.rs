@@ -601,75 +601,100 @@ async fn sdk_client_sees_backend_writes() {
     assert!(server.root.join("bucket/dir/k").is_file());
 }
 
-/// The test and bench server completes multipart uploads itself (`common/fastfs.rs`) rather
-/// than through s3s-fs's slow copy; it must still answer as S3 does.
-#[tokio::test]
-async fn test_server_completion_follows_s3() {
-    use aws_sdk_s3::primitives::ByteStream;
-    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-    let server = TestS3Server::start(&["bucket"]);
-    let c = server.client();
-    let part = usize::try_from(MIN_PART_SIZE).unwrap();
-    let body = [pattern(part, 1), pattern(part, 2), pattern(1000, 3)];
+/// Create an upload of `key` through the SDK and send `bodies` as parts 1, 2, ...; the upload
+/// id and the parts as a completion lists them.
+async fn sdk_upload(
+    c: &aws_sdk_s3::Client,
+    key: &str,
+    content_type: Option<&str>,
+    bodies: &[Bytes],
+) -> (String, Vec<aws_sdk_s3::types::CompletedPart>) {
     let up = c
         .create_multipart_upload()
         .bucket("bucket")
-        .key("d/obj")
-        .content_type("video/mp4")
+        .key(key)
+        .set_content_type(content_type.map(str::to_owned))
         .send()
         .await
         .unwrap();
     let id = up.upload_id().unwrap().to_owned();
     let mut parts = Vec::new();
-    for (i, b) in body.iter().enumerate() {
+    for (i, b) in bodies.iter().enumerate() {
         let pn = i32::try_from(i + 1).unwrap();
         let r = c
             .upload_part()
             .bucket("bucket")
-            .key("d/obj")
+            .key(key)
             .upload_id(&id)
             .part_number(pn)
-            .body(ByteStream::from(b.clone()))
+            .body(b.clone().into())
             .send()
             .await
             .unwrap();
         parts.push(
-            CompletedPart::builder()
+            aws_sdk_s3::types::CompletedPart::builder()
                 .part_number(pn)
                 .e_tag(r.e_tag().unwrap())
                 .build(),
         );
     }
-    let complete = |parts: Vec<CompletedPart>, id: &str| {
-        c.complete_multipart_upload()
-            .bucket("bucket")
-            .key("d/obj")
-            .upload_id(id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-            .send()
-    };
+    (id, parts)
+}
+
+/// Complete upload `id` of `key` with `parts`: the ETag, or the server's error code.
+async fn sdk_complete(
+    c: &aws_sdk_s3::Client,
+    key: &str,
+    id: &str,
+    parts: Vec<aws_sdk_s3::types::CompletedPart>,
+) -> Result<String, String> {
+    use aws_sdk_s3::error::ProvideErrorMetadata as _;
+    let done = aws_sdk_s3::types::CompletedMultipartUpload::builder()
+        .set_parts(Some(parts))
+        .build();
+    match c
+        .complete_multipart_upload()
+        .bucket("bucket")
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(done)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.e_tag().unwrap_or_default().to_owned()),
+        Err(e) => Err(e.into_service_error().code().unwrap_or_default().to_owned()),
+    }
+}
+
+/// The test and bench server completes multipart uploads itself (`common/fastfs.rs`) rather
+/// than through s3s-fs's slow copy; it must still answer as S3 does.
+#[tokio::test]
+async fn test_server_completion_follows_s3() {
+    use aws_sdk_s3::types::CompletedPart;
+    let server = TestS3Server::start(&["bucket"]);
+    let c = server.client();
+    let part = usize::try_from(MIN_PART_SIZE).unwrap();
+    let body = [pattern(part, 1), pattern(part, 2), pattern(1000, 3)];
+    let (id, parts) = sdk_upload(&c, "d/obj", Some("video/mp4"), &body).await;
+    let code = |r: Result<String, String>| r.unwrap_err();
     // Refusals change nothing: the upload completes afterwards.
     let mut wrong = parts.clone();
     wrong[1] = CompletedPart::builder()
         .part_number(2)
         .e_tag("\"0123456789abcdef0123456789abcdef\"")
         .build();
-    let e = complete(wrong, &id).await.unwrap_err();
-    assert_eq!(e.into_service_error().meta().code(), Some("InvalidPart"));
-    let e = complete(vec![parts[1].clone(), parts[0].clone()], &id)
-        .await
-        .unwrap_err();
-    assert_eq!(e.into_service_error().meta().code(), Some("InvalidPartOrder"));
-    let e = complete(vec![parts[2].clone(), parts[2].clone()], &id)
-        .await
-        .unwrap_err();
-    assert_eq!(e.into_service_error().meta().code(), Some("InvalidPartOrder"));
-    let e = complete(parts.clone(), "00000000-0000-0000-0000-000000000000")
-        .await
-        .unwrap_err();
-    assert_eq!(e.into_service_error().meta().code(), Some("NoSuchUpload"));
+    assert_eq!(code(sdk_complete(&c, "d/obj", &id, wrong).await), "InvalidPart");
+    let swapped = vec![parts[1].clone(), parts[0].clone()];
+    assert_eq!(code(sdk_complete(&c, "d/obj", &id, swapped).await), "InvalidPartOrder");
+    let repeated = vec![parts[2].clone(), parts[2].clone()];
+    assert_eq!(code(sdk_complete(&c, "d/obj", &id, repeated).await), "InvalidPartOrder");
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    assert_eq!(
+        code(sdk_complete(&c, "d/obj", unknown, parts.clone()).await),
+        "NoSuchUpload"
+    );
 
-    let done = complete(parts.clone(), &id).await.unwrap();
+    let done = sdk_complete(&c, "d/obj", &id, parts.clone()).await.unwrap();
     // S3's multipart ETag: MD5 of the parts' binary MD5s, and the part count.
     let mut md5s = Vec::new();
     for p in &parts {
@@ -677,7 +702,7 @@ async fn test_server_completion_follows_s3() {
         md5s.extend((0..16).map(|k| u8::from_str_radix(&hex[2 * k..2 * k + 2], 16).unwrap()));
     }
     let want = format!("\"{}-3\"", md5_hex(&md5s));
-    assert_eq!(done.e_tag(), Some(want.as_str()));
+    assert_eq!(done, want);
     let got = c.get_object().bucket("bucket").key("d/obj").send().await.unwrap();
     assert_eq!(got.e_tag(), Some(want.as_str()), "HEAD/GET see the completion's ETag");
     assert_eq!(
@@ -687,10 +712,9 @@ async fn test_server_completion_follows_s3() {
     );
     let data = got.body.collect().await.unwrap().into_bytes();
     assert_eq!(data, [&body[0][..], &body[1][..], &body[2][..]].concat());
-    let e = complete(parts.clone(), &id).await.unwrap_err();
     assert_eq!(
-        e.into_service_error().meta().code(),
-        Some("NoSuchUpload"),
+        code(sdk_complete(&c, "d/obj", &id, parts.clone()).await),
+        "NoSuchUpload",
         "completed once"
     );
     let left: Vec<_> = std::fs::read_dir(&server.root)
@@ -701,43 +725,8 @@ async fn test_server_completion_follows_s3() {
     assert!(left.is_empty(), "upload files left behind: {left:?}");
 
     // A too-small part that is not the last one is refused.
-    let up = c
-        .create_multipart_upload()
-        .bucket("bucket")
-        .key("small")
-        .send()
-        .await
-        .unwrap();
-    let id = up.upload_id().unwrap().to_owned();
-    let mut small = Vec::new();
-    for pn in 1..=2 {
-        let r = c
-            .upload_part()
-            .bucket("bucket")
-            .key("small")
-            .upload_id(&id)
-            .part_number(pn)
-            .body(ByteStream::from(pattern(10, 4)))
-            .send()
-            .await
-            .unwrap();
-        small.push(
-            CompletedPart::builder()
-                .part_number(pn)
-                .e_tag(r.e_tag().unwrap())
-                .build(),
-        );
-    }
-    let e = c
-        .complete_multipart_upload()
-        .bucket("bucket")
-        .key("small")
-        .upload_id(&id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(small)).build())
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(e.into_service_error().meta().code(), Some("EntityTooSmall"));
+    let (id, small) = sdk_upload(&c, "small", None, &[pattern(10, 4), pattern(10, 4)]).await;
+    assert_eq!(code(sdk_complete(&c, "small", &id, small).await), "EntityTooSmall");
 }
 
 fn md5_hex(data: &[u8]) -> String {
