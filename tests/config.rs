@@ -74,7 +74,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(config.mount.threads, 4);
     assert_eq!((config.mount.uid, config.mount.gid), (None, None));
     assert_eq!(config.cache.memory, 512 << 20);
-    assert_eq!(config.cache.block_size, 128 << 10);
+    assert_eq!(config.cache.block_size, 1 << 20);
     assert_eq!(config.cache.readahead_initial, 1 << 20);
     assert_eq!(config.cache.readahead_max, 64 << 20);
     assert_eq!(config.cache.max_streams, 4);

@@ -78,8 +78,9 @@ pub struct MountConfig {
 pub struct CacheConfig {
     /// Block cache budget in bytes. Default 512 MiB.
     pub memory: u64,
-    /// Cache block size in bytes, a power of two ≤ `memory`. Default 128 KiB: the kernel's read
-    /// size, so a read is one block (a zero-copy reply) and the first GET after a seek is small.
+    /// Cache block size in bytes, a power of two ≤ `memory`. Default 1 MiB: the kernel's read
+    /// size on a root mount, so a read is one block (a zero-copy reply); small reads after a seek
+    /// GET exactly their bytes whatever the block size.
     pub block_size: u64,
     /// First read-ahead window of a sequential stream. Default 1 MiB.
     pub readahead_initial: u64,

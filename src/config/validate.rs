@@ -170,7 +170,7 @@ impl Validator<'_> {
     fn cache(&mut self, raw: RawCache) -> CacheConfig {
         let memory = size(&raw.memory, 512 * MIB);
         // Same default as `cache::DEFAULT_BLOCK_SIZE` (config may not depend on cache; see STYLE).
-        let block_size = size(&raw.block_size, 128 * KIB);
+        let block_size = size(&raw.block_size, MIB);
         let span = |s: &Option<Spanned<ByteSize>>| s.as_ref().map(Spanned::span);
         if !block_size.is_power_of_two() || block_size < MIN_BLOCK_SIZE {
             let msg =

@@ -395,6 +395,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn kernel_sized_sequential_reads_are_slices_of_one_cached_block() {
+        // A root mount's kernel reads are 1 MiB (`fuse::session` raises the read-ahead): with
+        // the default block size each is one cached block, answered without a join copy.
+        let bs = crate::cache::DEFAULT_BLOCK_SIZE;
+        let data = pattern(8 * MIB as usize);
+        let config = ReadConfig {
+            release_passed: false,
+            ..ReadConfig::default()
+        };
+        let (_backend, reader) = setup(data.clone(), 64 * MIB, bs, config).await;
+        for i in 0..8 {
+            let got = reader.read(i * MIB, MIB as usize).await.unwrap();
+            let at = (i * MIB) as usize;
+            assert_eq!(got, &data[at..at + MIB as usize]);
+            let block = reader.fetcher.cache().get(reader.id(), i * MIB / bs).unwrap();
+            assert_eq!(got.as_ptr(), block.as_ptr(), "read {i} was copied");
+        }
+    }
+
+    #[tokio::test]
     async fn cached_blocks_are_not_fetched_again() {
         let (backend, reader) = setup(pattern(4096), 1 << 20, 256, small_config()).await;
         reader.read(0, 4096).await.unwrap();
