@@ -1,7 +1,8 @@
 //! Direct S3 access for `scripts/bench.sh`: the "no FUSE" rows, and fast setup uploads.
 //!
-//! Uses the same SDK and client settings as byosfs's S3 backend (checksums only when
-//! required), so the difference to a byosfs row is the filesystem, not the HTTP stack.
+//! Reads go through byosfs's own S3 backend (`backend::s3`, whose GETs bypass the SDK's
+//! per-request work); everything else uses the SDK with the backend's settings (checksums only
+//! when required). The difference to a byosfs row is then the filesystem, not the HTTP stack.
 //! Credentials and endpoint come from `BENCH_ENDPOINT`, `BENCH_AK`, `BENCH_SK`. Each command
 //! prints one line of `name=value` pairs on stdout for the script to parse.
 //!
@@ -28,8 +29,12 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
+use byosfs::backend::s3::{S3Backend, S3BackendConfig, S3ClientPool, S3Credentials};
+use byosfs::backend::{Backend as _, ByteRange};
+use byosfs::secret::Secret;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use futures::StreamExt as _;
 use tokio::task::JoinSet;
 
 const MIB: u64 = 1 << 20;
@@ -143,9 +148,31 @@ fn client() -> anyhow::Result<Client> {
     Ok(Client::from_conf(conf))
 }
 
+/// byosfs's S3 backend for `bucket`, with the mount's client settings.
+async fn backend(bucket: &str) -> anyhow::Result<Arc<S3Backend>> {
+    let cfg = S3BackendConfig {
+        endpoint: Some(std::env::var("BENCH_ENDPOINT").context("BENCH_ENDPOINT")?),
+        region: "us-east-1".to_owned(),
+        force_path_style: true,
+        bucket: bucket.to_owned(),
+        credentials: S3Credentials::Static {
+            access_key_id: std::env::var("BENCH_AK").context("BENCH_AK")?,
+            secret_access_key: Secret::new(std::env::var("BENCH_SK").context("BENCH_SK")?),
+            session_token: None,
+        },
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(30),
+        max_attempts: 1,
+        sign_payload: true,
+    };
+    Ok(Arc::new(S3ClientPool::new().backend(&cfg).await?))
+}
+
 async fn run(args: Args) -> anyhow::Result<String> {
     let c = client()?;
     let b = args.bucket.as_str();
+    let reader = backend(b).await?;
+    let r = &reader;
     match args.cmd {
         Cmd::Get { key, concurrency, part } => {
             let size = object_size(&c, b, &key).await?;
@@ -153,7 +180,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
             let ranges: Vec<(u64, u64)> = (0..size.div_ceil(part))
                 .map(|i| (i * part, ((i + 1) * part).min(size)))
                 .collect();
-            let n = fetch_ranges(&c, b, &key, ranges, concurrency).await?;
+            let n = fetch_ranges(r, &key, ranges, concurrency).await?;
             anyhow::ensure!(n == size, "read {n} of {size} bytes");
             Ok(rate_line(n, t.elapsed()))
         }
@@ -180,7 +207,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
             for _ in 0..count {
                 let off = rng.below(blocks) * bs;
                 let t1 = Instant::now();
-                get_range(&c, b, &key, off, (off + bs).min(size)).await?;
+                get_range(r, &key, off, (off + bs).min(size)).await?;
                 lat.push(t1.elapsed());
             }
             let total = t.elapsed();
@@ -199,12 +226,12 @@ async fn run(args: Args) -> anyhow::Result<String> {
             let t = Instant::now();
             let mut set = JoinSet::new();
             for (start, end) in [(0, half), (half, size)] {
-                let (c, b, key) = (c.clone(), b.to_owned(), key.clone());
+                let (r, key) = (reader.clone(), key.clone());
                 set.spawn(async move {
                     let mut off = start;
                     while off < end {
                         let e = (off + chunk).min(end);
-                        get_range(&c, &b, &key, off, e).await?;
+                        get_range(&r, &key, off, e).await?;
                         off = e;
                     }
                     anyhow::Ok(end - start)
@@ -223,7 +250,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
             for _ in 0..count {
                 let off = rng.below(size.saturating_sub(len).max(1));
                 let t = Instant::now();
-                get_range(&c, b, &key, off, (off + len).min(size)).await?;
+                get_range(r, &key, off, (off + len).min(size)).await?;
                 lat.push(t.elapsed());
             }
             lat.sort();
@@ -379,25 +406,18 @@ async fn object_size(c: &Client, b: &str, key: &str) -> anyhow::Result<u64> {
     Ok(u64::try_from(h.content_length().unwrap_or(0))?)
 }
 
-/// GET `[start, end)`, body drained; returns the bytes received.
-async fn get_range(c: &Client, b: &str, key: &str, start: u64, end: u64) -> anyhow::Result<u64> {
-    let mut r = c
-        .get_object()
-        .bucket(b)
-        .key(key)
-        .range(format!("bytes={start}-{}", end - 1))
-        .send()
-        .await?;
+/// GET `[start, end)`, body drained as it arrives; returns the bytes received.
+async fn get_range(r: &S3Backend, key: &str, start: u64, end: u64) -> anyhow::Result<u64> {
+    let mut body = r.get_range_stream(key, ByteRange::new(start, end), None).await?;
     let mut n = 0u64;
-    while let Some(chunk) = r.body.try_next().await? {
-        n += chunk.len() as u64;
+    while let Some(piece) = body.next().await {
+        n += piece?.len() as u64;
     }
     Ok(n)
 }
 
 async fn fetch_ranges(
-    c: &Client,
-    b: &str,
+    r: &Arc<S3Backend>,
     key: &str,
     ranges: Vec<(u64, u64)>,
     concurrency: usize,
@@ -406,15 +426,15 @@ async fn fetch_ranges(
     let mut total = 0;
     for (s, e) in ranges {
         if set.len() >= concurrency.max(1) {
-            if let Some(r) = set.join_next().await {
-                total += r??;
+            if let Some(n) = set.join_next().await {
+                total += n??;
             }
         }
-        let (c, b, key) = (c.clone(), b.to_owned(), key.to_owned());
-        set.spawn(async move { get_range(&c, &b, &key, s, e).await });
+        let (r, key) = (r.clone(), key.to_owned());
+        set.spawn(async move { get_range(&r, &key, s, e).await });
     }
-    while let Some(r) = set.join_next().await {
-        total += r??;
+    while let Some(n) = set.join_next().await {
+        total += n??;
     }
     Ok(total)
 }
