@@ -6,6 +6,10 @@
 //! object *version* (the ETag when known, else size and Last-Modified), so a replaced object can
 //! never be served blocks of its predecessor and two tenants never share an entry.
 //!
+//! Besides whole blocks, a block's *tail* (its bytes from some offset to its end) can be cached
+//! under the same index ([`BlockCache::insert_tail`]): a stream that began with a small exact
+//! read fetches only the rest of that block (see `read::prefetch`).
+//!
 //! Invariant: [`BlockCache::used_bytes`] never exceeds the budget. Least recently used blocks
 //! are evicted *before* an insert; a block larger than the whole budget is not cached at all.
 
@@ -92,7 +96,8 @@ impl ObjectId {
 /// LRU state behind the cache's one lock.
 #[derive(Debug)]
 struct Inner {
-    blocks: LruCache<(ObjectId, u64), Bytes>,
+    /// Key: object, block index, and whether the entry is the block's tail only.
+    blocks: LruCache<(ObjectId, u64, bool), Bytes>,
     used: u64,
 }
 
@@ -132,12 +137,12 @@ impl BlockCache {
     /// Block `block` of `id`, marking it most recently used.
     pub fn get(&self, id: &ObjectId, block: u64) -> Option<Bytes> {
         // The tuple key needs an owned ObjectId; cloning it is two refcount bumps.
-        self.lock().blocks.get(&(id.clone(), block)).cloned()
+        self.lock().blocks.get(&(id.clone(), block, false)).cloned()
     }
 
     /// Whether block `block` of `id` is cached, without changing the LRU order.
     pub fn contains(&self, id: &ObjectId, block: u64) -> bool {
-        self.lock().blocks.contains(&(id.clone(), block))
+        self.lock().blocks.contains(&(id.clone(), block, false))
     }
 
     /// Cache `data` as block `block` of `id`, replacing any previous entry and evicting least
@@ -146,8 +151,22 @@ impl BlockCache {
     /// The cache keeps `data` alive as given: callers that cut blocks out of a larger buffer
     /// should copy them, or the whole buffer stays allocated behind a small accounted block.
     pub fn insert(&self, id: &ObjectId, block: u64, data: Bytes) {
+        self.put((id.clone(), block, false), data);
+    }
+
+    /// Cache `data` as the last `data.len()` bytes of block `block` of `id` (see the module
+    /// docs), under the same budget and LRU order as whole blocks.
+    pub fn insert_tail(&self, id: &ObjectId, block: u64, data: Bytes) {
+        self.put((id.clone(), block, true), data);
+    }
+
+    /// The cached tail of block `block` of `id`, marking it most recently used.
+    pub fn tail(&self, id: &ObjectId, block: u64) -> Option<Bytes> {
+        self.lock().blocks.get(&(id.clone(), block, true)).cloned()
+    }
+
+    fn put(&self, key: (ObjectId, u64, bool), data: Bytes) {
         let len = len_u64(&data);
-        let key = (id.clone(), block);
         let mut inner = self.lock();
         if let Some(old) = inner.blocks.pop(&key) {
             inner.used -= len_u64(&old);
@@ -166,11 +185,13 @@ impl BlockCache {
         inner.blocks.push(key, data);
     }
 
-    /// Drop block `block` of `id`, if cached.
+    /// Drop block `block` of `id`, and its tail, if cached.
     pub fn remove(&self, id: &ObjectId, block: u64) {
         let mut inner = self.lock();
-        if let Some(old) = inner.blocks.pop(&(id.clone(), block)) {
-            inner.used -= len_u64(&old);
+        for tail in [false, true] {
+            if let Some(old) = inner.blocks.pop(&(id.clone(), block, tail)) {
+                inner.used -= len_u64(&old);
+            }
         }
     }
 
@@ -249,6 +270,27 @@ mod tests {
         cache.insert(&a, 0, Bytes::from(vec![2u8; 5]));
         assert_eq!(cache.used_bytes(), 5);
         assert_eq!(cache.get(&a, 0).as_deref(), Some(&[2u8; 5][..]));
+    }
+
+    #[test]
+    fn tails_are_apart_from_blocks_share_the_budget_and_go_with_remove() {
+        let cache = BlockCache::new(30, 10);
+        let a = id("a");
+        cache.insert_tail(&a, 2, Bytes::from(vec![7u8; 4]));
+        assert_eq!(cache.get(&a, 2), None, "a tail is not the block");
+        assert!(!cache.contains(&a, 2));
+        assert_eq!(cache.tail(&a, 2).as_deref(), Some(&[7u8; 4][..]));
+        cache.insert(&a, 2, Bytes::from(vec![1u8; 10]));
+        assert_eq!(cache.used_bytes(), 14);
+        // LRU order is shared: the tail, used least recently, goes first.
+        cache.insert(&a, 3, Bytes::from(vec![1u8; 10]));
+        cache.insert(&a, 4, Bytes::from(vec![1u8; 10]));
+        assert_eq!(cache.tail(&a, 2), None);
+        assert_eq!(cache.used_bytes(), 30);
+        cache.insert_tail(&a, 5, Bytes::from(vec![7u8; 3]));
+        cache.remove(&a, 5);
+        assert_eq!(cache.tail(&a, 5), None);
+        assert!(cache.used_bytes() <= 30);
     }
 
     #[test]

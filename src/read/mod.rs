@@ -1,5 +1,5 @@
 //! Read path of one open file: `(offset, len)` reads served from cached blocks, fetched with
-//! block-aligned range GETs pinned to the version seen at open, with multi-stream read-ahead.
+//! range GETs pinned to the version seen at open, with multi-stream read-ahead.
 //!
 //! - [`policy`]: the pure read-ahead state machine (streams, windows, what to fetch next).
 //! - `prefetch`: spawned, deduplicated GETs and the in-flight table.
@@ -411,6 +411,26 @@ mod tests {
             assert_eq!(got, &data[at..at + MIB as usize]);
             let block = reader.fetcher.cache().get(reader.id(), i * MIB / bs).unwrap();
             assert_eq!(got.as_ptr(), block.as_ptr(), "read {i} was copied");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_headless_block_serves_its_stream_and_never_a_read_of_its_head() {
+        let data = pattern(64 * 1024);
+        let (backend, reader) = setup(data.clone(), 1 << 20, 1024, small_config()).await;
+        // Exact (at most half a block), then continued: the window starts at 5100, inside
+        // block 4, whose first 1004 bytes it does not fetch.
+        assert_eq!(reader.read(5000, 100).await.unwrap(), &data[5000..5100]);
+        assert_eq!(reader.read(5100, 200).await.unwrap(), &data[5100..5300]);
+        let gets = backend.count(Op::Get);
+        // A larger read elsewhere in block 4 needs bytes before the head: the whole block is
+        // fetched for it (and cached as a whole block).
+        assert_eq!(reader.read(4096, 600).await.unwrap(), &data[4096..4696]);
+        assert!(backend.count(Op::Get) > gets);
+        let cached = reader.fetcher.cache().get(reader.id(), 4).unwrap();
+        assert_eq!(cached, &data[4096..5120]);
+        for _ in 0..3 {
+            assert_eq!(reader.read(5300, 900).await.unwrap(), &data[5300..6200]);
         }
     }
 

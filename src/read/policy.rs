@@ -47,9 +47,11 @@ pub struct Plan {
     pub stream: StreamId,
     /// A stream evicted to make room for a new one; its read-ahead is no longer useful.
     pub replaced: Option<StreamId>,
-    /// Bytes to fetch ahead (block-aligned, within the object, never overlapping a range
-    /// issued earlier for the same stream). It covers the read itself when the read lies
-    /// beyond what the stream had issued.
+    /// Bytes to fetch ahead (within the object, never overlapping a range issued earlier for
+    /// the same stream). It covers the read itself when the read lies beyond what the stream
+    /// had issued. Block-aligned, except the first range of a stream that began with an
+    /// [`exact`](Plan::exact) read: it starts where that read ended, since the block's bytes
+    /// before it were just fetched (the reader does not cache such a headless block).
     pub prefetch: Option<ByteRange>,
     /// The stream's window after this read.
     pub window: u64,
@@ -60,7 +62,7 @@ pub struct Plan {
     /// The read starts a stream and is at most half a block: fetch exactly its bytes, not
     /// whole blocks, and nothing ahead (`prefetch` is `None`). A lone small read (a database
     /// page, a probe after a seek) then costs what the application asked for; if the stream
-    /// continues, the next read fetches its blocks and the window as usual.
+    /// continues, the next read fetches the window from where this one ended.
     pub exact: bool,
     /// Blocks the stream has left behind by more than `sequential_tolerance`: whole blocks
     /// below its furthest read, each reported once. A continuing stream's kernel reads went
@@ -162,9 +164,15 @@ impl ReadAheadPolicy {
         };
         self.streams[idx].last_used = self.clock;
         let exact = fresh && end - offset <= self.params.block_size / 2;
-        // An exact read issues nothing: the stream's blocks stay unissued, so its continuation
-        // fetches them.
-        let prefetch = if exact { None } else { self.issue(idx, end, fresh) };
+        // An exact read issues nothing; its continuation fetches from where it ended, not from
+        // its block's start: with 1 MiB blocks, re-fetching the block's head would delay the
+        // second read after a seek by up to a block's transfer.
+        let prefetch = if exact {
+            self.streams[idx].issued_to = end.min(self.object_size);
+            None
+        } else {
+            self.issue(idx, end, fresh)
+        };
         let s = &self.streams[idx];
         let p = &self.params;
         let request = align_up((s.window / 4).max(1), p.block_size).min(p.max_request);
@@ -250,8 +258,10 @@ impl ReadAheadPolicy {
             let mut target = target;
             if target < size && pending > p.max_request {
                 // Issue whole requests only; the remainder waits to join the next one instead of
-                // going out as a small fragment.
-                let whole = s.issued_to + pending / p.max_request * p.max_request;
+                // going out as a small fragment. Counted from the block boundary, so that a
+                // headless first range does not leave every later one unaligned.
+                let base = align_down(s.issued_to, p.block_size);
+                let whole = base + (target - base) / p.max_request * p.max_request;
                 target = whole.max(align_up(end, p.block_size).min(size));
             }
             let range = ByteRange::new(s.issued_to, target);
@@ -421,10 +431,23 @@ mod tests {
         let r = next.prefetch.unwrap();
         assert_eq!(
             r.start,
-            300 * MIB,
-            "the lone read's block is fetched with the window: {r:?}"
+            at + 4 * KIB,
+            "the window starts where the lone read ended, not at its block: {r:?}"
         );
         assert!(r.end >= at + MIB);
+        assert_eq!(r.end % (128 * KIB), 0, "and ends on a block boundary");
+        // Later ranges are block-aligned again.
+        let mut off = at + 8 * KIB;
+        let mut issued = r.end;
+        while off < at + 64 * MIB {
+            let plan = p.on_read(off, off + 128 * KIB);
+            if let Some(r) = plan.prefetch {
+                assert_eq!(r.start, issued, "contiguous");
+                assert_eq!(r.start % (128 * KIB), 0, "{r:?}");
+                issued = r.end;
+            }
+            off += 128 * KIB;
+        }
     }
 
     #[test]
@@ -453,8 +476,9 @@ mod tests {
     #[test]
     fn sequential_prefetch_is_contiguous_grows_and_stays_ahead() {
         let mut p = policy();
-        // The first 128 KiB read is exact (no prefetch); the second starts the window.
-        let mut issued = 0;
+        // The first 128 KiB read is exact (no prefetch); the second starts the window where
+        // it ended.
+        let mut issued = 128 * KIB;
         let mut sizes = Vec::new();
         let mut off = 0;
         // 256 MiB read in 128 KiB steps: bounded by the object walk itself.

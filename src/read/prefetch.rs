@@ -1,10 +1,13 @@
-//! Block fetches of one open file: block-aligned range GETs run in spawned tasks, deduplicated
-//! through an in-flight table, their blocks put in the shared [`BlockCache`].
+//! Block fetches of one open file: range GETs of whole blocks run in spawned tasks,
+//! deduplicated through an in-flight table, their blocks put in the shared [`BlockCache`]. The
+//! one exception is the first block of a stream that began with an exact read: its GET starts
+//! where that read ended (a *headless* block), and it is cached as that block's tail, serving
+//! the reads it covers; a read needing the bytes before it fetches the whole block.
 //!
 //! A GET's body is consumed as it arrives: each block is cached and published the moment its
 //! last byte is in, and a read needing only part of the block being received is answered as
-//! soon as those bytes are there. So the first 128 KiB after a seek costs one round trip plus
-//! 128 KiB of transfer, not a whole block, and a reader never waits for the rest of an 8 MiB
+//! soon as those bytes are there. So a read after a seek costs one round trip plus its own
+//! bytes' transfer, not a whole block, and a reader never waits for the rest of an 8 MiB
 //! request to use its first block.
 //!
 //! Every block GET is a spawned task, whether it was issued as read-ahead or because a read
@@ -100,8 +103,8 @@ impl Spawned {
 /// Where one block of a read comes from.
 #[derive(Debug)]
 pub(super) enum BlockSource {
-    /// Already cached.
-    Ready(Bytes),
+    /// Already cached: the block from byte `skip` on (0 for a whole block, else its tail).
+    Ready { data: Bytes, skip: u64 },
     /// Being fetched by the GET of `[start, ..)` publishing on `rx`.
     Pending { rx: watch::Receiver<Progress>, start: u64 },
 }
@@ -168,14 +171,25 @@ impl Fetcher {
         exact: bool,
     ) -> (Vec<Spawned>, Option<Vec<(u64, BlockSource)>>) {
         let bs = self.block_size;
+        // A headless range (see `policy::Plan::prefetch`): its first block is fetched from
+        // there, unless this read needs bytes of that block before it.
+        let head = prefetch
+            .map(|r| r.start)
+            .filter(|&h| h % bs != 0 && (offset >= h || offset / bs != h / bs));
         let mut spawned = Vec::new();
         let mut inflight = lock(&self.inflight);
         // The read's own blocks go out first, as their own GET: after a seek the caller waits
         // only for what it asked for, while the rest of the window streams in beside it.
         let (first, last) = (offset / bs, (end - 1) / bs);
+        // The cached tail of the read's first block, if it holds the bytes the read needs.
+        let tail = self.cache.tail(&self.id, first).and_then(|t| {
+            let skip = self.block_len(first).checked_sub(len_u64(&t))?;
+            (offset - first * bs >= skip).then_some((t, skip))
+        });
         let mut missing = Vec::new();
         for b in first..=last {
-            if !inflight.contains_key(&b) && !self.cache.contains(&self.id, b) {
+            let has_tail = b == first && tail.is_some();
+            if !inflight.contains_key(&b) && !has_tail && !self.cache.contains(&self.id, b) {
                 missing.push(b);
             }
         }
@@ -189,13 +203,13 @@ impl Fetcher {
         let own_per_get = (u64::try_from(missing.len()).unwrap_or(u64::MAX).div_ceil(OWN_GETS))
             .max(min_blocks)
             .min(self.max_request_blocks);
-        self.spawn_runs(&mut inflight, &missing, own_per_get, &mut spawned);
+        self.spawn_runs(&mut inflight, &missing, own_per_get, head, &mut spawned);
         if let Some(r) = prefetch {
             let missing: Vec<u64> = (r.start / bs..r.end.div_ceil(bs))
                 .filter(|b| !inflight.contains_key(b) && !self.cache.contains(&self.id, *b))
                 .collect();
             let per_get = (request / bs).clamp(1, self.max_request_blocks);
-            self.spawn_runs(&mut inflight, &missing, per_get, &mut spawned);
+            self.spawn_runs(&mut inflight, &missing, per_get, head, &mut spawned);
         }
         let sources = (first..=last)
             .map(|b| {
@@ -206,10 +220,14 @@ impl Fetcher {
                     },
                     // Not in flight, so cached a moment ago; `get` also marks it recently used.
                     None => match self.cache.get(&self.id, b) {
-                        Some(data) => BlockSource::Ready(data),
+                        Some(data) => BlockSource::Ready { data, skip: 0 },
+                        None if b == first && tail.is_some() => {
+                            let (data, skip) = tail.clone().unwrap_or_default();
+                            BlockSource::Ready { data, skip }
+                        }
                         // Evicted since the check above (only under a tiny budget): fetch it.
                         None => {
-                            let fetch = self.spawn_fetch(&mut inflight, b, b + 1, &mut spawned);
+                            let fetch = self.spawn_fetch(&mut inflight, b, b + 1, None, &mut spawned);
                             BlockSource::Pending {
                                 rx: fetch.tx.subscribe(),
                                 start: fetch.range.start,
@@ -268,64 +286,81 @@ impl Fetcher {
     /// as soon as its source has them.
     pub(super) async fn resolve(&self, block: u64, source: BlockSource, lo: u64, hi: u64) -> Result<Bytes, ReadError> {
         let found = match source {
-            BlockSource::Ready(data) => Found::Data(data),
+            BlockSource::Ready { data, skip } => self.cached(block, data, skip, lo, hi),
             BlockSource::Pending { mut rx, start } => {
-                let idx = to_usize(block - start / self.block_size);
+                let (idx, head) = self.position(block, start);
                 let ready = |p: &Progress| {
-                    p.blocks.len() > idx || (p.blocks.len() == idx && p.partial_len >= hi) || p.end.is_some()
+                    lo < head
+                        || p.blocks.len() > idx
+                        || (p.blocks.len() == idx && p.partial_len >= hi)
+                        || p.end.is_some()
                 };
                 match rx.wait_for(ready).await {
-                    Ok(p) => self.found(&p, idx, lo, hi),
+                    Ok(p) => self.found(&p, idx, head, lo, hi),
                     Err(_) => Found::Refetch,
                 }
             }
         };
-        let data = match found {
-            Found::Data(data) => data,
-            Found::Failed(e) => return Err(e),
-            // Aborted (its stream was replaced as we subscribed) or the sender vanished:
-            // fetch the block ourselves rather than fail the read.
-            Found::Refetch => self.fetch_block(block).await?,
-        };
-        if len_u64(&data) == hi - lo {
-            return Ok(data);
+        match found {
+            Found::Data(data) => Ok(data),
+            Found::Failed(e) => Err(e),
+            // Aborted (its stream was replaced as we subscribed), the sender vanished, or the
+            // fetch starts after these bytes: fetch the block ourselves rather than fail.
+            Found::Refetch => {
+                let data = self.fetch_block(block).await?;
+                match self.cached(block, data, 0, lo, hi) {
+                    Found::Data(data) => Ok(data),
+                    _ => Err(self.changed()),
+                }
+            }
         }
-        if len_u64(&data) != self.block_len(block) {
-            return Err(self.changed());
-        }
-        Ok(data.slice(to_usize(lo)..to_usize(hi)))
     }
 
     /// Bytes `[lo, hi)` of block `block` if `source` already holds them; `None` when they are
     /// still to come or something is wrong (then [`Fetcher::resolve`] waits or reports it).
     pub(super) fn try_resolve(&self, block: u64, source: &BlockSource, lo: u64, hi: u64) -> Option<Bytes> {
-        let data = match source {
-            BlockSource::Ready(data) => data.clone(),
+        let found = match source {
+            BlockSource::Ready { data, skip } => self.cached(block, data.clone(), *skip, lo, hi),
             BlockSource::Pending { rx, start } => {
-                let idx = to_usize(block - start / self.block_size);
-                match self.found(&rx.borrow(), idx, lo, hi) {
-                    Found::Data(data) => data,
-                    Found::Failed(_) | Found::Refetch => return None,
-                }
+                let (idx, head) = self.position(block, *start);
+                self.found(&rx.borrow(), idx, head, lo, hi)
             }
         };
-        if len_u64(&data) == hi - lo {
-            Some(data)
-        } else if len_u64(&data) == self.block_len(block) {
-            Some(data.slice(to_usize(lo)..to_usize(hi)))
-        } else {
-            None
+        match found {
+            Found::Data(data) => Some(data),
+            Found::Failed(_) | Found::Refetch => None,
         }
     }
 
-    /// Bytes `[lo, hi)` of the fetch's block `idx` if `p` has them, else why not.
-    fn found(&self, p: &Progress, idx: usize, lo: u64, hi: u64) -> Found {
+    /// Where block `block` is in the fetch starting at `start`: its index among the fetch's
+    /// blocks, and the first byte of it the fetch brings (non-zero for a headless block).
+    fn position(&self, block: u64, start: u64) -> (usize, u64) {
+        let first = start / self.block_size;
+        let head = if block == first { start % self.block_size } else { 0 };
+        (to_usize(block - first), head)
+    }
+
+    /// Bytes `[lo, hi)` of block `block` from `data`, its bytes from `skip` on, checked for the
+    /// block's length.
+    fn cached(&self, block: u64, data: Bytes, skip: u64, lo: u64, hi: u64) -> Found {
+        if lo < skip || len_u64(&data) + skip != self.block_len(block) {
+            return Found::Failed(self.changed());
+        }
+        Found::Data(data.slice(to_usize(lo - skip)..to_usize(hi - skip)))
+    }
+
+    /// Bytes `[lo, hi)` of the fetch's block `idx`, which the fetch brings from byte `head`
+    /// on, if `p` has them; else why not.
+    fn found(&self, p: &Progress, idx: usize, head: u64, lo: u64, hi: u64) -> Found {
+        if lo < head {
+            return Found::Refetch;
+        }
         if let Some(block) = p.blocks.get(idx) {
-            // Complete blocks were length-checked by the fetch; `resolve` slices them.
-            return Found::Data(block.clone());
+            // Complete blocks were length-checked by the fetch.
+            return Found::Data(block.slice(to_usize(lo - head)..to_usize(hi - head)));
         }
         if p.blocks.len() == idx && p.partial_len >= hi {
-            return Found::Data(copy_range(&p.partial, lo, hi));
+            return Found::Data(copy_range(&p.partial, lo - head, hi - head));
         }
         match &p.end {
             Some(Err(FetchError::Changed)) => Found::Failed(self.changed()),
@@ -400,12 +435,14 @@ impl Fetcher {
         }
     }
 
-    /// Spawn one GET per run of consecutive `blocks` (sorted), each at most `per_get` blocks.
+    /// Spawn one GET per run of consecutive `blocks` (sorted), each at most `per_get` blocks;
+    /// a run starting at `head`'s block starts at `head` (see [`Fetcher::spawn_fetch`]).
     fn spawn_runs(
         &self,
         inflight: &mut HashMap<u64, Arc<Fetch>>,
         blocks: &[u64],
         per_get: u64,
+        head: Option<u64>,
         spawned: &mut Vec<Arc<Fetch>>,
     ) {
         let mut i = 0;
@@ -417,19 +454,25 @@ impl Fetcher {
                 end += 1;
                 i += 1;
             }
-            self.spawn_fetch(inflight, start, end, spawned);
+            self.spawn_fetch(inflight, start, end, head, spawned);
         }
     }
 
-    /// Register the GET of blocks `[first, end)`, to be spawned once the lock is released.
+    /// Register the GET of blocks `[first, end)`, to be spawned once the lock is released. With
+    /// a `head` inside block `first`, the GET starts there: the first block is then *headless*,
+    /// served to the reads it covers and never cached (the cache holds whole blocks only).
     fn spawn_fetch(
         &self,
         inflight: &mut HashMap<u64, Arc<Fetch>>,
         first: u64,
         end: u64,
+        head: Option<u64>,
         spawned: &mut Vec<Arc<Fetch>>,
     ) -> Arc<Fetch> {
-        let range = ByteRange::new(first * self.block_size, (end * self.block_size).min(self.id.size()));
+        let start = head
+            .filter(|h| h / self.block_size == first)
+            .unwrap_or(first * self.block_size);
+        let range = ByteRange::new(start, (end * self.block_size).min(self.id.size()));
         let (tx, _) = watch::channel(Progress::default());
         let fetch = Arc::new(Fetch { range, tx });
         for b in first..end {
@@ -451,8 +494,10 @@ impl Fetcher {
             .map_err(|e| self.failure(e))?;
         let first_block = range.start / self.block_size;
         let mut block = first_block;
+        // Bytes of the block before the first one received: non-zero for a headless block.
+        let mut skip = range.start % self.block_size;
         let mut block_len = self.block_len(block);
-        let mut filled = 0;
+        let mut filled = skip;
         // The current block's pieces so far (also published in `partial`), kept here so the
         // block is assembled without holding the channel's lock.
         let mut pieces: Vec<Bytes> = Vec::new();
@@ -496,7 +541,7 @@ impl Fetcher {
                 // such slices were kept), and the cache's byte budget would no longer bound
                 // memory. Built before taking the channel's lock: the copy and the first touch
                 // of fresh pages would otherwise stall every reader of this fetch.
-                let mut buf = BytesMut::with_capacity(to_usize(block_len));
+                let mut buf = BytesMut::with_capacity(to_usize(block_len - skip));
                 for part in pieces.drain(..).chain(std::iter::once(head)) {
                     buf.extend_from_slice(&part);
                 }
@@ -507,10 +552,16 @@ impl Fetcher {
                     p.partial_len = 0;
                 });
                 // Outside the channel's lock; the fetch is still in flight, so no other reader
-                // fetches this block meanwhile.
-                self.cache.insert(&self.id, block, complete);
+                // fetches this block meanwhile. A headless block is cached as a tail, for the
+                // rest of its stream's reads.
+                if skip == 0 {
+                    self.cache.insert(&self.id, block, complete);
+                } else {
+                    self.cache.insert_tail(&self.id, block, complete);
+                }
                 block += 1;
                 block_len = self.block_len(block);
+                skip = 0;
                 filled = 0;
             }
         }
