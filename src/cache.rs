@@ -151,13 +151,25 @@ impl BlockCache {
     /// The cache keeps `data` alive as given: callers that cut blocks out of a larger buffer
     /// should copy them, or the whole buffer stays allocated behind a small accounted block.
     pub fn insert(&self, id: &ObjectId, block: u64, data: Bytes) {
+        // The whole block makes its tail useless.
+        self.drop_entry(&(id.clone(), block, true));
         self.put((id.clone(), block, false), data);
     }
 
     /// Cache `data` as the last `data.len()` bytes of block `block` of `id` (see the module
-    /// docs), under the same budget and LRU order as whole blocks.
+    /// docs), under the same budget and LRU order as whole blocks; nothing when the whole
+    /// block is cached.
     pub fn insert_tail(&self, id: &ObjectId, block: u64, data: Bytes) {
-        self.put((id.clone(), block, true), data);
+        if !self.contains(id, block) {
+            self.put((id.clone(), block, true), data);
+        }
+    }
+
+    fn drop_entry(&self, key: &(ObjectId, u64, bool)) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.blocks.pop(key) {
+            inner.used -= len_u64(&old);
+        }
     }
 
     /// The cached tail of block `block` of `id`, marking it most recently used.
@@ -187,11 +199,8 @@ impl BlockCache {
 
     /// Drop block `block` of `id`, and its tail, if cached.
     pub fn remove(&self, id: &ObjectId, block: u64) {
-        let mut inner = self.lock();
         for tail in [false, true] {
-            if let Some(old) = inner.blocks.pop(&(id.clone(), block, tail)) {
-                inner.used -= len_u64(&old);
-            }
+            self.drop_entry(&(id.clone(), block, tail));
         }
     }
 
@@ -200,7 +209,7 @@ impl BlockCache {
         self.lock().used
     }
 
-    /// Number of cached blocks.
+    /// Number of cache entries (whole blocks and tails).
     pub fn len(&self) -> usize {
         self.lock().blocks.len()
     }
@@ -280,17 +289,26 @@ mod tests {
         assert_eq!(cache.get(&a, 2), None, "a tail is not the block");
         assert!(!cache.contains(&a, 2));
         assert_eq!(cache.tail(&a, 2).as_deref(), Some(&[7u8; 4][..]));
-        cache.insert(&a, 2, Bytes::from(vec![1u8; 10]));
+        cache.insert(&a, 3, Bytes::from(vec![1u8; 10]));
         assert_eq!(cache.used_bytes(), 14);
         // LRU order is shared: the tail, used least recently, goes first.
-        cache.insert(&a, 3, Bytes::from(vec![1u8; 10]));
         cache.insert(&a, 4, Bytes::from(vec![1u8; 10]));
+        cache.insert(&a, 5, Bytes::from(vec![1u8; 10]));
         assert_eq!(cache.tail(&a, 2), None);
         assert_eq!(cache.used_bytes(), 30);
-        cache.insert_tail(&a, 5, Bytes::from(vec![7u8; 3]));
-        cache.remove(&a, 5);
-        assert_eq!(cache.tail(&a, 5), None);
+        cache.insert_tail(&a, 6, Bytes::from(vec![7u8; 3]));
+        cache.remove(&a, 6);
+        assert_eq!(cache.tail(&a, 6), None);
         assert!(cache.used_bytes() <= 30);
+        // The whole block replaces its tail, and a tail never joins its whole block.
+        let b = id("b");
+        let cache = BlockCache::new(30, 10);
+        cache.insert_tail(&b, 1, Bytes::from(vec![7u8; 4]));
+        cache.insert(&b, 1, Bytes::from(vec![1u8; 10]));
+        assert_eq!(cache.tail(&b, 1), None);
+        cache.insert_tail(&b, 1, Bytes::from(vec![7u8; 4]));
+        assert_eq!(cache.tail(&b, 1), None);
+        assert_eq!(cache.used_bytes(), 10);
     }
 
     #[test]

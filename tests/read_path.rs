@@ -270,6 +270,35 @@ async fn lone_small_reads_fetch_exactly_their_bytes() {
     assert!(sizes[sizes.len() - 1] >= 4 * sizes[0], "requests grow: {sizes:?}");
 }
 
+/// After a small exact read that ends just past a block boundary, a read that continues the
+/// stream from the block before needs the next block from its first byte: that block goes out
+/// whole, once, not as a headless GET plus a whole-block GET.
+#[tokio::test]
+async fn a_read_straddling_into_a_headless_block_fetches_it_once() {
+    let backend = Recorder::new();
+    let size = 8 * MIB;
+    let data = pattern(size, 9);
+    backend.inner.insert("f", data.clone());
+    let bs = byosfs::cache::DEFAULT_BLOCK_SIZE;
+    let cache = Arc::new(BlockCache::new(64 * MIB, bs));
+    let reader = open(&backend, "f", &cache, ReadConfig::default()).await;
+    let h = 3 * bs + 4 * KIB;
+    read_seq(&reader, &data, h - 8 * KIB, h, 8 * KIB).await;
+    backend.reset();
+    read_seq(&reader, &data, h - 6 * KIB, h + 64 * KIB, 70 * KIB).await;
+    // Let the read-ahead the read started finish.
+    read_seq(&reader, &data, h + 64 * KIB, 6 * MIB, 1024 * KIB).await;
+    let gets = backend.gets();
+    for (i, a) in gets.iter().enumerate() {
+        for b in &gets[i + 1..] {
+            assert!(
+                a.end <= b.start || b.end <= a.start,
+                "{a:?} and {b:?} overlap: {gets:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn bytes_are_served_as_they_arrive_not_when_the_get_ends() {
     let backend = Recorder::new();

@@ -36,7 +36,8 @@ pub struct PolicyParams {
     pub max_streams: usize,
     /// How far (either way) from a stream's position a read may start and still continue it.
     pub sequential_tolerance: u64,
-    /// Block size: issued ranges start and end on block boundaries (or at the object's end).
+    /// Block size: issued ranges end on block boundaries (or at the object's end) and start on
+    /// one, except a stream's first range after an exact read (see [`Plan::prefetch`]).
     pub block_size: u64,
 }
 
@@ -51,7 +52,7 @@ pub struct Plan {
     /// the same stream). It covers the read itself when the read lies beyond what the stream
     /// had issued. Block-aligned, except the first range of a stream that began with an
     /// [`exact`](Plan::exact) read: it starts where that read ended, since the block's bytes
-    /// before it were just fetched (the reader does not cache such a headless block).
+    /// before it were just fetched (the reader caches such a headless block as a tail).
     pub prefetch: Option<ByteRange>,
     /// The stream's window after this read.
     pub window: u64,

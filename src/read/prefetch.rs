@@ -44,7 +44,8 @@ const OWN_GETS: u64 = 4;
 /// Smallest GET a read's own blocks are split into. A split pays off by the transfer time it
 /// overlaps, which for half a MiB is a few ms even at 100 MB/s per connection, against a
 /// request's fixed cost (round trip, signing, a task, server overhead) paid once per piece:
-/// so a 256 KiB read is one GET and a 1 MiB read two. With 128 KiB pieces (tuned when the
+/// so with 128 KiB blocks a 256 KiB read was one GET and a 1 MiB read two (with the default
+/// 1 MiB blocks a block is already that big). With 128 KiB pieces (tuned when the
 /// loopback server capped a single connection) random 256 KiB reads on loopback moved 108-135
 /// MB/s at 127-168 MB per CPU second; with 512 KiB, 153-165 MB/s at 237-257 (1 MiB reads
 /// 235-321 -> 311-347 MB/s).
@@ -73,7 +74,8 @@ pub(super) struct Progress {
     end: Option<Result<(), FetchError>>,
 }
 
-/// One GET in flight: a block-aligned range and the channel its progress is published on.
+/// One GET in flight: a range of whole blocks (the first may be headless, see the module
+/// docs) and the channel its progress is published on.
 #[derive(Debug)]
 pub(super) struct Fetch {
     range: ByteRange,
@@ -175,17 +177,19 @@ impl Fetcher {
         // there, unless this read needs bytes of that block before it.
         let head = prefetch
             .map(|r| r.start)
-            .filter(|&h| h % bs != 0 && (offset >= h || offset / bs != h / bs));
+            .filter(|&h| h % bs != 0 && (offset >= h || end <= h - h % bs));
         let mut spawned = Vec::new();
         let mut inflight = lock(&self.inflight);
         // The read's own blocks go out first, as their own GET: after a seek the caller waits
         // only for what it asked for, while the rest of the window streams in beside it.
         let (first, last) = (offset / bs, (end - 1) / bs);
-        // The cached tail of the read's first block, if it holds the bytes the read needs.
-        let tail = self.cache.tail(&self.id, first).and_then(|t| {
-            let skip = self.block_len(first).checked_sub(len_u64(&t))?;
-            (offset - first * bs >= skip).then_some((t, skip))
-        });
+        // The cached tail of the read's first block, if it holds the bytes the read needs and
+        // the whole block is not cached.
+        let tail = if self.cache.contains(&self.id, first) {
+            None
+        } else {
+            self.cached_tail(first, offset - first * bs)
+        };
         let mut missing = Vec::new();
         for b in first..=last {
             let has_tail = b == first && tail.is_some();
@@ -205,28 +209,38 @@ impl Fetcher {
             .min(self.max_request_blocks);
         self.spawn_runs(&mut inflight, &missing, own_per_get, head, &mut spawned);
         if let Some(r) = prefetch {
+            // A headless range's first block is there if a cached tail already covers it.
+            let tail_covers = |b: u64| b * bs < r.start && self.cached_tail(b, r.start - b * bs).is_some();
             let missing: Vec<u64> = (r.start / bs..r.end.div_ceil(bs))
-                .filter(|b| !inflight.contains_key(b) && !self.cache.contains(&self.id, *b))
+                .filter(|&b| !inflight.contains_key(&b) && !self.cache.contains(&self.id, b) && !tail_covers(b))
                 .collect();
             let per_get = (request / bs).clamp(1, self.max_request_blocks);
             self.spawn_runs(&mut inflight, &missing, per_get, head, &mut spawned);
         }
         let sources = (first..=last)
             .map(|b| {
-                let src = match inflight.get(&b) {
+                // Where the read starts within block `b`.
+                let lo = if b == first { offset - b * bs } else { 0 };
+                let in_flight = inflight.get(&b).filter(|f| {
+                    // A headless fetch cannot serve the bytes before its start; a whole cached
+                    // block (a read fetched it meanwhile) can.
+                    let start = f.range.start;
+                    !(start / bs == b && lo < start % bs && self.cache.contains(&self.id, b))
+                });
+                let src = match in_flight {
                     Some(f) => BlockSource::Pending {
                         rx: f.tx.subscribe(),
                         start: f.range.start,
                     },
                     // Not in flight, so cached a moment ago; `get` also marks it recently used.
-                    None => match self.cache.get(&self.id, b) {
-                        Some(data) => BlockSource::Ready { data, skip: 0 },
-                        None if b == first && tail.is_some() => {
-                            let (data, skip) = tail.clone().unwrap_or_default();
-                            BlockSource::Ready { data, skip }
-                        }
+                    None => match (self.cache.get(&self.id, b), &tail) {
+                        (Some(data), _) => BlockSource::Ready { data, skip: 0 },
+                        (None, Some((data, skip))) if b == first => BlockSource::Ready {
+                            data: data.clone(),
+                            skip: *skip,
+                        },
                         // Evicted since the check above (only under a tiny budget): fetch it.
-                        None => {
+                        (None, _) => {
                             let fetch = self.spawn_fetch(&mut inflight, b, b + 1, None, &mut spawned);
                             BlockSource::Pending {
                                 rx: fetch.tx.subscribe(),
@@ -307,7 +321,10 @@ impl Fetcher {
             // Aborted (its stream was replaced as we subscribed), the sender vanished, or the
             // fetch starts after these bytes: fetch the block ourselves rather than fail.
             Found::Refetch => {
-                let data = self.fetch_block(block).await?;
+                let data = match self.cache.get(&self.id, block) {
+                    Some(data) => data,
+                    None => self.fetch_block(block).await?,
+                };
                 match self.cached(block, data, 0, lo, hi) {
                     Found::Data(data) => Ok(data),
                     _ => Err(self.changed()),
@@ -338,6 +355,14 @@ impl Fetcher {
         let first = start / self.block_size;
         let head = if block == first { start % self.block_size } else { 0 };
         (to_usize(block - first), head)
+    }
+
+    /// The cached tail of block `block` and where in the block it starts, if it starts at or
+    /// before byte `from`.
+    fn cached_tail(&self, block: u64, from: u64) -> Option<(Bytes, u64)> {
+        let tail = self.cache.tail(&self.id, block)?;
+        let skip = self.block_len(block).checked_sub(len_u64(&tail))?;
+        (skip <= from).then_some((tail, skip))
     }
 
     /// Bytes `[lo, hi)` of block `block` from `data`, its bytes from `skip` on, checked for the
@@ -460,7 +485,7 @@ impl Fetcher {
 
     /// Register the GET of blocks `[first, end)`, to be spawned once the lock is released. With
     /// a `head` inside block `first`, the GET starts there: the first block is then *headless*,
-    /// served to the reads it covers and never cached (the cache holds whole blocks only).
+    /// served to the reads it covers and cached as the block's tail, never as the block.
     fn spawn_fetch(
         &self,
         inflight: &mut HashMap<u64, Arc<Fetch>>,

@@ -1,11 +1,11 @@
 //! Range GETs sent by a plain HTTP client with SigV4 signing, without the SDK's per-request
 //! machinery.
 //!
-//! A GET through `aws-sdk-s3` costs about 180 us of user CPU on this project's machine (the
-//! orchestrator's config layers, a dozen interceptors, endpoint rules, the output's header
-//! parsing); the same signed request through hyper costs about 45 us (ad hoc: 5,000 random
-//! 4 KiB GETs on the loopback server, 0.49 s of CPU against 1.30 s, 3,200 against 1,880 per
-//! second). Reads are most of a media mount's requests, so the read path uses this client and
+//! A GET through `aws-sdk-s3` costs about 260 us of CPU on this project's machine, 180 us of
+//! it in user space (the orchestrator's config layers, a dozen interceptors, endpoint rules,
+//! the output's header parsing); the same signed request through hyper about 100 us, 45 us
+//! in user space (ad hoc: 5,000 random 4 KiB GETs on the loopback server, 1.30 s of CPU
+//! against 0.49 s, 1,880 against 3,200 per second). Reads are most of a media mount's requests, so the read path uses this client and
 //! everything else stays on the SDK.
 //!
 //! What the SDK decides is still the SDK's: the bucket's URL and signing scope come from its
@@ -15,6 +15,7 @@
 //! configured in the environment, an endpoint whose rules ask for another signing scheme.
 //! Errors are classified by [`super::kind_from_response`], as the SDK path's are.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +27,7 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
+use aws_smithy_types::date_time::{DateTime, Format};
 use aws_smithy_types::Document;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
@@ -75,6 +77,44 @@ const KEY_SET: &AsciiSet = &CONTROLS
 /// Largest error body read to find the S3 error code in it.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
+/// The S3 error code of a request signed more than 15 minutes off the server's clock.
+const SKEWED: &str = "RequestTimeTooSkewed";
+
+/// The signing clock: this host's, corrected by the offset to the server's clock learned from
+/// a [`SKEWED`] answer (as the SDK corrects its own requests), so that a host with a wrong
+/// clock still reads.
+#[derive(Debug, Default)]
+struct SigningClock {
+    /// Server minus local time, in milliseconds.
+    offset_ms: AtomicI64,
+}
+
+impl SigningClock {
+    fn now(&self) -> SystemTime {
+        let offset = self.offset_ms.load(Ordering::Relaxed);
+        let magnitude = Duration::from_millis(offset.unsigned_abs());
+        if offset >= 0 {
+            SystemTime::now() + magnitude
+        } else {
+            SystemTime::now() - magnitude
+        }
+    }
+
+    /// Record that the server's clock read `server` when ours read `local`.
+    fn learn(&self, server: SystemTime, local: SystemTime) {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let offset = match server.duration_since(local) {
+            Ok(ahead) => ms(ahead),
+            Err(behind) => -ms(behind.duration()),
+        };
+        tracing::warn!(
+            offset_ms = offset,
+            "this host's clock is off from the S3 server's: signing reads with the server's time"
+        );
+        self.offset_ms.store(offset, Ordering::Relaxed);
+    }
+}
+
 /// An opened GET: the body still to be read, and the length the headers announced.
 pub(super) struct OpenedGet {
     pub(super) body: Incoming,
@@ -88,6 +128,7 @@ pub(super) struct Transport {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     identity: Identity,
     request_timeout: Duration,
+    clock: Arc<SigningClock>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -115,7 +156,7 @@ impl Transport {
             .into(),
             S3Credentials::DefaultChain => return Err("credentials come from the default chain"),
         };
-        if proxy_configured(|name| std::env::var_os(name).is_some()) {
+        if proxy_in_env() {
             return Err("a proxy is configured in the environment");
         }
         let mut http = HttpConnector::new();
@@ -131,6 +172,7 @@ impl Transport {
             client: Client::builder(TokioExecutor::new()).build(https),
             identity,
             request_timeout: cfg.request_timeout,
+            clock: Arc::default(),
         })
     }
 }
@@ -188,7 +230,9 @@ impl PlainGet {
                     ))
                 }
                 Ok(Err(e)) => {
-                    let kind = if chain_mentions_tls(&e) {
+                    let kind = if chain_has_timeout(&e) {
+                        BackendErrorKind::Timeout
+                    } else if chain_mentions_tls(&e) {
                         BackendErrorKind::Tls
                     } else if e.is_connect() {
                         BackendErrorKind::Unreachable
@@ -212,9 +256,21 @@ impl PlainGet {
                 content_length,
             }));
         }
+        let server_time = response
+            .headers()
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| DateTime::from_str(v, Format::HttpDate).ok())
+            .and_then(|t| SystemTime::try_from(t).ok());
         let code = self.error_code(response.into_body()).await;
         if status == 416 || code.as_deref() == Some("InvalidRange") {
             return Ok(None);
+        }
+        if code.as_deref() == Some(SKEWED) {
+            // The next attempt (the error is retryable) signs with the server's clock.
+            if let Some(t) = server_time {
+                self.transport.clock.learn(t, SystemTime::now());
+            }
         }
         let kind = kind_from_response(Some(status), code.as_deref());
         let detail = match code {
@@ -241,7 +297,7 @@ impl PlainGet {
             .identity(&self.transport.identity)
             .region(&self.signing_region)
             .name("s3")
-            .time(SystemTime::now())
+            .time(self.transport.clock.now())
             .settings(settings)
             .build()?
             .into();
@@ -261,6 +317,26 @@ impl PlainGet {
             .to_bytes();
         error_code_of(&bytes)
     }
+}
+
+/// Whether an I/O timeout (the connect timeout) is among `err`'s causes.
+fn chain_has_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Whether the environment names a proxy, which sends reads through the SDK (see
+/// [`Transport::new`]).
+pub(super) fn proxy_in_env() -> bool {
+    proxy_configured(|name| std::env::var_os(name).is_some())
 }
 
 /// The next data piece of a GET body; `Ok(None)` at its end.

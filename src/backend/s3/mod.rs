@@ -2,14 +2,18 @@
 //!
 //! One [`aws_sdk_s3::Client`] per distinct connection setting, shared through
 //! [`S3ClientPool`] so every tenant on the same endpoint and credentials reuses one
-//! connection pool. SDK errors become [`BackendError`]s in exactly one function,
-//! [`classify`]; nothing else here (or above) looks at HTTP status codes.
+//! connection pool. Range GETs go out through the plain client of [`get`] where it behaves
+//! as the SDK would. An S3 answer (status and error code) becomes a [`BackendErrorKind`] in
+//! one function, [`kind_from_response`], for both clients; transport failures are
+//! classified per client ([`classify`] for SDK errors, `get` for hyper's). Nothing above
+//! this module looks at HTTP status codes.
 //!
 //! Every attempt is bounded by the request timeout, including the reading of a GET body
 //! (the SDK's own attempt timeout ends when the headers arrive). The mount builds clients
 //! with `max_attempts = 1` and retries in one place, [`super::retry::RetryBackend`]; with
-//! more attempts configured here the SDK retries requests (standard mode) and
-//! [`S3Backend::get_range`] re-issues a GET whose body failed, for standalone use.
+//! more attempts configured here the SDK retries its requests (standard mode) and
+//! [`S3Backend::get_range`] re-issues, at once, a GET that failed with a retryable error,
+//! for standalone use.
 //!
 //! A stored mtime is the user metadata `x-amz-meta-mtime` (see [`super::mtime`]), written by
 //! `put_opts`/`create_multipart_opts` and by `set_mtime`, which copies the object onto
@@ -327,7 +331,7 @@ fn listed_key(raw: &str, url: bool) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Turn an SDK error into a [`BackendError`]. The only place that reads HTTP codes.
+/// Turn an SDK error into a [`BackendError`] (the S3 answer through [`kind_from_response`]).
 pub fn classify<E>(op: &str, key: &str, err: SdkError<E>) -> BackendError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -374,7 +378,11 @@ fn kind_from_response(status: Option<u16>, code: Option<&str>) -> BackendErrorKi
         Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequests") => {
             return K::Throttled
         }
-        Some("RequestTimeout" | "InternalError" | "ServiceUnavailable") => return K::Transient,
+        // A skewed request is retried: both clients sign the next attempt with the server's
+        // clock (the SDK by its own interceptor, `get` from the error's Date header).
+        Some("RequestTimeout" | "InternalError" | "ServiceUnavailable" | "RequestTimeTooSkewed") => {
+            return K::Transient
+        }
         Some("NotImplemented") => return K::Unsupported,
         _ => {}
     }
@@ -1138,6 +1146,10 @@ mod tests {
     /// `tests/backend_conformance.rs` (`odd_key_names`).
     #[tokio::test]
     async fn plain_gets_send_the_sdk_path_and_signature_scope() {
+        if get::proxy_in_env() {
+            eprintln!("SKIPPED: a proxy in the environment sends reads through the SDK");
+            return;
+        }
         let etag = ETag::new("\"e\"");
         for key in [
             "a b/c+d=e&f",
@@ -1189,6 +1201,78 @@ mod tests {
         }
     }
 
+    /// A server whose clock is an hour ahead refuses the first GET as skewed; the next one is
+    /// signed with the server's time.
+    #[tokio::test]
+    async fn reads_sign_with_the_servers_clock_after_a_skew_error() {
+        use aws_smithy_types::date_time::Format;
+        if get::proxy_in_env() {
+            eprintln!("SKIPPED: a proxy in the environment sends reads through the SDK");
+            return;
+        }
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let ahead = SystemTime::now() + Duration::from_secs(3600);
+        let date = DateTime::from(ahead).fmt(Format::HttpDate).unwrap();
+        let task = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let (mut heads, mut buf) = (Vec::new(), Vec::new());
+            while heads.len() < 2 {
+                let mut chunk = [0u8; 4096];
+                let got = conn.read(&mut chunk).await.unwrap();
+                assert!(got > 0, "connection closed early");
+                buf.extend_from_slice(&chunk[..got]);
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                heads.push(String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase());
+                buf.drain(..end + 4);
+                let reply = if heads.len() == 1 {
+                    let body = "<Error><Code>RequestTimeTooSkewed</Code></Error>";
+                    format!(
+                        "HTTP/1.1 403 Forbidden\r\nDate: {date}\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: 0\r\n\r\n".to_owned()
+                };
+                conn.write_all(reply.as_bytes()).await.unwrap();
+            }
+            heads
+        });
+        let backend = S3ClientPool::new().backend(&capture_cfg(url)).await.unwrap();
+        let err = backend.get_range("k", ByteRange::new(0, 10), None).await.unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::Transient, "retryable: {err}");
+        let _ = backend.get_range("k", ByteRange::new(0, 10), None).await;
+        let heads = task.await.unwrap();
+        // `x-amz-date: 20261204T103000Z` as seconds since the epoch.
+        let signed_at = |head: &str| {
+            let v = head
+                .lines()
+                .find_map(|l| l.strip_prefix("x-amz-date: "))
+                .unwrap()
+                .to_uppercase();
+            let iso = format!(
+                "{}-{}-{}T{}:{}:{}Z",
+                &v[0..4],
+                &v[4..6],
+                &v[6..8],
+                &v[9..11],
+                &v[11..13],
+                &v[13..15]
+            );
+            DateTime::from_str(&iso, Format::DateTime).unwrap().secs()
+        };
+        let secs = |t: SystemTime| DateTime::from(t).secs();
+        assert!(
+            (signed_at(&heads[0]) - secs(SystemTime::now())).abs() < 60,
+            "{}",
+            heads[0]
+        );
+        assert!((signed_at(&heads[1]) - secs(ahead)).abs() < 60, "{}", heads[1]);
+    }
+
     #[tokio::test]
     async fn default_chain_credentials_read_through_the_sdk() {
         let mut cfg = capture_cfg("http://127.0.0.1:9".to_owned());
@@ -1221,7 +1305,7 @@ mod tests {
         let b = pool.backend(&cfg2).await.unwrap();
         assert_eq!(pool.clients.lock().await.len(), 1);
         assert_eq!(b.bucket(), "b2");
-        assert!(a.plain_get.is_some());
+        assert_eq!(a.plain_get.is_some(), !get::proxy_in_env());
         let text = format!("{a:?} {cfg:?} {} {:?}", a.describe(), a.plain_get);
         assert!(!text.contains("super-secret-value"), "{text}");
         let mut bad = cfg.clone();
