@@ -31,15 +31,19 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     StalledStreamProtectionConfig,
 };
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as SdkCompletedPart, EncodingType, MetadataDirective};
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Mutex;
 
+mod body;
+mod error;
 mod get;
 
+use self::body::{to_usize, BodyReader, GetBody, OpenedGet};
+pub use self::error::classify;
+use self::error::{chain_mentions_tls, is_invalid_range, kind_from_response};
 use super::mtime::{format_mtime, parse_mtime, MTIME_METADATA_KEY};
 use super::{
     Backend, BackendError, BackendErrorKind, BackendResult, BodyStream, ByteRange, CompletedPart, ETag, ListPage,
@@ -331,91 +335,6 @@ fn listed_key(raw: &str, url: bool) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Turn an SDK error into a [`BackendError`] (the S3 answer through [`kind_from_response`]).
-pub fn classify<E>(op: &str, key: &str, err: SdkError<E>) -> BackendError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let context = if key.is_empty() {
-        op.to_owned()
-    } else {
-        format!("{op} {key}")
-    };
-    let kind = match &err {
-        SdkError::TimeoutError(_) => BackendErrorKind::Timeout,
-        SdkError::DispatchFailure(d) => {
-            if d.is_timeout() {
-                BackendErrorKind::Timeout
-            } else if chain_mentions_tls(&err) {
-                BackendErrorKind::Tls
-            } else if d.is_io() || d.is_other() {
-                BackendErrorKind::Unreachable
-            } else {
-                BackendErrorKind::Other
-            }
-        }
-        SdkError::ConstructionFailure(_) => BackendErrorKind::InvalidRequest,
-        _ => {
-            let status = err.raw_response().map(|r| r.status().as_u16());
-            kind_from_response(status, err.code())
-        }
-    };
-    BackendError::new(kind, context).with_source(err)
-}
-
-/// Service answer (status + S3 error code) → kind. HEAD answers carry no body, hence no
-/// code, so the status alone must give a sensible kind.
-fn kind_from_response(status: Option<u16>, code: Option<&str>) -> BackendErrorKind {
-    use BackendErrorKind as K;
-    match code {
-        Some("NoSuchKey" | "NotFound") => return K::NotFound,
-        Some("NoSuchBucket") => return K::BucketNotFound,
-        Some("NoSuchUpload") => return K::NoSuchUpload,
-        Some("PreconditionFailed") => return K::PreconditionFailed,
-        Some("InvalidAccessKeyId") => return K::InvalidAccessKey,
-        Some("SignatureDoesNotMatch") => return K::SignatureMismatch,
-        Some("AccessDenied" | "AllAccessDisabled" | "AccountProblem") => return K::AccessDenied,
-        Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequests") => {
-            return K::Throttled
-        }
-        // A skewed request is retried: both clients sign the next attempt with the server's
-        // clock (the SDK by its own interceptor, `get` from the error's Date header).
-        Some("RequestTimeout" | "InternalError" | "ServiceUnavailable" | "RequestTimeTooSkewed") => {
-            return K::Transient
-        }
-        Some("NotImplemented") => return K::Unsupported,
-        _ => {}
-    }
-    match status {
-        Some(404) => K::NotFound,
-        Some(412) => K::PreconditionFailed,
-        Some(401 | 403) => K::AccessDenied,
-        Some(429 | 503) => K::Throttled,
-        Some(501) => K::Unsupported,
-        Some(s) if s >= 500 => K::Transient,
-        Some(s) if s >= 400 => K::InvalidRequest,
-        _ => K::Other,
-    }
-}
-
-fn chain_mentions_tls(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    // Bounded: error chains are short, but never trust a cycle.
-    for _ in 0..16 {
-        let Some(e) = cur else { return false };
-        let s = e.to_string().to_ascii_lowercase();
-        if s.contains("certificate") || s.contains("tls") || s.contains("handshake") || s.contains("ssl") {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
-}
-
-fn is_invalid_range<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
-    err.code() == Some("InvalidRange") || err.raw_response().map(|r| r.status().as_u16()) == Some(416)
-}
-
 fn to_system_time(t: Option<&DateTime>) -> Option<SystemTime> {
     t.and_then(|t| SystemTime::try_from(*t).ok())
 }
@@ -526,83 +445,6 @@ impl S3Backend {
             rest.freeze()
         }))
     }
-}
-
-/// A GET whose response headers have arrived.
-struct OpenedGet {
-    body: GetBody,
-    content_length: Option<u64>,
-}
-
-/// The body of a GET, from whichever client sent it.
-enum GetBody {
-    Sdk(ByteStream),
-    Plain(hyper::body::Incoming),
-}
-
-impl GetBody {
-    async fn next(&mut self) -> Option<Result<Bytes, Box<dyn std::error::Error + Send + Sync>>> {
-        match self {
-            Self::Sdk(b) => b.next().await.map(|r| r.map_err(Into::into)),
-            Self::Plain(b) => get::next_piece(b).await.map_err(Into::into).transpose(),
-        }
-    }
-}
-
-/// The body of a GET being read: each piece must arrive within the request timeout (a slow
-/// but moving body is fine, a stalled one is not), and the whole must match Content-Length.
-struct BodyReader {
-    body: GetBody,
-    key: String,
-    idle: Duration,
-    received: u64,
-    expected: Option<u64>,
-}
-
-impl BodyReader {
-    fn new(opened: OpenedGet, key: &str, idle: Duration) -> Self {
-        Self {
-            body: opened.body,
-            key: key.to_owned(),
-            idle,
-            received: 0,
-            expected: opened.content_length,
-        }
-    }
-
-    async fn next_piece(&mut self) -> BackendResult<Option<Bytes>> {
-        match tokio::time::timeout(self.idle, self.body.next()).await {
-            Err(_) => Err(BackendError::new(
-                BackendErrorKind::Timeout,
-                format!("get {}: no body bytes for {:?}", self.key, self.idle),
-            )),
-            Ok(Some(Err(e))) => Err(BackendError::new(
-                BackendErrorKind::Transient,
-                format!("get {}: reading body", self.key),
-            )
-            .with_boxed_source(e)),
-            Ok(Some(Ok(piece))) => {
-                self.received += u64::try_from(piece.len()).unwrap_or(u64::MAX);
-                Ok(Some(piece))
-            }
-            Ok(None) => match self.expected {
-                Some(n) if n != self.received => Err(BackendError::new(
-                    BackendErrorKind::Transient,
-                    format!("get {}: body truncated ({} of {n} bytes)", self.key, self.received),
-                )),
-                _ => Ok(None),
-            },
-        }
-    }
-
-    async fn next(mut self) -> BackendResult<Option<(Bytes, Self)>> {
-        Ok(self.next_piece().await?.map(|piece| (piece, self)))
-    }
-}
-
-fn to_usize(n: u64) -> usize {
-    // Only a capacity hint: a range too large for memory fails at the allocation anyway.
-    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 #[async_trait]
