@@ -55,6 +55,10 @@ fn fixture() -> Fixture {
 
 /// A fresh filesystem (as after a remount) over an existing bucket.
 fn fixture_over(bucket: Arc<InMemoryBackend>) -> Fixture {
+    fixture_with(bucket, FsConfig::default())
+}
+
+fn fixture_with(bucket: Arc<InMemoryBackend>, config: FsConfig) -> Fixture {
     let tenants = TenantTable::new(vec![
         spec("acme", &bucket, "acme/", false),
         spec("acme2", &bucket, "acme2/", false),
@@ -70,7 +74,7 @@ fn fixture_over(bucket: Arc<InMemoryBackend>) -> Fixture {
     })
     .unwrap();
     let cache = Arc::new(BlockCache::new(64 << 20, 1 << 20));
-    let fs = Filesystem::new(tenants, cache, uploader, FsConfig::default());
+    let fs = Filesystem::new(tenants, cache, uploader, config);
     Fixture {
         fs,
         bucket,
@@ -448,4 +452,91 @@ async fn ls_l_of_a_listed_directory_heads_ahead_and_never_lists_per_entry() {
     assert_eq!(f.bucket.count(Op::List), 0);
     let heads = f.bucket.count(Op::Head);
     assert!((300..=330).contains(&heads), "{heads} HEADs for 300 files");
+}
+
+fn questions(bucket: &InMemoryBackend) -> u64 {
+    bucket.count(Op::Head) + bucket.count(Op::List)
+}
+
+async fn lookup_errno(fs: &Filesystem, parent: u64, name: &str) -> i32 {
+    fs.lookup(parent, OsStr::new(name)).await.unwrap_err().errno()
+}
+
+#[tokio::test]
+async fn a_name_proven_absent_is_trusted_for_negative_ttl_only() {
+    let f = fixture();
+    let root = ino(&f.fs, "acme").await;
+    f.bucket.reset_counts();
+    // `cp` looks the name up, then its exclusive create looks it up again: one question.
+    assert_eq!(lookup_errno(&f.fs, root, "new.bin").await, libc::ENOENT);
+    assert_eq!(questions(&f.bucket), 2, "a HEAD and a LIST");
+    assert_eq!(lookup_errno(&f.fs, root, "new.bin").await, libc::ENOENT);
+    assert_eq!(questions(&f.bucket), 2, "the second lookup is answered from memory");
+    // Created here: it exists at once.
+    write_file(&f.fs, "acme", "new.bin", b"x").await;
+    assert_eq!(f.fs.lookup(root, OsStr::new("new.bin")).await.unwrap().attr.size, 1);
+    // Stored by someone else after the proof: seen once the proof expires (1 s), not before.
+    assert_eq!(lookup_errno(&f.fs, root, "remote.bin").await, libc::ENOENT);
+    f.bucket.insert("acme/remote.bin", "hello");
+    assert_eq!(lookup_errno(&f.fs, root, "remote.bin").await, libc::ENOENT);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(f.fs.lookup(root, OsStr::new("remote.bin")).await.unwrap().attr.size, 5);
+    // Removed here: absent at once, without asking.
+    let before = questions(&f.bucket);
+    f.fs.unlink(root, OsStr::new("remote.bin")).await.unwrap();
+    assert_eq!(lookup_errno(&f.fs, root, "remote.bin").await, libc::ENOENT);
+    assert_eq!(questions(&f.bucket), before);
+}
+
+#[tokio::test]
+async fn negative_ttl_zero_asks_the_backend_every_time() {
+    let config = FsConfig {
+        negative_ttl: Duration::ZERO,
+        ..FsConfig::default()
+    };
+    let f = fixture_with(Arc::new(InMemoryBackend::new()), config);
+    let root = ino(&f.fs, "acme").await;
+    assert_eq!(lookup_errno(&f.fs, root, "d").await, libc::ENOENT);
+    let d = f.fs.mkdir(root, OsStr::new("d")).await.unwrap().attr.ino;
+    f.bucket.reset_counts();
+    for _ in 0..2 {
+        assert_eq!(lookup_errno(&f.fs, root, "x").await, libc::ENOENT);
+        assert_eq!(lookup_errno(&f.fs, d, "x").await, libc::ENOENT);
+    }
+    assert_eq!(questions(&f.bucket), 8);
+}
+
+#[tokio::test]
+async fn a_directory_made_here_answers_missing_names_until_a_child_is_forgotten() {
+    let f = fixture();
+    let root = ino(&f.fs, "acme").await;
+    // mkdir is exclusive: the kernel looks the name up first.
+    assert_eq!(lookup_errno(&f.fs, root, "d").await, libc::ENOENT);
+    let d = f.fs.mkdir(root, OsStr::new("d")).await.unwrap().attr.ino;
+    f.bucket.reset_counts();
+    // `cp -r` into it: two lookups and a create per file, and not one HEAD or LIST.
+    for i in 0..20 {
+        let name = format!("f{i}");
+        for _ in 0..2 {
+            assert_eq!(lookup_errno(&f.fs, d, &name).await, libc::ENOENT);
+        }
+        write_file(&f.fs, "acme/d", &name, name.as_bytes()).await;
+    }
+    // (write_file looked "acme" and "d" up: known, fresh.)
+    assert_eq!(questions(&f.bucket), 0);
+    assert_eq!(f.bucket.count(Op::Put), 20);
+    // The kernel forgets a child: the table no longer holds every child, so a missing name
+    // is asked for again, and the forgotten one is found.
+    let c = f.fs.lookup(d, OsStr::new("f3")).await.unwrap().attr.ino;
+    // One reference from the create, one from write_file's lookup, one from this lookup.
+    f.fs.forget(c, 3);
+    assert_eq!(f.fs.lookup(d, OsStr::new("f3")).await.unwrap().attr.size, 2);
+    assert!(questions(&f.bucket) > 0);
+    let before = questions(&f.bucket);
+    assert_eq!(lookup_errno(&f.fs, d, "other").await, libc::ENOENT);
+    assert!(questions(&f.bucket) > before);
+    // A directory made without a proof that its name was free is not assumed empty.
+    f.bucket.insert("acme/e/old", "1");
+    let e = f.fs.mkdir(root, OsStr::new("e")).await.unwrap().attr.ino;
+    assert_eq!(f.fs.lookup(e, OsStr::new("old")).await.unwrap().attr.size, 1);
 }

@@ -246,11 +246,17 @@ impl Filesystem {
         let tenant = self.writable_tenant(&dir)?;
         let name = validate_name(name)?;
         let key = child_key(&dir.key, name);
+        // The kernel looked the name up just before (mkdir is exclusive): if nothing was
+        // there, neither an object nor anything below `name/`, the new directory is empty.
+        let empty_since = self.inodes.absent_since(parent, name);
         tenant.backend.put(&format!("{key}/"), bytes::Bytes::new()).await?;
         let stat = Stat::local(0, SystemTime::now(), None);
         let inode = self
             .inodes
             .upsert_child(parent, name, Some(tenant.id), Kind::Dir, stat, 1)?;
+        if let Some(at) = empty_since {
+            self.inodes.mark_empty(inode.ino, at);
+        }
         Ok(self.entry(&inode))
     }
 

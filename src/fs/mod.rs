@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tracing::debug;
@@ -47,7 +47,8 @@ pub struct FsConfig {
     pub read: ReadConfig,
     /// Largest directory (in objects) that `rename` will move; above it, `EXDEV`.
     pub max_rename_entries: usize,
-    /// How long the kernel may remember that a name does not exist (0: not at all).
+    /// How long a name proven absent is trusted, by the kernel and by the inode table (0: not
+    /// at all).
     pub negative_ttl: Duration,
 }
 
@@ -98,7 +99,7 @@ impl Filesystem {
     pub fn new(tenants: TenantTable, cache: Arc<BlockCache>, uploader: Arc<Uploader>, config: FsConfig) -> Self {
         Self {
             tenants,
-            inodes: Arc::new(InodeTable::new()),
+            inodes: Arc::new(InodeTable::with_negative_ttl(config.negative_ttl)),
             handles: HandleTable::default(),
             cache,
             uploader,
@@ -197,6 +198,11 @@ impl Filesystem {
         // If stat-ahead is fetching this entry, its answer is the one to use (no second HEAD).
         self.wait_stat_ahead(parent.ino, name).await;
         let cached = self.inodes.child(parent.ino, name);
+        if cached.is_none() && self.inodes.absent_since(parent.ino, name).is_some() {
+            // Proven absent within negative_ttl (see `namespace::absent`): an exclusive create
+            // asks again right after the lookup that found nothing.
+            return Err(Error::not_found(name));
+        }
         if let Some(child) = &cached {
             if self.fresh(child) || self.writer(child.ino).is_some() {
                 let inode =
@@ -229,8 +235,13 @@ impl Filesystem {
             }
         }
         let tenant = self.tenant_of(&parent)?;
+        let asked = Instant::now();
         let (kind, stat) = match self.resolve(tenant, &child_key(&parent.key, name)).await {
             Ok(found) => found,
+            Err(e) if e.errno() == libc::ENOENT => {
+                self.inodes.note_absent(parent.ino, name, asked);
+                return Err(e);
+            }
             // A directory we know (e.g. just created, still empty) stays a directory when the
             // backend cannot answer for it: some servers fail HEAD on an empty prefix, and a
             // transient failure should not make a directory vanish from under a running `cp`.

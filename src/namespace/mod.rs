@@ -9,11 +9,12 @@
 //! Inode numbers are never reused during a mount. All methods take one short `std` lock and
 //! never await.
 
+mod absent;
 pub mod name;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::ETag;
 
@@ -137,6 +138,10 @@ struct Node {
     open: u64,
     /// Still reachable by name from its parent (false after unlink/rename-over).
     linked: bool,
+    /// For a directory: every child it has on the backend is in the table, as proven at this
+    /// instant (it was created here while its name was proven absent). Cleared when a child
+    /// leaves the table for any reason other than a removal done here.
+    complete: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -145,6 +150,7 @@ struct Table {
     /// Ordered so the siblings after a name can be walked (stat-ahead), in key order.
     children: BTreeMap<(u64, String), u64>,
     next: u64,
+    absent: absent::Absent,
 }
 
 /// Errors from the inode table.
@@ -160,6 +166,8 @@ pub enum InodeError {
 pub struct InodeTable {
     /// The only lock of this module; never held across an await or a call out of it.
     table: Mutex<Table>,
+    /// How long a name proven absent is trusted (0: never).
+    negative_ttl: Duration,
 }
 
 impl Default for InodeTable {
@@ -169,8 +177,13 @@ impl Default for InodeTable {
 }
 
 impl InodeTable {
-    /// A table holding only the root.
+    /// A table holding only the root, remembering no absent names.
     pub fn new() -> Self {
+        Self::with_negative_ttl(Duration::ZERO)
+    }
+
+    /// A table holding only the root that trusts a name proven absent for `negative_ttl`.
+    pub fn with_negative_ttl(negative_ttl: Duration) -> Self {
         let root = Node {
             parent: ROOT_INO,
             name: String::new(),
@@ -182,6 +195,7 @@ impl InodeTable {
             children: 0,
             open: 0,
             linked: true,
+            complete: None,
         };
         let mut nodes = HashMap::new();
         nodes.insert(ROOT_INO, root);
@@ -190,7 +204,9 @@ impl InodeTable {
                 nodes,
                 children: BTreeMap::new(),
                 next: ROOT_INO + 1,
+                absent: absent::Absent::default(),
             }),
+            negative_ttl,
         }
     }
 
@@ -246,6 +262,7 @@ impl InodeTable {
         if !t.nodes.contains_key(&parent) {
             return Err(InodeError::Unknown(parent));
         }
+        t.absent.forget(parent, name);
         let key = (parent, name.to_owned());
         if let Some(&ino) = t.children.get(&key) {
             if let Some(n) = t.nodes.get_mut(&ino) {
@@ -277,6 +294,7 @@ impl InodeTable {
                 children: 0,
                 open: 0,
                 linked: true,
+                complete: None,
             },
         );
         t.children.insert(key, ino);
@@ -331,16 +349,57 @@ impl InodeTable {
         maybe_drop(&mut t, ino);
     }
 
-    /// Detach `name` from `parent` (unlink, rmdir). The inode lives on while referenced.
+    /// Detach `name` from `parent` after it was removed from the backend (unlink, rmdir):
+    /// it is now known to be absent. The inode lives on while referenced.
     pub fn unlink(&self, parent: u64, name: &str) {
         let mut t = self.lock();
         unlink_locked(&mut t, parent, name);
+        t.absent.note(parent, name, Instant::now(), self.negative_ttl);
+    }
+
+    /// The backend proved, at `since`, that `name` in `parent` does not exist. Ignored if the
+    /// table holds such a child (created here meanwhile: it wins).
+    pub fn note_absent(&self, parent: u64, name: &str, since: Instant) {
+        let mut t = self.lock();
+        if !t.children.contains_key(&(parent, name.to_owned())) {
+            t.absent.note(parent, name, since, self.negative_ttl);
+        }
+    }
+
+    /// When `name` in `parent` was last proven absent, if that is recent enough to trust: a
+    /// failed lookup or a removal here, or the name missing from a directory known complete.
+    /// `None` when the table holds such a child or nothing recent is known.
+    pub fn absent_since(&self, parent: u64, name: &str) -> Option<Instant> {
+        let t = self.lock();
+        if t.children.contains_key(&(parent, name.to_owned())) {
+            return None;
+        }
+        let ttl = self.negative_ttl;
+        let listed = t
+            .nodes
+            .get(&parent)
+            .and_then(|n| n.complete)
+            .filter(|at| at.elapsed() < ttl);
+        t.absent.since(parent, name, ttl).max(listed)
+    }
+
+    /// Directory `dir` had no children at `since` (created here while its name was proven
+    /// absent), so names not in the table are absent until the proof expires.
+    pub fn mark_empty(&self, dir: u64, since: Instant) {
+        let mut t = self.lock();
+        if let Some(n) = t.nodes.get_mut(&dir) {
+            if n.kind.is_dir() {
+                n.complete = Some(since);
+            }
+        }
     }
 
     /// Move `name` in `parent` to `new_name` in `new_parent`, replacing whatever was there.
     pub fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) {
         let mut t = self.lock();
         unlink_locked(&mut t, new_parent, new_name);
+        t.absent.forget(new_parent, new_name);
+        t.absent.note(parent, name, Instant::now(), self.negative_ttl);
         let Some(ino) = t.children.remove(&(parent, name.to_owned())) else {
             return;
         };
@@ -410,11 +469,16 @@ fn maybe_drop(t: &mut Table, mut ino: u64) {
         }
         let (parent, name, linked) = (n.parent, n.name.clone(), n.linked);
         t.nodes.remove(&ino);
-        if linked && t.children.get(&(parent, name.clone())) == Some(&ino) {
+        let forgotten = linked && t.children.get(&(parent, name.clone())) == Some(&ino);
+        if forgotten {
             t.children.remove(&(parent, name));
         }
         if let Some(p) = t.nodes.get_mut(&parent) {
             p.children = p.children.saturating_sub(1);
+            // The child still exists on the backend but no longer in the table.
+            if forgotten {
+                p.complete = None;
+            }
         }
         ino = parent;
     }
@@ -559,6 +623,39 @@ mod tests {
         t.close(f.ino);
         assert!(t.get(f.ino).is_err());
         assert!(t.get(d.ino).is_err(), "parent freed with its last child");
+    }
+
+    #[test]
+    fn absence_never_hides_a_child_in_the_table() {
+        let t = InodeTable::with_negative_ttl(Duration::from_secs(60));
+        let root = t
+            .upsert_child(ROOT_INO, "acme", Some(0), Kind::TenantRoot, Stat::dir(), 1)
+            .unwrap()
+            .ino;
+        // A create lands while a lookup of the same name still waits for the backend.
+        let asked = Instant::now();
+        t.upsert_child(root, "x", Some(0), Kind::File, file(1), 1).unwrap();
+        t.note_absent(root, "x", asked);
+        assert!(t.absent_since(root, "x").is_none());
+        // Renamed away: the old name is absent, the new one is not.
+        t.rename(root, "x", root, "y");
+        assert!(t.absent_since(root, "x").is_some());
+        assert!(t.absent_since(root, "y").is_none());
+        // Proven absent, then created here, then removed here.
+        t.note_absent(root, "z", Instant::now());
+        t.upsert_child(root, "z", Some(0), Kind::File, file(1), 1).unwrap();
+        assert!(t.absent_since(root, "z").is_none());
+        t.unlink(root, "z");
+        assert!(t.absent_since(root, "z").is_some());
+        // An empty directory answers for every name not in the table, from its proof's time.
+        let d = t.upsert_child(root, "d", Some(0), Kind::Dir, Stat::dir(), 1).unwrap();
+        let proof = Instant::now() - Duration::from_secs(5);
+        t.mark_empty(d.ino, proof);
+        assert_eq!(t.absent_since(d.ino, "anything"), Some(proof));
+        // A table that trusts nothing answers nothing.
+        let never = InodeTable::new();
+        never.note_absent(ROOT_INO, "q", Instant::now());
+        assert!(never.absent_since(ROOT_INO, "q").is_none());
     }
 
     #[test]
