@@ -37,6 +37,7 @@ pub mod journal;
 pub mod parts;
 mod session;
 mod staging;
+mod transfer;
 
 use std::collections::BTreeMap;
 use std::io;
