@@ -144,6 +144,52 @@ fn cp_rsync_and_tar_round_trip_a_tree() {
     verify(&server, &m, "tar", &sums);
 }
 
+/// `cp -r` into a new directory: the kernel looks every new name up before its exclusive
+/// create (it never trusts a negative dentry for one), and each lookup of a missing name was
+/// a HEAD and a LIST (374 requests here for 124 objects). Now the only requests are the
+/// lookup of the new top directory and one PUT per object and directory marker.
+#[test]
+fn cp_r_into_a_new_directory_sends_one_request_per_object() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let m = mount(&server);
+    let src = tempfile::tempdir().unwrap();
+    let (dirs, files) = (3, 40);
+    for d in 0..dirs {
+        let dir = src.path().join(format!("d{d}"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in 0..files {
+            std::fs::write(dir.join(format!("f{f}")), pattern(1000 + f, f as u64)).unwrap();
+        }
+    }
+    let acme = m.path().join("acme");
+    std::fs::metadata(&acme).unwrap();
+    let before = server.requests();
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(src.path())
+        .arg(acme.join("tree"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp failed:\n{}", m.log());
+    let sent = server.requests() - before;
+    // HEAD + LIST of "tree", its marker, the markers of d0..d2, one PUT per file.
+    let expected = 2 + 1 + dirs + dirs * files;
+    assert!(
+        sent as usize <= expected,
+        "{sent} requests for {} objects (expected {expected})",
+        1 + dirs + dirs * files
+    );
+    for d in 0..dirs {
+        for f in [0, files - 1] {
+            let got = get(&server, &format!("acme/tree/d{d}/f{f}")).unwrap();
+            assert_eq!(got, pattern(1000 + f, f as u64));
+        }
+    }
+}
+
 #[test]
 fn seek_back_patches_and_random_writes_produce_correct_objects() {
     if !fuse_available() {
