@@ -540,3 +540,29 @@ async fn a_directory_made_here_answers_missing_names_until_a_child_is_forgotten(
     let e = f.fs.mkdir(root, OsStr::new("e")).await.unwrap().attr.ino;
     assert_eq!(f.fs.lookup(e, OsStr::new("old")).await.unwrap().attr.size, 1);
 }
+
+#[tokio::test]
+async fn a_listing_read_to_its_end_answers_missing_names_when_every_entry_is_in_the_table() {
+    let bucket = Arc::new(InMemoryBackend::new());
+    for i in 0..20 {
+        bucket.insert(&format!("acme/d/f{i:02}"), "x");
+    }
+    bucket.insert("acme/d/sub/deep", "y");
+    let f = fixture_over(bucket);
+    let d = ino(&f.fs, "acme/d").await;
+    // A plain readdir gives the table no entries: it cannot answer for missing names.
+    assert_eq!(list(&f.fs, d, false).await.len(), 21);
+    f.bucket.reset_counts();
+    assert_eq!(lookup_errno(&f.fs, d, "new1").await, libc::ENOENT);
+    assert_eq!(questions(&f.bucket), 2);
+    // readdirplus to the end: every entry is in the table, so `ls` then `cp` asks nothing.
+    assert_eq!(list(&f.fs, d, true).await.len(), 21);
+    f.bucket.reset_counts();
+    assert_eq!(lookup_errno(&f.fs, d, "new2").await, libc::ENOENT);
+    let sub = f.fs.lookup(d, OsStr::new("sub")).await.unwrap().attr.ino;
+    assert_eq!(questions(&f.bucket), 0);
+    // The kernel forgets one entry: the table no longer answers for the directory.
+    f.fs.forget(sub, 2); // one from readdirplus, one from this lookup
+    assert_eq!(lookup_errno(&f.fs, d, "new3").await, libc::ENOENT);
+    assert_eq!(questions(&f.bucket), 2);
+}

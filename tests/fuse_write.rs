@@ -190,6 +190,36 @@ fn cp_r_into_a_new_directory_sends_one_request_per_object() {
     }
 }
 
+/// `ls` of a directory, then new files into it: the listing (readdirplus, every entry in the
+/// inode table) answers for the names it did not show, so each new file is its PUT alone.
+#[test]
+fn files_created_after_ls_send_one_request_each() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let m = mount(&server);
+    let dir = m.path().join("acme").join("listed");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..10 {
+        std::fs::write(dir.join(format!("old{i}")), b"old").unwrap();
+    }
+    // A fresh mount, so the table knows nothing of the directory but what `ls` shows.
+    drop(m);
+    let m = mount(&server);
+    let dir = m.path().join("acme").join("listed");
+    let st = Command::new("ls").arg(&dir).output().unwrap();
+    assert!(st.status.success(), "ls failed:\n{}", m.log());
+    assert_eq!(String::from_utf8_lossy(&st.stdout).lines().count(), 10);
+    let before = server.requests();
+    for i in 0..5 {
+        std::fs::write(dir.join(format!("new{i}")), b"new").unwrap();
+    }
+    let sent = server.requests() - before;
+    assert!(sent <= 5, "{sent} requests for 5 new files");
+    assert_eq!(get(&server, "acme/listed/new4").unwrap(), b"new");
+}
+
 #[test]
 fn seek_back_patches_and_random_writes_produce_correct_objects() {
     if !fuse_available() {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use tracing::{debug, info};
 
@@ -37,6 +37,11 @@ pub struct DirStream {
     seen: HashSet<String>,
     next: Option<String>,
     done: bool,
+    /// When the first page was asked for: a listing read to its end shows every child that
+    /// existed then.
+    started: Option<Instant>,
+    /// The directory was offered to the inode table as complete (once per stream).
+    offered: bool,
 }
 
 impl Filesystem {
@@ -52,6 +57,8 @@ impl Filesystem {
             seen: HashSet::new(),
             next: None,
             done: false,
+            started: None,
+            offered: false,
         };
         if inode.kind == Kind::Root {
             for t in self.tenants.iter() {
@@ -126,6 +133,7 @@ impl Filesystem {
             let idx = usize::try_from(pos - 2).unwrap_or(usize::MAX);
             if idx >= stream.entries.len() {
                 if stream.done {
+                    self.offer_complete(&dir, &mut stream);
                     return Ok(());
                 }
                 let Some(tenant) = &tenant else { return Ok(()) };
@@ -184,7 +192,25 @@ impl Filesystem {
         }
     }
 
+    /// A listing read to its end, every entry of which the kernel took as readdirplus (so each
+    /// is in the inode table): the directory is complete as of the first page, and a name not
+    /// in it is absent for `negative_ttl` (`ls` then `cp` asks nothing for the new names). A
+    /// plain readdir puts no entries in the table, so the table refuses the claim.
+    fn offer_complete(&self, dir: &Inode, stream: &mut DirStream) {
+        if stream.offered {
+            return;
+        }
+        stream.offered = true;
+        if let Some(started) = stream.started {
+            self.inodes
+                .mark_listed(dir.ino, started, stream.entries.iter().map(|l| l.name.as_str()));
+        }
+    }
+
     async fn fetch_page(&self, tenant: &Tenant, dir: &Inode, stream: &mut DirStream) -> Result<()> {
+        if stream.started.is_none() {
+            stream.started = Some(Instant::now());
+        }
         let params = ListParams::new(dir_prefix(&dir.key), true).with_continuation(stream.next.take());
         let page = tenant.backend.list(&params).await?;
         let plen = dir_prefix(&dir.key).len();

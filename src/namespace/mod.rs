@@ -139,8 +139,9 @@ struct Node {
     /// Still reachable by name from its parent (false after unlink/rename-over).
     linked: bool,
     /// For a directory: every child it has on the backend is in the table, as proven at this
-    /// instant (it was created here while its name was proven absent). Cleared when a child
-    /// leaves the table for any reason other than a removal done here.
+    /// instant (it was created here while its name was proven absent, or a listing that began
+    /// then put every entry in the table). Cleared when a child leaves the table for any
+    /// reason other than a removal done here.
     complete: Option<Instant>,
 }
 
@@ -386,9 +387,20 @@ impl InodeTable {
     /// Directory `dir` had no children at `since` (created here while its name was proven
     /// absent), so names not in the table are absent until the proof expires.
     pub fn mark_empty(&self, dir: u64, since: Instant) {
+        self.mark_listed(dir, since, std::iter::empty());
+    }
+
+    /// A listing of `dir` that started at `since` showed exactly `names`: if every one of them
+    /// is a child in the table now, names not in the table are absent until the proof
+    /// expires. Refused (nothing changes) when one is missing: the table could not answer for
+    /// it. A newer proof is never replaced by an older one.
+    pub fn mark_listed<'a>(&self, dir: u64, since: Instant, mut names: impl Iterator<Item = &'a str>) {
         let mut t = self.lock();
+        if !names.all(|name| t.children.contains_key(&(dir, name.to_owned()))) {
+            return;
+        }
         if let Some(n) = t.nodes.get_mut(&dir) {
-            if n.kind.is_dir() {
+            if n.kind.is_dir() && n.complete.is_none_or(|c| c < since) {
                 n.complete = Some(since);
             }
         }
