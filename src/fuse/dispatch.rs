@@ -163,8 +163,16 @@ impl Dispatcher {
         if poll == Poll::Here {
             let _rt = self.rt.enter();
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            if task.as_mut().poll(&mut cx).is_ready() {
-                return;
+            // A panic stays with its request, as tokio keeps a task's: the reply, dropped
+            // while unwinding, answers EIO, and this FUSE thread goes on serving.
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.as_mut().poll(&mut cx)));
+            match polled {
+                Ok(std::task::Poll::Pending) => {}
+                Ok(std::task::Poll::Ready(())) => return,
+                Err(_) => {
+                    warn!(op = name, req, "request panicked");
+                    return;
+                }
             }
         }
         self.rt.spawn(task);
@@ -226,6 +234,14 @@ mod tests {
         });
         // Answered before `spawn` returned, without a worker.
         assert_eq!(rx.try_recv().unwrap(), ("ready", here));
+
+        // A request that panics does not take the FUSE thread with it.
+        d.spawn("panics", 4, async { panic!("a bug in one request") });
+        let t = tx.clone();
+        d.spawn("after", 5, async move {
+            t.send(("after", thread::current().id())).unwrap();
+        });
+        assert_eq!(rx.try_recv().unwrap(), ("after", here));
 
         let t = tx.clone();
         d.spawn("waits", 2, async move {
