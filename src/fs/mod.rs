@@ -25,7 +25,7 @@ use tracing::debug;
 use crate::backend::{BackendErrorKind, ListParams, ObjectMeta};
 use crate::cache::{BlockCache, ObjectId};
 use crate::namespace::name::{child_key, dir_prefix, validate_name, NameError};
-use crate::namespace::{Inode, InodeTable, Kind, Stat, ROOT_INO};
+use crate::namespace::{Inode, InodeTable, Kind, Known, Stat, ROOT_INO};
 use crate::read::{ObjectReader, ReadConfig};
 use crate::tenant::{Tenant, TenantTable};
 use crate::upload::Uploader;
@@ -197,12 +197,13 @@ impl Filesystem {
         }
         // If stat-ahead is fetching this entry, its answer is the one to use (no second HEAD).
         self.wait_stat_ahead(parent.ino, name).await;
-        let cached = self.inodes.child(parent.ino, name);
-        if cached.is_none() && self.inodes.absent_since(parent.ino, name).is_some() {
+        let cached = match self.inodes.known(parent.ino, name) {
+            Known::Child(child) => Some(child),
             // Proven absent within negative_ttl (see `namespace::absent`): an exclusive create
             // asks again right after the lookup that found nothing.
-            return Err(Error::not_found(name));
-        }
+            Known::Absent(_) => return Err(Error::not_found(name)),
+            Known::Unknown => None,
+        };
         if let Some(child) = &cached {
             if self.fresh(child) || self.writer(child.ino).is_some() {
                 let inode =

@@ -43,7 +43,7 @@ fail_reply!(
 
 /// Where a request task is first polled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Poll {
+pub(crate) enum Poll {
     /// On the FUSE thread; moved to the runtime only if it has to wait.
     Here,
     /// On the runtime.
@@ -85,25 +85,10 @@ impl Dispatcher {
         self.run_with(Poll::Here, name, req, reply, op, ok);
     }
 
-    /// [`Dispatcher::run`] for an operation already known to wait (a read that found its bytes
-    /// neither cached nor arrived): straight to the runtime, since a first poll here would
-    /// only be repeated there.
-    pub(crate) fn run_waiting<R, T, Fut>(
-        &self,
-        name: &'static str,
-        req: u64,
-        reply: R,
-        op: impl FnOnce(Arc<Filesystem>) -> Fut,
-        ok: impl FnOnce(R, T) + Send + 'static,
-    ) where
-        R: FailReply,
-        T: Send + 'static,
-        Fut: Future<Output = Result<T, Error>> + Send + 'static,
-    {
-        self.run_with(Poll::Runtime, name, req, reply, op, ok);
-    }
-
-    fn run_with<R, T, Fut>(
+    /// [`Dispatcher::run`], first polled where `poll` says: an operation already known to
+    /// wait (a read that found its bytes neither cached nor arrived) goes straight to the
+    /// runtime, since a first poll here would only be repeated there.
+    pub(crate) fn run_with<R, T, Fut>(
         &self,
         poll: Poll,
         name: &'static str,

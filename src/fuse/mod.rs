@@ -284,10 +284,14 @@ impl fuser::Filesystem for FuseAdapter {
                 dispatch::log_error("read", &e);
                 reply.error(dispatch::errno(&e));
             }
-            ReadNow::Wait(fut) => {
-                self.d
-                    .run_waiting("read", req.unique().0, reply, move |_| fut, |r, data| r.data(&data))
-            }
+            ReadNow::Wait(fut) => self.d.run_with(
+                dispatch::Poll::Runtime,
+                "read",
+                req.unique().0,
+                reply,
+                move |_| fut,
+                |r, data| r.data(&data),
+            ),
         }
     }
 

@@ -1,9 +1,9 @@
 //! Names known not to exist, and since when.
 //!
-//! Creating a file costs the kernel two lookups of its name before the create itself: `cp`
-//! and `tar` look the destination up, then `open(O_CREAT|O_EXCL)` revalidates the negative
-//! dentry (FUSE ignores a cached negative entry for exclusive creates) and asks again. Each
-//! lookup of a missing name is a HEAD and a LIST on the backend. This map remembers, for
+//! Creating a file costs the kernel one or two lookups of its name before the create itself:
+//! `open(O_CREAT|O_EXCL)` revalidates any negative dentry (FUSE ignores a cached negative
+//! entry for exclusive creates) and asks again, after `cp a b` has already looked `b` up.
+//! Each lookup of a missing name is a HEAD and a LIST on the backend. This map remembers, for
 //! `negative_ttl` (the same trust the kernel gives a negative entry), which names the backend
 //! said were absent, so the second lookup is free.
 //!
@@ -20,42 +20,44 @@ use std::time::{Duration, Instant};
 /// Names remembered at most, per mount (about 100 bytes each).
 pub(super) const MAX_ABSENT: usize = 65_536;
 
+/// A name in a directory: (parent inode, name), the inode table's own child key, so one
+/// allocation serves both maps.
+pub(super) type NameKey = (u64, String);
+
 /// (parent inode, name) → when the backend last proved the name absent.
 #[derive(Debug, Default)]
 pub(super) struct Absent {
-    names: HashMap<(u64, String), Instant>,
+    names: HashMap<NameKey, Instant>,
 }
 
 impl Absent {
-    /// Remember that `name` in `parent` did not exist at `since`. An older fact never
-    /// replaces a newer one.
-    pub(super) fn note(&mut self, parent: u64, name: &str, since: Instant, ttl: Duration) {
+    /// Remember that `key` did not exist at `since`. An older fact never replaces a newer
+    /// one.
+    pub(super) fn note(&mut self, key: NameKey, since: Instant, ttl: Duration) {
         if since.elapsed() >= ttl {
             return;
         }
-        if self.names.len() >= MAX_ABSENT && !self.names.contains_key(&(parent, name.to_owned())) {
+        if self.names.len() >= MAX_ABSENT && !self.names.contains_key(&key) {
             self.names.retain(|_, t| t.elapsed() < ttl);
             if self.names.len() >= MAX_ABSENT {
                 self.names.clear();
             }
         }
-        let at = self.names.entry((parent, name.to_owned())).or_insert(since);
+        let at = self.names.entry(key).or_insert(since);
         if *at < since {
             *at = since;
         }
     }
 
-    /// When `name` in `parent` was proven absent, if that is still within `ttl`.
-    pub(super) fn since(&self, parent: u64, name: &str, ttl: Duration) -> Option<Instant> {
-        let at = *self.names.get(&(parent, name.to_owned()))?;
+    /// When `key` was proven absent, if that is still within `ttl`.
+    pub(super) fn since(&self, key: &NameKey, ttl: Duration) -> Option<Instant> {
+        let at = *self.names.get(key)?;
         (at.elapsed() < ttl).then_some(at)
     }
 
-    /// `name` in `parent` exists now (created here, or found).
-    pub(super) fn forget(&mut self, parent: u64, name: &str) {
-        if !self.names.is_empty() {
-            self.names.remove(&(parent, name.to_owned()));
-        }
+    /// `key` exists now (created here, or found).
+    pub(super) fn forget(&mut self, key: &NameKey) {
+        self.names.remove(key);
     }
 
     /// Names held (tests).
@@ -71,29 +73,33 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(60);
 
+    fn key(parent: u64, name: &str) -> NameKey {
+        (parent, name.to_owned())
+    }
+
     #[test]
     fn remembers_within_ttl_and_keeps_the_newest_proof() {
         let mut a = Absent::default();
         let old = Instant::now() - Duration::from_secs(30);
         let new = Instant::now();
-        a.note(1, "x", new, TTL);
-        a.note(1, "x", old, TTL);
-        assert_eq!(a.since(1, "x", TTL), Some(new));
-        assert_eq!(a.since(1, "y", TTL), None);
-        assert_eq!(a.since(2, "x", TTL), None);
-        assert_eq!(a.since(1, "x", Duration::ZERO), None, "a zero ttl trusts nothing");
-        a.forget(1, "x");
-        assert_eq!(a.since(1, "x", TTL), None);
+        a.note(key(1, "x"), new, TTL);
+        a.note(key(1, "x"), old, TTL);
+        assert_eq!(a.since(&key(1, "x"), TTL), Some(new));
+        assert_eq!(a.since(&key(1, "y"), TTL), None);
+        assert_eq!(a.since(&key(2, "x"), TTL), None);
+        assert_eq!(a.since(&key(1, "x"), Duration::ZERO), None, "a zero ttl trusts nothing");
+        a.forget(&key(1, "x"));
+        assert_eq!(a.since(&key(1, "x"), TTL), None);
     }
 
     #[test]
     fn expired_proofs_are_neither_stored_nor_answered() {
         let mut a = Absent::default();
         let stale = Instant::now() - Duration::from_secs(61);
-        a.note(1, "x", stale, TTL);
+        a.note(key(1, "x"), stale, TTL);
         assert_eq!(a.len(), 0);
-        a.note(1, "y", Instant::now() - Duration::from_secs(59), TTL);
-        assert!(a.since(1, "y", Duration::from_secs(10)).is_none());
+        a.note(key(1, "y"), Instant::now() - Duration::from_secs(59), TTL);
+        assert!(a.since(&key(1, "y"), Duration::from_secs(10)).is_none());
     }
 
     #[test]
@@ -101,11 +107,11 @@ mod tests {
         let mut a = Absent::default();
         let now = Instant::now();
         for i in 0..MAX_ABSENT + 10 {
-            a.note(1, &format!("n{i}"), now, TTL);
+            a.note(key(1, &format!("n{i}")), now, TTL);
             assert!(a.len() <= MAX_ABSENT);
         }
         // Everything was fresh, so the map was cleared once and refilled.
         assert!(a.len() < MAX_ABSENT);
-        assert!(a.since(1, &format!("n{}", MAX_ABSENT + 9), TTL).is_some());
+        assert!(a.since(&key(1, &format!("n{}", MAX_ABSENT + 9)), TTL).is_some());
     }
 }

@@ -154,6 +154,17 @@ struct Table {
     absent: absent::Absent,
 }
 
+/// What the table knows of one name in a directory ([`InodeTable::known`]).
+#[derive(Debug, Clone)]
+pub enum Known {
+    /// The inode linked under that name.
+    Child(Inode),
+    /// No such child, as proven at this instant (within `negative_ttl`).
+    Absent(Instant),
+    /// Neither: only the backend can tell.
+    Unknown,
+}
+
 /// Errors from the inode table.
 #[derive(Debug, thiserror::Error)]
 pub enum InodeError {
@@ -263,8 +274,8 @@ impl InodeTable {
         if !t.nodes.contains_key(&parent) {
             return Err(InodeError::Unknown(parent));
         }
-        t.absent.forget(parent, name);
         let key = (parent, name.to_owned());
+        t.absent.forget(&key);
         if let Some(&ino) = t.children.get(&key) {
             if let Some(n) = t.nodes.get_mut(&ino) {
                 if n.kind == kind {
@@ -355,15 +366,17 @@ impl InodeTable {
     pub fn unlink(&self, parent: u64, name: &str) {
         let mut t = self.lock();
         unlink_locked(&mut t, parent, name);
-        t.absent.note(parent, name, Instant::now(), self.negative_ttl);
+        t.absent
+            .note((parent, name.to_owned()), Instant::now(), self.negative_ttl);
     }
 
     /// The backend proved, at `since`, that `name` in `parent` does not exist. Ignored if the
     /// table holds such a child (created here meanwhile: it wins).
     pub fn note_absent(&self, parent: u64, name: &str, since: Instant) {
         let mut t = self.lock();
-        if !t.children.contains_key(&(parent, name.to_owned())) {
-            t.absent.note(parent, name, since, self.negative_ttl);
+        let key = (parent, name.to_owned());
+        if !t.children.contains_key(&key) {
+            t.absent.note(key, since, self.negative_ttl);
         }
     }
 
@@ -371,9 +384,19 @@ impl InodeTable {
     /// failed lookup or a removal here, or the name missing from a directory known complete.
     /// `None` when the table holds such a child or nothing recent is known.
     pub fn absent_since(&self, parent: u64, name: &str) -> Option<Instant> {
+        match self.known(parent, name) {
+            Known::Absent(at) => Some(at),
+            Known::Child(_) | Known::Unknown => None,
+        }
+    }
+
+    /// What the table knows of `name` in `parent`, under one lock: the child it holds, a
+    /// recent proof that there is none (see [`InodeTable::absent_since`]), or nothing.
+    pub fn known(&self, parent: u64, name: &str) -> Known {
         let t = self.lock();
-        if t.children.contains_key(&(parent, name.to_owned())) {
-            return None;
+        let key = (parent, name.to_owned());
+        if let Some(&ino) = t.children.get(&key) {
+            return snapshot(&t, ino).map_or(Known::Unknown, Known::Child);
         }
         let ttl = self.negative_ttl;
         let listed = t
@@ -381,7 +404,10 @@ impl InodeTable {
             .get(&parent)
             .and_then(|n| n.complete)
             .filter(|at| at.elapsed() < ttl);
-        t.absent.since(parent, name, ttl).max(listed)
+        t.absent
+            .since(&key, ttl)
+            .max(listed)
+            .map_or(Known::Unknown, Known::Absent)
     }
 
     /// Directory `dir` had no children at `since` (created here while its name was proven
@@ -410,8 +436,9 @@ impl InodeTable {
     pub fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) {
         let mut t = self.lock();
         unlink_locked(&mut t, new_parent, new_name);
-        t.absent.forget(new_parent, new_name);
-        t.absent.note(parent, name, Instant::now(), self.negative_ttl);
+        t.absent.forget(&(new_parent, new_name.to_owned()));
+        t.absent
+            .note((parent, name.to_owned()), Instant::now(), self.negative_ttl);
         let Some(ino) = t.children.remove(&(parent, name.to_owned())) else {
             return;
         };
