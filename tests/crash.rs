@@ -443,3 +443,124 @@ fn sigterm_reports_a_file_left_open_past_the_timeout() {
     assert!(m.log().contains("crash recovery"), "{}", m.log());
     assert!(upload_part_files(&server).is_empty());
 }
+
+/// Runs `script` in bash in the background with `$1` = the tenant directory and `$2` = a
+/// local chunk file.
+fn bash_bg(script: &str, acme: &Path, chunk: &Path) -> std::process::Child {
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("_")
+        .arg(acme)
+        .arg(chunk)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `cmd > existing`, `exec 3>existing` and `cmd > new` while the mount is SIGKILLed mid-write
+/// (parts of the new content already uploaded): the old objects stay byte for byte, the new
+/// file has no object. Before the fix the shell's close of the descriptor it had dup2ed
+/// published an empty object at once.
+#[test]
+fn sigkill_during_shell_redirects_keeps_the_old_objects() {
+    if !fuse_available() {
+        return;
+    }
+    let _serial = serial();
+    let server = TestS3Server::start(&["media"]);
+    let staging = tempfile::tempdir().unwrap();
+    let chunk = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(chunk.path(), pattern(MIB, 77)).unwrap();
+    let old_a = pattern(3 * MIB + 5, 1);
+    let old_b = pattern(100, 2);
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let client = server.client();
+        rt.block_on(async {
+            for (key, body) in [("acme/redirect.bin", &old_a), ("acme/exec3.bin", &old_b)] {
+                client
+                    .put_object()
+                    .bucket("media")
+                    .key(key)
+                    .body(body.clone().into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    let m = start(&server, staging.path(), &[]);
+    let acme = m.path().join("acme");
+    // Each writer adds 1 MiB every 20 ms, for at most 400 MiB: far more than it gets to write.
+    let loop_body = "for i in $(seq 1 400); do cat \"$2\" TARGET || exit 1; sleep 0.02; done";
+    let mut writers = vec![
+        bash_bg(
+            &format!("{} > \"$1/redirect.bin\"", loop_body.replace("TARGET", "")),
+            &acme,
+            chunk.path(),
+        ),
+        bash_bg(
+            &format!("exec 3>\"$1/exec3.bin\"; {}", loop_body.replace("TARGET", ">&3")),
+            &acme,
+            chunk.path(),
+        ),
+        bash_bg(
+            &format!("{} > \"$1/fresh.bin\"", loop_body.replace("TARGET", "")),
+            &acme,
+            chunk.path(),
+        ),
+    ];
+    // Past two 8 MiB parts each, so every writer has a multipart upload with parts on the
+    // server.
+    let names = ["redirect.bin", "exec3.bin", "fresh.bin"];
+    wait_for("every writer to pass 20 MiB", Duration::from_secs(60), || {
+        names
+            .iter()
+            .all(|n| std::fs::metadata(acme.join(n)).is_ok_and(|md| md.len() >= 20 * MIB as u64))
+    });
+    assert_eq!(
+        get(&server, "acme/redirect.bin").map(|d| sha256(&d)),
+        Some(sha256(&old_a)),
+        "while writing"
+    );
+    assert_eq!(
+        get(&server, "acme/exec3.bin").map(|d| sha256(&d)),
+        Some(sha256(&old_b)),
+        "while writing"
+    );
+    assert_eq!(get(&server, "acme/fresh.bin").map(|d| d.len()), None, "while writing");
+    assert!(upload_part_files(&server).len() >= 3, "uploads in flight");
+
+    let st = Command::new("kill")
+        .arg("-9")
+        .arg(m.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for w in &mut writers {
+        while w.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    drop(m);
+
+    assert_eq!(
+        get(&server, "acme/redirect.bin").map(|d| sha256(&d)),
+        Some(sha256(&old_a))
+    );
+    assert_eq!(get(&server, "acme/exec3.bin").map(|d| sha256(&d)), Some(sha256(&old_b)));
+    assert_eq!(get(&server, "acme/fresh.bin").map(|d| d.len()), None);
+    // The next mount aborts the three orphaned uploads and serves the old content.
+    let m = start(&server, staging.path(), &[]);
+    assert!(upload_part_files(&server).is_empty(), "orphaned uploads aborted");
+    assert_eq!(
+        sha256(&std::fs::read(m.path().join("acme/redirect.bin")).unwrap()),
+        sha256(&old_a)
+    );
+    assert!(!m.path().join("acme/fresh.bin").exists());
+}

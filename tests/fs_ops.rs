@@ -566,3 +566,124 @@ async fn a_listing_read_to_its_end_answers_missing_names_when_every_entry_is_in_
     assert_eq!(lookup_errno(&f.fs, d, "new3").await, libc::ENOENT);
     assert_eq!(questions(&f.bucket), 2);
 }
+
+/// Puts and completed multipart uploads the bucket has seen: one per published object version.
+fn publishes(b: &InMemoryBackend) -> u64 {
+    b.count(Op::Put) + b.count(Op::CompleteMultipart) + b.count(Op::Copy)
+}
+
+/// `cmd > existing`: the shell opens with O_TRUNC, dup2s onto stdout and closes the original
+/// (a flush from the opener with nothing written), then `cmd` writes and exits (the real
+/// close). The old object stays whole until the new content is committed, once.
+#[tokio::test]
+async fn a_redirect_keeps_the_old_object_until_data_is_committed() {
+    let f = fixture();
+    f.bucket.insert("acme/out.txt", &b"old content"[..]);
+    let ino = ino(&f.fs, "acme/out.txt").await;
+    let me = std::process::id();
+    f.bucket.reset_counts();
+    let o = f.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, me).await.unwrap();
+    f.fs.flush(o.fh, me).await.unwrap();
+    f.fs.fsync(o.fh).await.unwrap();
+    assert_eq!(f.bucket.object("acme/out.txt").unwrap().as_ref(), b"old content");
+    assert_eq!(publishes(&f.bucket), 0, "nothing written, nothing published");
+    f.fs.write(o.fh, 0, b"new").await.unwrap();
+    assert_eq!(f.bucket.object("acme/out.txt").unwrap().as_ref(), b"old content");
+    f.fs.flush(o.fh, me).await.unwrap();
+    assert_eq!(f.bucket.object("acme/out.txt").unwrap().as_ref(), b"new");
+    f.fs.release(o.fh).await.unwrap();
+    assert_eq!(publishes(&f.bucket), 1, "one PUT per redirect");
+}
+
+/// A new file has no object until data is committed; a flush with nothing written (the
+/// shell's close after dup2, or `exec 3>new`) publishes nothing.
+#[tokio::test]
+async fn a_new_file_has_no_object_before_its_data() {
+    let f = fixture();
+    let acme = ino(&f.fs, "acme").await;
+    let me = std::process::id();
+    let (_, o) =
+        f.fs.create(acme, OsStr::new("new.txt"), libc::O_WRONLY, me)
+            .await
+            .unwrap();
+    f.fs.flush(o.fh, me).await.unwrap();
+    f.fs.fsync(o.fh).await.unwrap();
+    assert!(f.bucket.object("acme/new.txt").is_none());
+    f.fs.write(o.fh, 0, b"data").await.unwrap();
+    f.fs.fsync(o.fh).await.unwrap();
+    assert_eq!(f.bucket.object("acme/new.txt").unwrap().as_ref(), b"data");
+    // Committed: later closes with nothing new publish nothing again.
+    f.fs.flush(o.fh, me).await.unwrap();
+    f.fs.release(o.fh).await.unwrap();
+    assert_eq!(publishes(&f.bucket), 1);
+}
+
+/// `touch f` and `: > f`: a created or truncated file nobody wrote is stored at its last
+/// release, once.
+#[tokio::test]
+async fn an_unwritten_created_or_truncated_file_is_stored_at_its_last_release() {
+    let f = fixture();
+    let acme = ino(&f.fs, "acme").await;
+    let me = std::process::id();
+    let (_, o) =
+        f.fs.create(acme, OsStr::new("empty"), libc::O_WRONLY, me)
+            .await
+            .unwrap();
+    f.fs.flush(o.fh, me).await.unwrap();
+    assert!(f.bucket.object("acme/empty").is_none());
+    f.fs.release(o.fh).await.unwrap();
+    assert_eq!(f.bucket.object("acme/empty").unwrap().as_ref(), b"");
+    assert_eq!(publishes(&f.bucket), 1);
+
+    f.bucket.insert("acme/full", &b"something"[..]);
+    let ino = ino(&f.fs, "acme/full").await;
+    f.bucket.reset_counts();
+    let o = f.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, me).await.unwrap();
+    let dup_close_by_child = 1;
+    f.fs.flush(o.fh, dup_close_by_child).await.unwrap();
+    f.fs.flush(o.fh, me).await.unwrap();
+    assert_eq!(f.bucket.object("acme/full").unwrap().as_ref(), b"something");
+    f.fs.release(o.fh).await.unwrap();
+    assert_eq!(f.bucket.object("acme/full").unwrap().as_ref(), b"");
+    assert_eq!(publishes(&f.bucket), 1);
+}
+
+/// Renaming a file open for writing publishes none of its uncommitted bytes: a new file
+/// moves without an object, a replaced one takes its old content along until the commit.
+#[tokio::test]
+async fn renaming_a_file_being_written_publishes_nothing_early() {
+    let f = fixture();
+    let acme = ino(&f.fs, "acme").await;
+    let me = std::process::id();
+    let (_, o) =
+        f.fs.create(acme, OsStr::new("a.part"), libc::O_WRONLY, me)
+            .await
+            .unwrap();
+    f.fs.write(o.fh, 0, b"half").await.unwrap();
+    f.fs.rename(acme, OsStr::new("a.part"), acme, OsStr::new("a"), 0)
+        .await
+        .unwrap();
+    assert!(f.bucket.object("acme/a.part").is_none());
+    assert!(
+        f.bucket.object("acme/a").is_none(),
+        "half-written data published by rename"
+    );
+    f.fs.write(o.fh, 4, b" done").await.unwrap();
+    f.fs.flush(o.fh, me).await.unwrap();
+    f.fs.release(o.fh).await.unwrap();
+    assert_eq!(f.bucket.object("acme/a").unwrap().as_ref(), b"half done");
+    assert!(f.bucket.object("acme/a.part").is_none());
+
+    f.bucket.insert("acme/b", &b"old b"[..]);
+    let b = ino(&f.fs, "acme/b").await;
+    let o = f.fs.open(b, libc::O_WRONLY | libc::O_TRUNC, me).await.unwrap();
+    f.fs.write(o.fh, 0, b"new").await.unwrap();
+    f.fs.rename(acme, OsStr::new("b"), acme, OsStr::new("c"), 0)
+        .await
+        .unwrap();
+    assert!(f.bucket.object("acme/b").is_none());
+    assert_eq!(f.bucket.object("acme/c").unwrap().as_ref(), b"old b");
+    f.fs.flush(o.fh, me).await.unwrap();
+    f.fs.release(o.fh).await.unwrap();
+    assert_eq!(f.bucket.object("acme/c").unwrap().as_ref(), b"new");
+}

@@ -324,28 +324,100 @@ fn editor_rename_and_directory_operations() {
     assert!(File::create(acme.join(long)).is_err());
 }
 
-/// Every close commits, also of a duplicated descriptor: `dd of=FILE` opens FILE, dup2s it onto
-/// stdout and closes the original, so an empty object is stored first (README, Limitations),
-/// and the writer's last close stores the content.
+/// A close with nothing written publishes nothing: `dd of=FILE` opens FILE, dup2s it onto
+/// stdout and closes the original before writing, and stores no empty object first; the
+/// writer's close after its data stores the content, once.
 #[test]
-fn close_of_a_duplicated_descriptor_commits_and_the_last_close_stores_the_rest() {
+fn close_of_a_duplicated_descriptor_before_writing_publishes_nothing() {
     if !fuse_available() {
         return;
     }
     let server = TestS3Server::start(&["media"]);
     let m = mount(&server);
+    let before = server.publishes();
     let original = File::create(m.path().join("acme/dup.bin")).unwrap();
     let mut dup = original.try_clone().unwrap();
     drop(original);
-    assert_eq!(
-        get(&server, "acme/dup.bin").as_deref(),
-        Some(&[][..]),
-        "after the first close"
-    );
+    assert_eq!(get(&server, "acme/dup.bin"), None, "after the first close");
     let data = pattern(3 * MIB, 9);
     dup.write_all(&data).unwrap();
     drop(dup);
     assert_eq!(get(&server, "acme/dup.bin").map(|d| sha256(&d)), Some(sha256(&data)));
+    assert_eq!(server.publishes() - before, 1);
+}
+
+/// Shell redirections as bash runs them (open, dup2 onto the target descriptor, close the
+/// original, write, close): one PUT or one multipart upload per file, and the content right.
+#[test]
+fn shell_redirects_publish_each_file_once() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let m = mount(&server);
+    let acme = m.path().join("acme");
+    let big = tempfile::NamedTempFile::new().unwrap();
+    let big_data = pattern(12 * MIB, 21);
+    std::fs::write(big.path(), &big_data).unwrap();
+    std::fs::write(acme.join("old.txt"), b"old content").unwrap();
+    std::fs::metadata(acme.join("new.txt")).unwrap_err();
+    let bash = |script: &str| {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .arg("_")
+            .arg(&acme)
+            .arg(big.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            m.log()
+        );
+    };
+    // (script, key, content (None: the big file), objects published)
+    let cases: [(&str, &str, Option<&[u8]>, u64); 7] = [
+        ("printf hello > \"$1/old.txt\"", "acme/old.txt", Some(b"hello"), 1),
+        ("printf hi > \"$1/new.txt\"", "acme/new.txt", Some(b"hi"), 1),
+        ("cat \"$2\" > \"$1/big.bin\"", "acme/big.bin", None, 1),
+        (
+            "exec 3>\"$1/fd3.txt\"; /bin/echo a >&3; /bin/echo b >&3; exec 3>&-",
+            "acme/fd3.txt",
+            Some(b"a\nb\n"),
+            1,
+        ),
+        // A builtin's `>&3` is undone by bash itself (dup2 back onto stdout): a close by the
+        // opener after data, so each one commits the file as it stands (README, Writes).
+        (
+            "exec 3>\"$1/fd3b.txt\"; echo a >&3; echo b >&3; exec 3>&-",
+            "acme/fd3b.txt",
+            Some(b"a\nb\n"),
+            2,
+        ),
+        (": > \"$1/old.txt\"", "acme/old.txt", Some(b""), 1),
+        ("touch \"$1/touched\"", "acme/touched", Some(b""), 1),
+    ];
+    for (script, key, want, publishes) in cases {
+        let before = server.publishes();
+        bash(script);
+        // A file nobody wrote (`: >`) is stored at its last release, which the kernel sends
+        // after close() has returned.
+        for _ in 0..100 {
+            if server.publishes() >= before + publishes {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(server.publishes() - before, publishes, "{script}: objects published");
+        let got = get(&server, key).unwrap_or_else(|| panic!("{script}: no object"));
+        match want {
+            Some(w) => assert_eq!(got, w, "{script}"),
+            None => assert_eq!(sha256(&got), sha256(&big_data), "{script}"),
+        }
+    }
 }
 
 #[test]

@@ -386,16 +386,26 @@ impl Filesystem {
 
     async fn rename_file(&self, tenant: &Tenant, parent: u64, name: &str, src: &str, dst: &str) -> Result<()> {
         if let Some(w) = self.inodes.child(parent, name).and_then(|c| self.writer(c.ino)) {
-            // Open for writing: later commits go to the new key. Commit what was written so
-            // far under the old key first so the copy below moves current content.
+            // Open for writing: what is not committed yet is committed under the new key by
+            // the writer's own close or fsync, never published early by the rename. The object
+            // under the old key (the last committed or the replaced version), if there is one,
+            // moves with the name, so it stays readable until the new content is complete,
+            // and an unwritten range of it is still the session's base (read from `dst`).
             let mut s = w.session.lock().await;
-            if w.needs_commit.swap(false, Ordering::AcqRel) {
-                if let Err(e) = s.commit().await {
-                    w.needs_commit.store(true, Ordering::Release);
-                    return Err(e.into());
+            match copy_object(tenant, src, dst).await {
+                Ok(()) => s.set_key(dst.to_owned()),
+                // A new file nobody has committed yet: no object to move.
+                Err(e) if e.errno() == libc::ENOENT => {
+                    s.set_key(dst.to_owned());
+                    info!(tenant = %tenant.name, src, dst, "renamed a file not stored yet");
+                    return Ok(());
                 }
+                Err(e) => return Err(e),
             }
-            s.set_key(dst.to_owned());
+            drop(s);
+            tenant.backend.delete(src).await?;
+            info!(tenant = %tenant.name, src, dst, "renamed file");
+            return Ok(());
         }
         copy_object(tenant, src, dst).await?;
         tenant.backend.delete(src).await?;

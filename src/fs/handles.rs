@@ -20,8 +20,13 @@ pub struct WriteState {
     pub tenant: Arc<Tenant>,
     /// The upload session. Lock order: this lock is taken after none of the fs's std locks.
     pub session: tokio::sync::Mutex<WriteSession>,
-    /// Something was written (or the file created/truncated) since the last commit.
+    /// Something is not published yet: data, size or mtime changed, or the file was created
+    /// or truncated, since the last commit. The last release commits it.
     pub needs_commit: AtomicBool,
+    /// Data, size or mtime changed since open or the last commit. Only then does a flush or
+    /// fsync commit: a close with nothing written (the shell's close of the descriptor it has
+    /// just `dup2`ed onto stdout for `cmd > file`) must not publish the file truncated.
+    pub written: AtomicBool,
     /// The file was unlinked while open: discard instead of committing.
     pub unlinked: AtomicBool,
     /// Open handles sharing this state.

@@ -1,8 +1,14 @@
 //! The write side: create, open for writing, write, flush/fsync (commit), release, setattr.
 //!
-//! Durability policy: every `flush` (each `close()`) and `fsync` commits what was written, and
-//! returns only once the object is complete in the bucket, so an upload failure is the
-//! caller's `close()`/`fsync()` error. All descriptors of one file share one upload session.
+//! Durability policy: a `flush` (each `close()` by the opening process) or `fsync` after data
+//! was written commits it, and returns only once the object is complete in the bucket, so an
+//! upload failure is the caller's `close()`/`fsync()` error. A flush with nothing written since
+//! open or the last commit publishes nothing: `cmd > file` makes the shell close the
+//! descriptor it has just `dup2`ed onto stdout before `cmd` writes a byte, and committing then
+//! would replace the old object with an empty one for the whole run (and for good, if the
+//! mount dies meanwhile). A created or truncated file nobody wrote is committed at its last
+//! release, so `touch f` and `: > f` still store the empty object, once. All descriptors of
+//! one file share one upload session.
 
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -65,8 +71,10 @@ impl Filesystem {
             ino: inode.ino,
             tenant: tenant.clone(),
             session: tokio::sync::Mutex::new(session),
-            // A new or truncated file must become an object even if nothing is written.
+            // A new or truncated file must become an object even if nothing is written (at
+            // the last release: see the module doc).
             needs_commit: AtomicBool::new(true),
+            written: AtomicBool::new(false),
             unlinked: AtomicBool::new(false),
             handles: AtomicUsize::new(0),
         })
@@ -138,7 +146,7 @@ impl Filesystem {
         let mut s = w.session.lock().await;
         let len = data.len();
         s.write_bytes(offset, data).await?;
-        w.needs_commit.store(true, Ordering::Release);
+        w.mark_written();
         let stat = Stat::local(s.size(), SystemTime::now(), None);
         drop(s);
         self.inodes.set_stat(w.ino, stat);
@@ -157,14 +165,15 @@ impl Filesystem {
         if !s.try_write_now(offset, data) {
             return None;
         }
-        w.needs_commit.store(true, Ordering::Release);
+        w.mark_written();
         let stat = Stat::local(s.size(), SystemTime::now(), None);
         drop(s);
         self.inodes.set_stat(w.ino, stat);
         Some(u32::try_from(data.len()).map_err(|_| Error::new(libc::EINVAL, "write larger than 4 GiB")))
     }
 
-    /// Commit the file behind `fh` if anything changed (called on every `close()`).
+    /// Commit the file behind `fh` if data was written since open or the last commit (called
+    /// on every `close()`).
     ///
     /// Only a close by the process that opened the handle commits. A forked child that
     /// inherited the descriptor closes it too (at exit, or at exec for close-on-exec
@@ -179,7 +188,7 @@ impl Filesystem {
             Handle::Write(w, opener) => {
                 let caller = super::thread_group(pid);
                 if *opener == 0 || caller == 0 || *opener == caller {
-                    self.commit(w).await
+                    self.commit(w, Commit::IfWritten).await
                 } else {
                     Ok(())
                 }
@@ -188,16 +197,22 @@ impl Filesystem {
         }
     }
 
-    /// Commit now, whoever asks: data is durable once it is in the bucket.
+    /// Commit what was written, whoever asks: data is durable once it is in the bucket. With
+    /// nothing written since open or the last commit there is nothing new to make durable.
     pub async fn fsync(&self, fh: u64) -> Result<()> {
         self.flush(fh, 0).await
     }
 
-    async fn commit(&self, w: &WriteState) -> Result<()> {
+    async fn commit(&self, w: &WriteState, when: Commit) -> Result<()> {
         if w.unlinked.load(Ordering::Acquire) {
             return Ok(());
         }
         let mut s = w.session.lock().await;
+        // Both flags change only under the session lock, so this pair of reads is consistent.
+        if when == Commit::IfWritten && !w.written.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let written = w.written.swap(false, Ordering::AcqRel);
         if !w.needs_commit.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
@@ -211,6 +226,7 @@ impl Filesystem {
             }
             Err(e) => {
                 w.needs_commit.store(true, Ordering::Release);
+                w.written.store(written, Ordering::Release);
                 Err(e.into())
             }
         }
@@ -236,19 +252,30 @@ impl Filesystem {
         Ok(())
     }
 
+    /// The last handle of `w` is closed: store what is pending, then forget the writer.
+    ///
+    /// The writer stays findable until its final commit is done: the kernel sends the release
+    /// after `close()` has returned, and a path operation that follows the close (rsync's
+    /// `utimensat` and `rename` of the empty file it has just closed) must wait for that
+    /// commit through the session lock rather than find neither a writer nor an object.
     async fn finish_writer(&self, w: &Arc<WriteState>) {
-        {
-            let mut map = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-            if map.get(&w.ino).is_some_and(|cur| Arc::ptr_eq(cur, w)) {
-                map.remove(&w.ino);
-            }
-        }
         if w.unlinked.load(Ordering::Acquire) {
+            self.forget_writer(w);
             w.session.lock().await.abort().await;
             return;
         }
-        if let Err(e) = self.commit(w).await {
+        if let Err(e) = self.commit(w, Commit::IfPending).await {
             warn!(ino = w.ino, tenant = %w.tenant.name, error = %e, "upload failed after the last close");
+        }
+        self.forget_writer(w);
+    }
+
+    /// Drop `w` from the writer table unless a handle was opened on it meanwhile (an open
+    /// counts itself before it registers the writer again, so one of the two always wins).
+    fn forget_writer(&self, w: &Arc<WriteState>) {
+        let mut map = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        if w.handles.load(Ordering::Acquire) == 0 && map.get(&w.ino).is_some_and(|cur| Arc::ptr_eq(cur, w)) {
+            map.remove(&w.ino);
         }
     }
 
@@ -284,7 +311,13 @@ impl Filesystem {
             };
             let mut s = w.session.lock().await;
             s.truncate(size).await?;
-            w.needs_commit.store(true, Ordering::Release);
+            // Cutting to zero is what O_TRUNC does: published at the last release unless data
+            // follows. Any other size is content the writer chose.
+            if size == 0 {
+                w.needs_commit.store(true, Ordering::Release);
+            } else {
+                w.mark_written();
+            }
             let stat = Stat::local(size, SystemTime::now(), None);
             drop(s);
             self.inodes.set_stat(ino, stat);
@@ -312,13 +345,18 @@ impl Filesystem {
         }
         if let Some(w) = fh.and_then(|fh| self.write_state(fh).ok()).or_else(|| self.writer(ino)) {
             let mut s = w.session.lock().await;
-            s.set_mtime(Some(mtime));
-            w.needs_commit.store(true, Ordering::Release);
-            let stat = Stat::local(s.size(), mtime, inode.stat.etag.clone());
-            drop(s);
-            self.inodes.set_stat(ino, stat);
-            return Ok(());
+            // A writer whose last handle is closed and whose final commit is done will commit
+            // nothing more: its object is stored, so the mtime goes onto it as for any file.
+            if w.handles.load(Ordering::Acquire) > 0 || w.needs_commit.load(Ordering::Acquire) {
+                s.set_mtime(Some(mtime));
+                w.mark_written();
+                let stat = Stat::local(s.size(), mtime, inode.stat.etag.clone());
+                drop(s);
+                self.inodes.set_stat(ino, stat);
+                return Ok(());
+            }
         }
+        let inode = self.inodes.get(ino)?;
         let etag = match tenant.backend.set_mtime(&inode.key, mtime).await {
             Ok(put) => put.etag.or(inode.stat.etag),
             Err(e) if e.kind() == BackendErrorKind::Unsupported => {
@@ -336,6 +374,23 @@ impl Filesystem {
     async fn truncate_and_commit(&self, w: &WriteState, size: u64) -> Result<()> {
         w.session.lock().await.truncate(size).await?;
         w.needs_commit.store(true, Ordering::Release);
-        self.commit(w).await
+        self.commit(w, Commit::IfPending).await
+    }
+}
+
+/// When [`Filesystem::commit`] publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// Only if data, size or mtime changed since open or the last commit (flush, fsync).
+    IfWritten,
+    /// Whatever is pending, a bare creation or truncation included (last release, truncate(2)).
+    IfPending,
+}
+
+impl WriteState {
+    /// Record a change of data, size or mtime; call with the session lock held.
+    fn mark_written(&self) {
+        self.needs_commit.store(true, Ordering::Release);
+        self.written.store(true, Ordering::Release);
     }
 }

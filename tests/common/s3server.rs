@@ -97,6 +97,11 @@ impl TestS3Server {
         self.counters.requests.load(Ordering::Relaxed)
     }
 
+    /// Objects published so far (whole-object PUTs and completed multipart uploads).
+    pub fn publishes(&self) -> u64 {
+        self.counters.publishes.load(Ordering::Relaxed)
+    }
+
     /// Stop listening and cut open connections. Idempotent.
     pub fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -168,6 +173,9 @@ pub struct Counters {
     pub gets: AtomicU64,
     /// All requests.
     pub requests: AtomicU64,
+    /// Objects published: whole-object PUTs (not parts, not copies) and completed multipart
+    /// uploads.
+    pub publishes: AtomicU64,
 }
 
 async fn serve(
@@ -194,6 +202,15 @@ async fn serve(
         let has_key = req.uri().path().trim_start_matches('/').contains('/');
         if req.method() == hyper::Method::GET && has_key && !is_list {
             counters.gets.fetch_add(1, Ordering::Relaxed);
+        }
+        let query = req.uri().query().unwrap_or("");
+        let whole_put = req.method() == hyper::Method::PUT
+            && has_key
+            && !query.contains("partNumber=")
+            && !req.headers().contains_key("x-amz-copy-source");
+        let completion = req.method() == hyper::Method::POST && query.contains("uploadId=");
+        if whole_put || completion {
+            counters.publishes.fetch_add(1, Ordering::Relaxed);
         }
         counters.requests.fetch_add(1, Ordering::Relaxed);
         let service = service.clone();
