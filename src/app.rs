@@ -228,7 +228,7 @@ async fn build_with_uploader(config: &Config, owner: (u32, u32)) -> anyhow::Resu
 /// kernel then compacts memory to find one (the default `defrag=madvise`), a fault in a
 /// read's path stalls it for milliseconds: with THP, 5-7 % of random 256 KiB reads on a fresh
 /// mount took over 3 ms (p99 6-8 ms); without, 0.1-1 % (p99 1.2-3 ms) at 205-372 instead of
-/// 195-237 MB/s (fio latency logs, README "Fifth round"; `scripts/bench.sh` row
+/// 195-237 MB/s (fio latency logs, docs/performance.md "Fifth round"; `scripts/bench.sh` row
 /// `rand256k_p99`). Block-cache blocks are at most a few MiB, so huge pages buy little TLB reach;
 /// sequential reads pay 4 KiB faults instead, a few percent of CPU while the cache first fills.
 #[allow(unsafe_code)] // one libc call; there is no safe wrapper in our dependencies

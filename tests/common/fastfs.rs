@@ -9,7 +9,7 @@
 //!
 //! Its CompleteMultipartUpload copies every part into the object through 64 KiB `tokio::fs`
 //! reads and writes and hashes all of it again with MD5: about 190 MB/s on one core, 4-8 s
-//! per GiB on this machine (README, "Sixth round"), during which every client only waits.
+//! per GiB on this machine (docs/performance.md, "Sixth round"), during which every client only waits.
 //! [`FastFs`] concatenates the parts with `std::io::copy`, which on Linux copies file to file
 //! inside the kernel (`copy_file_range`), and builds the multipart ETag from the part MD5s
 //! that s3s-fs's own UploadPart computed and returned (kept beside each part file), so no
