@@ -87,7 +87,10 @@ impl fmt::Display for ProbeError {
         write!(f, "{} failed: {}", self.step, self.error.kind().describe())?;
         // Kinds whose description alone does not say what to fix get their context.
         match self.error.kind() {
-            BackendErrorKind::Other | BackendErrorKind::InvalidRequest | BackendErrorKind::Unsupported => {
+            BackendErrorKind::Other
+            | BackendErrorKind::Protocol
+            | BackendErrorKind::InvalidRequest
+            | BackendErrorKind::Unsupported => {
                 write!(f, " ({})", self.error.context())
             }
             _ => Ok(()),

@@ -43,6 +43,9 @@ pub enum BackendErrorKind {
     NoSpace,
     /// The backend does not implement this operation.
     Unsupported,
+    /// The server's answer broke the protocol: a listing that repeats its continuation token
+    /// or never ends, a body longer than the range asked for. Not retried: it would again.
+    Protocol,
     /// Anything else.
     Other,
 }
@@ -74,6 +77,7 @@ impl BackendErrorKind {
             Self::NoSuchUpload => "multipart upload not found",
             Self::NoSpace => "no space left on local storage",
             Self::Unsupported => "operation not supported by this backend",
+            Self::Protocol => "the server broke the S3 protocol",
             Self::Other => "backend error",
         }
     }

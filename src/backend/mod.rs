@@ -15,6 +15,7 @@ pub mod fault;
 pub mod local;
 pub mod memory;
 pub mod mtime;
+pub mod paging;
 pub mod prefix;
 pub mod retry;
 pub mod s3;

@@ -12,6 +12,7 @@ use tracing::{debug, info};
 use super::attr::{attr_of, DirEntry, DirReplier};
 use super::handles::Handle;
 use super::{listed_stat_of, Entry, Error, Filesystem, Result};
+use crate::backend::paging::{ListGuard, MAX_LISTING_ENTRIES};
 use crate::backend::{BackendErrorKind, ByteRange, ListParams, PutOptions, MAX_PART_SIZE};
 use crate::namespace::name::{child_key, dir_prefix, entry_name, validate_name};
 use crate::namespace::{Inode, Kind, Stat, TenantId};
@@ -42,6 +43,8 @@ pub struct DirStream {
     started: Option<Instant>,
     /// The directory was offered to the inode table as complete (once per stream).
     offered: bool,
+    /// Stops a listing the server never ends (created with the first page).
+    guard: Option<ListGuard>,
 }
 
 impl Filesystem {
@@ -59,6 +62,7 @@ impl Filesystem {
             done: false,
             started: None,
             offered: false,
+            guard: None,
         };
         if inode.kind == Kind::Root {
             for t in self.tenants.iter() {
@@ -213,6 +217,10 @@ impl Filesystem {
         }
         let params = ListParams::new(dir_prefix(&dir.key), true).with_continuation(stream.next.take());
         let page = tenant.backend.list(&params).await?;
+        stream
+            .guard
+            .get_or_insert_with(|| ListGuard::new(&listing_name(tenant, &dir.key), MAX_LISTING_ENTRIES))
+            .check(&page)?;
         let plen = dir_prefix(&dir.key).len();
         // Within a page, a directory wins over an object of the same name (as in lookup).
         for cp in &page.common_prefixes {
@@ -426,12 +434,14 @@ impl Filesystem {
         let mut keys = Vec::new();
         let mut token = None;
         let limit = self.config.max_rename_entries;
-        // Bounded by the limit: we stop listing as soon as it is exceeded.
+        let mut guard = ListGuard::new(&listing_name(tenant, src), MAX_LISTING_ENTRIES);
+        // Bounded by the limit and the guard: we stop listing as soon as either is exceeded.
         loop {
             let page = tenant
                 .backend
                 .list(&ListParams::new(sp.clone(), false).with_continuation(token))
                 .await?;
+            guard.check(&page)?;
             keys.extend(page.objects.into_iter().map(|o| (o.key, o.size)));
             if keys.len() > limit {
                 return Err(Error::expected(
@@ -516,4 +526,9 @@ impl DirStream {
 /// kernel does not use it to address the file; it only has to be non-zero.
 fn placeholder_ino(offset: u64) -> u64 {
     (1 << 63) | offset
+}
+
+/// A listing's name in errors: the tenant and the directory, escaped (a key may hold any byte).
+fn listing_name(tenant: &Tenant, dir: &str) -> String {
+    format!("of tenant {:?} in {:?}", tenant.name, dir)
 }

@@ -115,6 +115,7 @@ pub fn backend_errno(kind: BackendErrorKind) -> i32 {
         | BackendErrorKind::Tls
         | BackendErrorKind::Transient
         | BackendErrorKind::NoSuchUpload
+        | BackendErrorKind::Protocol
         | BackendErrorKind::Other => libc::EIO,
     }
 }

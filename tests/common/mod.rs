@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod fastfs;
+pub mod hostile;
 pub mod moto;
 pub mod mount;
 pub mod proxy;

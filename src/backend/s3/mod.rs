@@ -202,7 +202,7 @@ impl S3Backend {
         let Some(opened) = self.open_get(key, range, if_match).await? else {
             return Ok(None);
         };
-        let mut body = BodyReader::new(opened, key, self.request_timeout);
+        let mut body = BodyReader::new(opened, key, self.request_timeout, range.len())?;
         // One piece (a small range usually arrives in one) is returned as it is, uncopied.
         let mut first = None;
         let mut rest = BytesMut::new();
@@ -292,7 +292,7 @@ impl Backend for S3Backend {
         let Some(opened) = self.open_get(key, range, if_match).await? else {
             return Ok(Box::pin(futures::stream::empty()));
         };
-        let body = BodyReader::new(opened, key, self.request_timeout);
+        let body = BodyReader::new(opened, key, self.request_timeout, range.len())?;
         Ok(Box::pin(futures::stream::try_unfold(body, BodyReader::next)))
     }
 
