@@ -725,3 +725,204 @@ fn cli_overrides_apply() {
     assert!(config.mount.read_only && config.mount.allow_other);
     assert!(config.tenants.iter().all(|t| t.read_only));
 }
+
+/// `n` tenants `t0`, `t1`, ... on the default backend (each in its folder `tI/`), except that
+/// `prefixes` gives some of them a prefix of their own.
+fn many_tenants(n: usize, prefixes: &[(usize, &str)]) -> String {
+    let mut text = BASE.replace("[[tenants]]\nname = \"acme\"\n", "");
+    for i in 0..n {
+        text.push_str(&format!("[[tenants]]\nname = \"t{i}\"\n"));
+        if let Some((_, prefix)) = prefixes.iter().find(|(k, _)| *k == i) {
+            text.push_str(&format!("prefix = {prefix:?}\n"));
+        }
+    }
+    text
+}
+
+#[test]
+fn overlaps_among_twenty_thousand_tenants_are_named_exactly() {
+    let config = load(&many_tenants(20_000, &[])).unwrap();
+    assert_eq!(config.tenants.len(), 20_000);
+    assert_eq!(config.tenants[19_999].prefix, "t19999/");
+    // Later tenants nesting in earlier folders, an earlier one nesting in a later folder
+    // (reported at the later tenant, whose folder contains it), and one equal to another.
+    let prefixes = [
+        (15_000, "t3/inner/"),
+        (19_999, "t12345/x/"),
+        (7, "t9000/deep/er/"),
+        (500, "t499"),
+    ];
+    let text = many_tenants(20_000, &prefixes);
+    let all = issues(&text);
+    let mut found: Vec<(&str, &str)> = all
+        .iter()
+        .map(|i| {
+            let other = i
+                .message
+                .split("overlaps tenant \"")
+                .nth(1)
+                .and_then(|r| r.split('"').next());
+            (i.field.as_str(), other.unwrap_or_else(|| panic!("not an overlap: {i}")))
+        })
+        .collect();
+    found.sort_unstable();
+    assert_eq!(
+        found,
+        [
+            ("tenants[15000].prefix", "t3"),
+            ("tenants[19999].prefix", "t12345"),
+            ("tenants[500].prefix", "t499"),
+            ("tenants[9000].prefix", "t7"),
+        ],
+        "{all:#?}"
+    );
+    // Each names the line of the tenant it collides with.
+    let i = all.iter().find(|i| i.field == "tenants[15000].prefix").unwrap();
+    assert!(
+        i.message
+            .contains(&format!("(line {})", line_of(&text, "name = \"t3\"\n") - 1)),
+        "{i}"
+    );
+}
+
+#[test]
+fn a_thousand_errors_are_refused_naming_the_first_hundred() {
+    let mut text = BASE.to_owned();
+    for i in 0..1_000 {
+        text.push_str(&format!("[[tenants]]\nname = \"bad{i}\"\nbackend = \"nowhere\"\n"));
+    }
+    let err = load(&text).unwrap_err();
+    assert_eq!(err.issues().len(), 1_000);
+    let message = err.to_string();
+    let lines: Vec<&str> = message.lines().collect();
+    assert_eq!(lines.len(), 101, "{message}");
+    assert_eq!(lines[100], "... and 900 more");
+    for (i, line) in lines[..100].iter().enumerate() {
+        let expected = format!(
+            "/srv/byosfs/config.toml:{}: tenants[{}].backend: unknown backend \"nowhere\"",
+            line_of(&text, &format!("name = \"bad{i}\"\n")) + 1,
+            i + 1
+        );
+        assert!(line.starts_with(&expected), "{line}\nexpected {expected}");
+    }
+    // Exactly one hundred: no "more" line.
+    let hundred: String = text
+        .lines()
+        .take(text.lines().count() - 900 * 3)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let message = load(&hundred).unwrap_err().to_string();
+    assert_eq!(message.lines().count(), 100, "{message}");
+    assert!(!message.contains("more"));
+}
+
+#[test]
+fn unknown_backend_lists_at_most_twenty_names() {
+    let mut text = with("[[tenants]]\nname = \"x\"\nbackend = \"nope\"\n");
+    for i in 0..30 {
+        text.push_str(&format!("[backends.b{i:02}]\ntype = \"local\"\nroot = \"b{i}\"\n"));
+    }
+    let issue = issue(&text, "tenants[1].backend");
+    assert!(issue.message.contains("\"b00\", \"b01\""), "{issue}");
+    assert!(issue.message.ends_with(", ... and 11 more)"), "{issue}");
+}
+
+/// A config at `dir/config.toml` whose `tenants_dir` is `dir/tenants.d`, holding `files`.
+fn with_tenants_dir(extra: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    let dir = tempfile::tempdir().unwrap();
+    let tdir = dir.path().join("tenants.d");
+    std::fs::create_dir(&tdir).unwrap();
+    for (name, body) in files {
+        std::fs::write(tdir.join(name), body).unwrap();
+    }
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, format!("tenants_dir = \"tenants.d\"\n{BASE}{extra}")).unwrap();
+    let loaded = Config::load(&path);
+    (dir, loaded)
+}
+
+#[test]
+fn tenants_dir_adds_one_tenant_per_file_after_the_file_tenants() {
+    let (dir, loaded) = with_tenants_dir(
+        "[backends.own]\ntype = \"local\"\nroot = \"own\"\n",
+        &[
+            ("zeta.toml", "name = \"zeta\"\nread_only = true\n"),
+            (
+                "beta.toml",
+                "name = \"beta\"\nbackend = \"own\"\nprefix = \"b\"\nmode = \"0700\"\n",
+            ),
+            ("notes.txt", "not a tenant"),
+            (".gamma.toml.swp", "garbage"),
+        ],
+    );
+    let config = loaded.unwrap();
+    let names: Vec<_> = config.tenants.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["acme", "beta", "zeta"]);
+    assert_eq!(config.tenants_dir, Some(dir.path().join("tenants.d")));
+    let beta = config.tenant("beta").unwrap();
+    assert_eq!(
+        (beta.backend.as_str(), beta.prefix.as_str(), beta.mode),
+        ("own", "b/", 0o700)
+    );
+    let zeta = config.tenant("zeta").unwrap();
+    assert!(zeta.read_only);
+    assert_eq!((zeta.backend.as_str(), zeta.prefix.as_str()), ("local", "zeta/"));
+}
+
+#[test]
+fn tenants_dir_errors_name_the_file_and_line() {
+    let (dir, loaded) = with_tenants_dir(
+        "",
+        &[
+            ("a.toml", "name = \"a\"\n\nbackend = \"nowhere\"\n"),
+            ("b.toml", "name = \"b\"\ncolour = \"red\"\n"),
+            ("c.toml", "name = \"acme\"\n"),
+            ("d.toml", "name = \"d\"\nprefix = \"acme/x\"\n"),
+            ("e.toml", "backend = \"local\"\n"),
+        ],
+    );
+    let err = loaded.unwrap_err();
+    let tdir = dir.path().join("tenants.d");
+    let by_file = |f: &str| -> ConfigIssue {
+        let path = tdir.join(f);
+        let found: Vec<_> = err.issues().iter().filter(|i| i.file == path).cloned().collect();
+        assert_eq!(found.len(), 1, "{f}: {err}");
+        found[0].clone()
+    };
+    let a = by_file("a.toml");
+    assert_eq!((a.line, a.field.as_str()), (Some(3), "backend"), "{a}");
+    assert!(a.to_string().starts_with(&format!(
+        "{}:3: backend: unknown backend",
+        tdir.join("a.toml").display()
+    )));
+    let b = by_file("b.toml");
+    assert_eq!(b.line, Some(2), "{b}");
+    assert!(b.message.contains("colour"), "{b}");
+    let c = by_file("c.toml");
+    let config = dir.path().join("config.toml");
+    assert!(
+        c.message.contains(&format!("first defined at {}:", config.display())),
+        "{c}"
+    );
+    let d = by_file("d.toml");
+    assert_eq!((d.line, d.field.as_str()), (Some(2), "prefix"));
+    assert!(
+        d.message
+            .contains(&format!("overlaps tenant \"acme\" ({}:", config.display())),
+        "{d}"
+    );
+    let e = by_file("e.toml");
+    assert!(e.message.contains("name"), "{e}");
+    assert_eq!(err.issues().len(), 5, "{err}");
+}
+
+#[test]
+fn tenants_dir_that_does_not_exist_is_an_error_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, format!("tenants_dir = \"missing.d\"\n{BASE}")).unwrap();
+    let err = Config::load(&path).unwrap_err();
+    let issue = &err.issues()[0];
+    assert_eq!((issue.line, issue.field.as_str()), (Some(1), "tenants_dir"), "{err}");
+    assert!(issue.message.contains("missing.d"), "{issue}");
+}

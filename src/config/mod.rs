@@ -14,8 +14,11 @@
 
 mod checks;
 mod credentials;
+mod overlap;
 mod provider;
 mod raw;
+mod tenant_files;
+mod tenants;
 mod units;
 mod validate;
 
@@ -38,6 +41,9 @@ pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 pub struct Config {
     /// Absolute path of the file this was loaded from.
     pub source: PathBuf,
+    /// `tenants_dir`, absolute: a directory of one-tenant files whose tenants follow the
+    /// `[[tenants]]` of the file in [`Config::tenants`]. `None` when not set.
+    pub tenants_dir: Option<PathBuf>,
     /// FUSE mount options.
     pub mount: MountConfig,
     /// Read path: block cache and read-ahead.
@@ -47,7 +53,8 @@ pub struct Config {
     /// Backends by name. Every backend here is referenced by at least one tenant or not
     /// (unused ones are kept, with a warning logged).
     pub backends: BTreeMap<String, BackendConfig>,
-    /// Tenants in file order; names are unique.
+    /// Tenants in file order (then the tenant files of `tenants_dir` in name order); names
+    /// are unique.
     pub tenants: Vec<TenantConfig>,
 }
 
@@ -224,7 +231,7 @@ impl Config {
         validate::parse(text, path, &|var| std::env::var(var).ok())
     }
 
-    /// The tenant called `name`.
+    /// The tenant called `name` (a linear search: for tests and one-off lookups).
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.name == name)
     }
@@ -248,7 +255,8 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file has syntax errors, unknown keys, wrong types or invalid values. All problems
-    /// found are listed, one per line.
+    /// found are kept; the message lists the first [`MAX_LISTED_ISSUES`], one per line, then
+    /// how many more there are.
     #[error("{}", Issues(.0))]
     Invalid(Vec<ConfigIssue>),
 }
@@ -290,15 +298,23 @@ impl fmt::Display for ConfigIssue {
     }
 }
 
+/// Problems listed in a [`ConfigError::Invalid`] message. A generated config can hold
+/// thousands of the same mistake; the first hundred show the pattern, and a message of
+/// 100,000 lines would bury it.
+pub const MAX_LISTED_ISSUES: usize = 100;
+
 struct Issues<'a>(&'a [ConfigIssue]);
 
 impl fmt::Display for Issues<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, issue) in self.0.iter().enumerate() {
+        for (i, issue) in self.0.iter().take(MAX_LISTED_ISSUES).enumerate() {
             if i > 0 {
                 f.write_str("\n")?;
             }
             write!(f, "{issue}")?;
+        }
+        if let Some(more) = self.0.len().checked_sub(MAX_LISTED_ISSUES).filter(|m| *m > 0) {
+            write!(f, "\n... and {more} more")?;
         }
         Ok(())
     }

@@ -21,6 +21,8 @@ use super::units::{ByteSize, DurationValue};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
+    /// A directory of tenant files (see `tenant_files`); top-level, so before any table.
+    pub(crate) tenants_dir: Option<Spanned<PathBuf>>,
     #[serde(default)]
     pub(crate) mount: RawMount,
     #[serde(default)]

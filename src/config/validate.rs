@@ -12,16 +12,15 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::checks::{
-    check_endpoint, check_tenant_name, field_at, has_control, line_of, normalize_path, normalize_prefix, parse_mode,
-};
+use super::checks::{check_endpoint, field_at, has_control, normalize_path, normalize_prefix, LineIndex};
 use super::credentials::{self, Credentials, RawCredentials};
 use super::provider::{self, PresetInput, Provider};
-use super::raw::{BackendKind, RawBackend, RawCache, RawConfig, RawMount, RawTenant, RawWrite};
+use super::raw::{BackendKind, RawBackend, RawCache, RawConfig, RawMount, RawWrite};
+use super::tenants::TenantInput;
 use super::units::{ByteSize, DurationValue};
 use super::{
-    BackendConfig, CacheConfig, Config, ConfigError, ConfigIssue, LocalConfig, MountConfig, S3Config, TenantConfig,
-    WriteConfig, MAX_PART_SIZE, MIN_PART_SIZE,
+    BackendConfig, CacheConfig, Config, ConfigError, ConfigIssue, LocalConfig, MountConfig, S3Config, WriteConfig,
+    MAX_PART_SIZE, MIN_PART_SIZE,
 };
 
 const KIB: u64 = 1024;
@@ -31,13 +30,20 @@ const GIB: u64 = 1024 * MIB;
 /// Smallest cache block: one page; smaller blocks only add per-block overhead.
 const MIN_BLOCK_SIZE: u64 = 4 * KIB;
 
+/// Backend names listed in an "unknown backend" message: enough to spot a typo, and a
+/// config of 1,000 backends and 1,000 bad tenants still makes 1,000 short messages.
+const LISTED_BACKENDS: usize = 20;
+
 /// Parse and validate; `env` looks up environment variables.
 pub(super) fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let mut v = Validator {
-        file: path.to_owned(),
-        text,
+        sources: vec![Source {
+            file: path.to_owned(),
+            lines: LineIndex::new(text),
+        }],
         issues: Vec::new(),
         invalid_backends: BTreeSet::new(),
+        defined: None,
     };
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -67,23 +73,54 @@ pub(super) fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String
     }
 }
 
-struct Validator<'a> {
-    file: PathBuf,
-    text: &'a str,
-    issues: Vec<ConfigIssue>,
-    /// Backends defined in the file that failed validation.
-    invalid_backends: BTreeSet<String>,
+/// A file issues can point into: the config file (index 0) or one tenant file.
+pub(super) struct Source {
+    pub(super) file: PathBuf,
+    pub(super) lines: LineIndex,
 }
 
-impl Validator<'_> {
-    fn push(&mut self, span: Option<Range<usize>>, field: impl Into<String>, message: impl Into<String>) {
-        let line = span.map(|s| line_of(self.text, s.start));
+pub(super) struct Validator {
+    pub(super) sources: Vec<Source>,
+    pub(super) issues: Vec<ConfigIssue>,
+    /// Backends defined in the file that failed validation.
+    invalid_backends: BTreeSet<String>,
+    /// The "defined: ..." list, built once (the backends do not change while tenants are
+    /// checked, and every unknown-backend message repeats it).
+    defined: Option<String>,
+}
+
+impl Validator {
+    pub(super) fn push(&mut self, span: Option<Range<usize>>, field: impl Into<String>, message: impl Into<String>) {
+        self.push_in(0, span, field, message);
+    }
+
+    /// An issue in `sources[source]`.
+    pub(super) fn push_in(
+        &mut self,
+        source: usize,
+        span: Option<Range<usize>>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        let Some(src) = self.sources.get(source) else { return };
         self.issues.push(ConfigIssue {
-            file: self.file.clone(),
-            line,
+            file: src.file.clone(),
+            line: span.map(|s| src.lines.line(s.start)),
             field: field.into(),
             message: message.into(),
         });
+    }
+
+    pub(super) fn line(&self, source: usize, offset: usize) -> usize {
+        self.sources.get(source).map_or(0, |s| s.lines.line(offset))
+    }
+
+    /// "line 14" within the same file, "tenants.d/acme.toml:1" in another one.
+    pub(super) fn place(&self, from: usize, (source, line): (usize, usize)) -> String {
+        match self.sources.get(source) {
+            Some(s) if source != from => format!("{}:{line}", s.file.display()),
+            _ => format!("line {line}"),
+        }
     }
 
     fn config(&mut self, raw: RawConfig, source: PathBuf, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Config {
@@ -112,13 +149,35 @@ impl Validator<'_> {
                 None
             }
         });
-        let tenants = self.tenants(raw.tenants, &backends, default_backend.as_deref(), &mount, &locations);
+        let mut inputs: Vec<TenantInput> = raw
+            .tenants
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| TenantInput {
+                span: t.span(),
+                raw: t.into_inner(),
+                source: 0,
+                field: format!("tenants[{i}]"),
+            })
+            .collect();
+        let issues_before = self.issues.len();
+        let tenants_dir = raw.tenants_dir.and_then(|d| self.tenants_dir(d, base, &mut inputs));
+        // Tenant files that failed to load already explain why there are none.
+        if inputs.is_empty() && self.issues.len() == issues_before {
+            let mut msg = "no tenants defined; add at least one [[tenants]] table with a name".to_owned();
+            if let Some(dir) = &tenants_dir {
+                msg.push_str(&format!(" or a NAME.toml file to {}", dir.display()));
+            }
+            self.push(None, "tenants", msg);
+        }
+        let tenants = self.tenants(inputs, &backends, default_backend.as_deref(), &mount, &locations);
         let used: BTreeSet<&str> = tenants.iter().map(|t| t.backend.as_str()).collect();
         for name in backends.keys().filter(|n| !used.contains(n.as_str())) {
             tracing::warn!(backend = %name, "backend is not used by any tenant");
         }
         Config {
             source,
+            tenants_dir,
             mount,
             cache,
             write,
@@ -129,18 +188,27 @@ impl Validator<'_> {
 
     /// "defined: ..." list for unknown-backend messages, including backends that failed
     /// validation (they are defined, just wrong).
-    fn defined(&self, backends: &BTreeMap<String, BackendConfig>) -> String {
-        let names: BTreeSet<&String> = backends.keys().chain(&self.invalid_backends).collect();
-        if names.is_empty() {
-            return "no backends are defined; add a [backends.NAME] table".to_owned();
+    pub(super) fn defined(&mut self, backends: &BTreeMap<String, BackendConfig>) -> String {
+        if let Some(d) = &self.defined {
+            return d.clone();
         }
-        let names: Vec<String> = names.iter().map(|k| format!("{k:?}")).collect();
-        format!("defined: {}", names.join(", "))
+        let names: BTreeSet<&String> = backends.keys().chain(&self.invalid_backends).collect();
+        let d = if names.is_empty() {
+            "no backends are defined; add a [backends.NAME] table".to_owned()
+        } else {
+            let shown: Vec<String> = names.iter().take(LISTED_BACKENDS).map(|k| format!("{k:?}")).collect();
+            match names.len().saturating_sub(LISTED_BACKENDS) {
+                0 => format!("defined: {}", shown.join(", ")),
+                more => format!("defined: {}, ... and {more} more", shown.join(", ")),
+            }
+        };
+        self.defined = Some(d.clone());
+        d
     }
 
     /// A backend that failed validation still exists for reference purposes: tenants using it
     /// are not also reported as using an "unknown backend".
-    fn backend_defined_but_invalid(&self, name: &Spanned<String>) -> bool {
+    pub(super) fn backend_defined_but_invalid(&self, name: &Spanned<String>) -> bool {
         self.invalid_backends.contains(name.get_ref())
     }
 
@@ -456,119 +524,6 @@ impl Validator<'_> {
             }
         }
     }
-
-    fn tenants(
-        &mut self,
-        raw: Vec<Spanned<RawTenant>>,
-        backends: &BTreeMap<String, BackendConfig>,
-        default_backend: Option<&str>,
-        mount: &MountConfig,
-        locations: &BTreeMap<String, String>,
-    ) -> Vec<TenantConfig> {
-        if raw.is_empty() {
-            self.push(
-                None,
-                "tenants",
-                "no tenants defined; add at least one [[tenants]] table with a name",
-            );
-        }
-        let mut tenants = Vec::new();
-        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-        // (location + prefix, index, line) of tenants that passed, for overlap checks.
-        let mut placed: Vec<(String, usize, usize)> = Vec::new();
-        for (i, t) in raw.into_iter().enumerate() {
-            let t_span = t.span();
-            let t = t.into_inner();
-            let f = |key: &str| format!("tenants[{i}].{key}");
-            let issues_before = self.issues.len();
-            let name = t.name.get_ref().clone();
-            if let Err(msg) = check_tenant_name(&name) {
-                self.push(Some(t.name.span()), f("name"), msg);
-            } else if let Some(first) = seen.insert(name.clone(), line_of(self.text, t.name.span().start)) {
-                let msg = format!("duplicate tenant name {name:?} (first defined at line {first})");
-                self.push(Some(t.name.span()), f("name"), msg);
-            }
-            let (backend, on_default) = match (&t.backend, default_backend) {
-                (Some(b), _) if backends.contains_key(b.get_ref()) => {
-                    (b.get_ref().clone(), Some(b.get_ref().as_str()) == default_backend)
-                }
-                (Some(b), _) => {
-                    if !self.backend_defined_but_invalid(b) {
-                        let msg = format!("unknown backend {:?} ({})", b.get_ref(), self.defined(backends));
-                        self.push(Some(b.span()), f("backend"), msg);
-                    }
-                    (String::new(), false)
-                }
-                (None, Some(d)) => (d.to_owned(), true),
-                (None, None) => {
-                    let msg = format!(
-                        "no backend given and no [defaults] backend; set backend = \"NAME\" here or in [defaults] ({})",
-                        self.defined(backends)
-                    );
-                    self.push(Some(t_span.clone()), f("backend"), msg);
-                    (String::new(), false)
-                }
-            };
-            // A tenant on the shared default backend gets its own folder; one that names a
-            // dedicated backend gets the whole bucket unless it says otherwise.
-            let own = match &t.prefix {
-                Some(p) => normalize_prefix(p.get_ref()).unwrap_or_else(|msg| {
-                    self.push(Some(p.span()), f("prefix"), msg);
-                    String::new()
-                }),
-                None if on_default && check_tenant_name(&name).is_ok() => format!("{name}/"),
-                None => String::new(),
-            };
-            let backend_prefix = match backends.get(&backend) {
-                Some(BackendConfig::S3(s3)) => s3.prefix.as_str(),
-                Some(BackendConfig::Local(local)) => local.prefix.as_str(),
-                None => "",
-            };
-            let prefix = format!("{backend_prefix}{own}");
-            let mode = match &t.mode {
-                Some(m) => parse_mode(m.get_ref()).unwrap_or_else(|msg| {
-                    self.push(Some(m.span()), f("mode"), msg);
-                    0
-                }),
-                None => 0o755,
-            };
-            if self.issues.len() != issues_before {
-                continue;
-            }
-            if let Some(location) = locations.get(&backend) {
-                let here = format!("{location}{prefix}");
-                let line = line_of(self.text, t_span.start);
-                if let Some((_, j, other_line)) = placed
-                    .iter()
-                    .find(|(other, _, _)| other.starts_with(&here) || here.starts_with(other.as_str()))
-                {
-                    let other = &tenants_name(&tenants, *j);
-                    let msg = format!(
-                        "prefix {prefix:?} on backend {backend:?} overlaps tenant {other:?} (line {other_line}): \
-                         tenants on the same storage need disjoint prefixes such as \"{name}/\""
-                    );
-                    let at = t.prefix.as_ref().map_or(t_span.clone(), Spanned::span);
-                    self.push(Some(at), f("prefix"), msg);
-                    continue;
-                }
-                placed.push((here, tenants.len(), line));
-            }
-            tenants.push(TenantConfig {
-                name,
-                backend,
-                prefix,
-                read_only: t.read_only.unwrap_or(false),
-                uid: t.uid.or(mount.uid),
-                gid: t.gid.or(mount.gid),
-                mode,
-            });
-        }
-        tenants
-    }
-}
-
-fn tenants_name(tenants: &[TenantConfig], index: usize) -> String {
-    tenants.get(index).map(|t| t.name.clone()).unwrap_or_default()
 }
 
 fn size(value: &Option<Spanned<ByteSize>>, default: u64) -> u64 {
