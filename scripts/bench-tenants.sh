@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Tenant-scale benchmark (issue 27): for each tenant count N, a config with N tenants on one
+# default S3 backend plus OWN tenants with a backend of their own (all on one loopback s3s-fs
+# server), mounted for real. Per N: mount ready (process start → the mount point answers as a
+# FUSE mount), `ls -l` of the root (first after mount, and again), RSS after the listing, and
+# the time to refuse a config of N tenants in which ERRORS of them overlap another's prefix.
+#
+#   scripts/bench-tenants.sh [--counts "10000 50000 100000"] [--own 1000] [--errors 1000]
+#                            [--runs N] [--out FILE]
+#
+# Needs root (FUSE mounts). Release build. Every step is bounded by `timeout`; the server and
+# each byosfs are stopped by PID, every mount is unmounted on exit. Prints a table of medians
+# (and writes it to --out) with the issue's targets for the largest count: mount ready ≤ 2 s,
+# ls -l ≤ 1 s, RSS ≤ 250 MiB.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+GEN="python3 $ROOT/scripts/bench/tenants.py"
+COUNTS="10000 50000 100000"
+OWN=1000
+ERRORS=1000
+RUNS=3
+OUT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --counts) COUNTS=$2; shift ;;
+    --own) OWN=$2; shift ;;
+    --errors) ERRORS=$2; shift ;;
+    --runs) RUNS=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+log() { printf '[bench-tenants %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "run as root (FUSE mounts)"
+command -v fusermount3 >/dev/null || die "fusermount3 missing (apt-get install fuse3)"
+
+log "building release binaries"
+(cd "$ROOT" && cargo build --release --quiet --bin byosfs --example s3server)
+# BYOSFS_BIN measures another build (e.g. a copy of an older one) against the same server.
+BYOSFS=${BYOSFS_BIN:-$ROOT/target/release/byosfs}
+S3SERVER=$ROOT/target/release/examples/s3server
+
+WORK=$(mktemp -d /var/tmp/byosfs-bench-tenants.XXXXXX)
+MNT=$WORK/mnt
+mkdir -p "$MNT" "$WORK/s3"
+SERVER_PID=""
+FS_PID=""
+stop_fs() {
+  if mountpoint -q "$MNT"; then fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"; fi
+  if [ -n "$FS_PID" ]; then
+    # Bounded: 50 × 0.1 s for a clean exit, then SIGKILL.
+    for _ in $(seq 50); do kill -0 "$FS_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$FS_PID" 2>/dev/null || true
+    FS_PID=""
+  fi
+}
+cleanup() {
+  set +e
+  stop_fs
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+export BENCH_AK=bench-ak BENCH_SK="bench-sk-$RANDOM$RANDOM"
+"$S3SERVER" --root "$WORK/s3" --endpoint-file "$WORK/endpoint" --bucket platform --bucket own &
+SERVER_PID=$!
+for _ in $(seq 100); do [ -s "$WORK/endpoint" ] && break; sleep 0.1; done
+[ -s "$WORK/endpoint" ] || die "S3 server did not start"
+ENDPOINT=$(cat "$WORK/endpoint")
+log "s3s-fs server at $ENDPOINT (pid $SERVER_PID)"
+
+# Seconds "$@" took (at most $1 s), or "timeout"/"fail"; stdout of the command is dropped.
+timed() {
+  local lim=$1 t0 t1 rc=0
+  shift
+  t0=$(date +%s.%N)
+  timeout -k 5 "$lim" "$@" >/dev/null 2>>"$WORK/ops.log" || rc=$?
+  t1=$(date +%s.%N)
+  case $rc in
+    0) printf '%.3f\n' "$(echo "$t1 - $t0" | bc -l)" ;;
+    124|137) echo timeout ;;
+    *) echo fail ;;
+  esac
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+field() { tr ' ' '\n' | sed -n "s/^$1=//p"; }
+
+RES=$WORK/results.tsv
+: >"$RES"
+for n in $COUNTS; do
+  cfg=$WORK/tenants-$n.toml
+  $GEN config "$cfg" "$n" "$OWN" "$ENDPOINT"
+  bad=$WORK/tenants-$n-bad.toml
+  $GEN config "$bad" "$n" "$OWN" "$ENDPOINT" --overlaps "$ERRORS"
+  total=$((n + OWN))
+  for run in $(seq "$RUNS"); do
+    out=$($GEN mount "$BYOSFS" "$cfg" "$MNT" "$WORK/byosfs.log" "${MOUNT_TIMEOUT:-60}")
+    FS_PID=$(echo "$out" | field pid)
+    ready=$(echo "$out" | field ready_s)
+    if [ "$ready" = timeout ]; then
+      # Not mounted: nothing else of this run can be measured.
+      ls1=-; ls2=-; rss=-; hwm=-
+    else
+      ls1=$(timed 60 ls -l "$MNT")
+      ls2=$(timed 60 ls -l "$MNT")
+      listed=$(timeout 60 ls -1 "$MNT" | wc -l || true)
+      [ "$listed" -eq "$total" ] || log "WARNING: root lists $listed entries, expected $total"
+      mem=$($GEN mem "$FS_PID")
+      rss=$(echo "$mem" | field rss_mib)
+      hwm=$(echo "$mem" | field hwm_mib)
+      # A tenant on each kind of backend answers (one listing each: nothing else touches S3).
+      timeout 10 ls "$MNT/t000000" "$MNT/own-00000" >/dev/null 2>>"$WORK/ops.log" \
+        || log "WARNING: listing a tenant failed"
+    fi
+    stop_fs
+    # `byosfs check` must refuse the broken config (exit 1) before probing anything.
+    t0=$(date +%s.%N)
+    rc=0
+    timeout -k 5 "${MOUNT_TIMEOUT:-120}" "$BYOSFS" check --config "$bad" >/dev/null 2>"$WORK/refused.txt" || rc=$?
+    t1=$(date +%s.%N)
+    named=$(grep -c 'overlaps tenant' "$WORK/refused.txt" || true)
+    if [ "$rc" -eq 1 ]; then refuse=$(printf '%.3f' "$(echo "$t1 - $t0" | bc -l)"); else refuse="rc=$rc"; fi
+    log "N=$n run $run: ready ${ready}s, ls -l ${ls1}s then ${ls2}s, rss ${rss} MiB (peak ${hwm}), refused in ${refuse}s naming $named"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$ready" "$ls1" "$ls2" "$rss" "$hwm" "$refuse" "$named" >>"$RES"
+  done
+done
+
+{
+  printf '| tenants (+%s own backends) | mount ready s | ls -l root s (first) | ls -l again s | RSS MiB | peak RSS MiB | refuse %s errors s |\n' "$OWN" "$ERRORS"
+  printf '|---|---|---|---|---|---|---|\n'
+  for n in $COUNTS; do
+    col() { awk -F'\t' -v n="$n" -v c="$1" '$1 == n {print $c}' "$RES"; }
+    # shellcheck disable=SC2046
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$n" \
+      "$(median $(col 2))" "$(median $(col 3))" "$(median $(col 4))" \
+      "$(median $(col 5))" "$(median $(col 6))" "$(median $(col 7))"
+  done
+  last=${COUNTS##* }
+  col() { awk -F'\t' -v n="$last" -v c="$1" '$1 == n {print $c}' "$RES"; }
+  # shellcheck disable=SC2046
+  ready=$(median $(col 2)); ls1=$(median $(col 3)); rss=$(median $(col 5))
+  verdict() { if awk -v v="$1" -v t="$2" 'BEGIN {exit !(v + 0 <= t + 0 && v ~ /^[0-9.]+$/)}'; then echo PASS; else echo MISS; fi; }
+  printf '\nTargets at %s (+%s): mount ready %s s ≤ 2 s %s; ls -l %s s ≤ 1 s %s; RSS %s MiB ≤ 250 MiB %s\n' \
+    "$last" "$OWN" "$ready" "$(verdict "$ready" 2)" "$ls1" "$(verdict "$ls1" 1)" "$rss" "$(verdict "$rss" 250)"
+} | tee "${OUT:-/dev/null}"
