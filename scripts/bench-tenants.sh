@@ -114,7 +114,8 @@ for n in $COUNTS; do
       # The first listing also reports CPU seconds (ls user+system, plus byosfs's own): a
       # figure that does not depend on how busy the machine's other cores are.
       c0=$(proc_cpu "$FS_PID")
-      ls1=$( { /usr/bin/time -f '%e %U %S' timeout 60 ls -l "$MNT" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+      /usr/bin/time -o "$WORK/time.txt" -f '%e %U %S' timeout 60 ls -l "$MNT" >/dev/null 2>>"$WORK/ops.log" || true
+      ls1=$(tail -1 "$WORK/time.txt")
       c1=$(proc_cpu "$FS_PID")
       lscpu=$(echo "$ls1" | awk -v fs="$(echo "$c1 - $c0" | bc -l)" '{printf "%.2f", $2 + $3 + fs}')
       ls1=$(echo "$ls1" | awk '{printf "%.3f", $1}')
