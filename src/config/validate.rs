@@ -424,6 +424,7 @@ impl Validator<'_> {
             connect_timeout,
             max_attempts: self.range(raw.max_attempts.clone(), &field("max_attempts"), 3, 1, 20),
             payload_signing: raw.payload_signing.unwrap_or_default(),
+            conditional_writes: raw.conditional_writes.unwrap_or(provider.conditional_writes()),
         }
     }
 
@@ -561,6 +562,7 @@ impl Validator<'_> {
                 uid: t.uid.or(mount.uid),
                 gid: t.gid.or(mount.gid),
                 mode,
+                posix_metadata: t.posix_metadata.unwrap_or(true),
             });
         }
         tenants
