@@ -39,6 +39,22 @@ impl Filesystem {
         }
     }
 
+    /// Write directory `key`'s marker with all its attributes. A marker is empty, so writing
+    /// it whole costs no more than a metadata copy, needs no HEAD first, gives a directory
+    /// implied by its children a marker to hold them, and works on servers that keep
+    /// markers as directories and cannot copy them (s3s-fs).
+    pub(super) async fn put_marker(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        posix: PosixAttrs,
+        mtime: SystemTime,
+    ) -> Result<()> {
+        let opts = PutOptions::default().with_posix(posix).with_mtime(Some(mtime));
+        tenant.backend.put_opts(&dir_prefix(key), Bytes::new(), &opts).await?;
+        Ok(())
+    }
+
     /// The mode, owner and group a node of type `ifmt` created in `dir` by `new` gets: the
     /// creator's ids, except that a set-group-ID directory passes on its group (and, to
     /// subdirectories, the set-group-ID bit), as on local filesystems.
@@ -83,16 +99,7 @@ impl Filesystem {
             gid.unwrap_or(current.gid),
         );
         if inode.kind == Kind::Dir {
-            let marker = dir_prefix(&inode.key);
-            let opts = PutOptions::default().with_posix(posix);
-            match tenant.backend.update_metadata(&marker, &opts).await {
-                Ok(_) => {}
-                // A directory implied by its children only: give it a marker to hold them.
-                Err(e) if e.kind() == BackendErrorKind::NotFound => {
-                    tenant.backend.put_opts(&marker, Bytes::new(), &opts).await?;
-                }
-                Err(e) => return Err(e.into()),
-            }
+            self.put_marker(&tenant, &inode.key, posix, inode.stat.mtime).await?;
             self.inodes.set_stat(ino, inode.stat.with_posix(posix));
             return Ok(());
         }

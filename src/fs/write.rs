@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 use super::handles::{Handle, WriteState};
 use super::{stat_of, Entry, Error, Filesystem, NewNode, Opened, Result, SetAttr};
 use crate::backend::{BackendErrorKind, PutOptions};
-use crate::namespace::name::{child_key, dir_prefix, validate_name};
+use crate::namespace::name::{child_key, validate_name};
 use crate::namespace::{Inode, Kind, Stat};
 use crate::tenant::Tenant;
 use crate::upload::BaseObject;
@@ -389,12 +389,9 @@ impl Filesystem {
         if inode.kind != Kind::File {
             let tenant = inode.tenant.and_then(|id| self.tenants.get(id));
             if let Some(t) = tenant.filter(|t| t.posix_metadata && !t.read_only && inode.kind == Kind::Dir) {
-                let opts = PutOptions::default().with_mtime(Some(mtime));
-                match t.backend.update_metadata(&dir_prefix(&inode.key), &opts).await {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == BackendErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
-                }
+                let a = self.attr(&inode);
+                let posix = crate::backend::PosixAttrs::new(a.kind.ifmt() | u32::from(a.perm), a.uid, a.gid);
+                self.put_marker(t, &inode.key, posix, mtime).await?;
             }
             let mut stat = inode.stat;
             stat.mtime = mtime;
