@@ -16,7 +16,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use common::moto::MotoServer;
-use common::mount::{fuse_available, s3_config, Mount};
+use common::mount::{fuse_available, s3_config, which, Mount};
+use common::s3server::TestS3Server;
 
 /// Raw system calls the suite makes in forked children, where nothing may allocate: thin
 /// safe wrappers over `libc`, each returning 0 or the errno.
@@ -610,4 +611,96 @@ fn posix_conformance() {
     );
     let utime = t.join("utimensat_now_omit_and_who_may/f");
     assert_eq!(std::fs::metadata(utime).unwrap().mtime(), 4_102_444_800);
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A clone of a repository with executable files and symlinks checks out clean, and stays
+/// clean after a remount (modes and links were stored, not just kept in memory).
+#[test]
+fn git_clone_with_executables_and_symlinks_is_clean() {
+    if !fuse_available() {
+        return;
+    }
+    if !which("git") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but git is missing"
+        );
+        eprintln!("SKIPPING git clone test: git is not installed");
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let s = src.path();
+    git(s, &["init", "-q"]);
+    std::fs::create_dir_all(s.join("bin/sub")).unwrap();
+    std::fs::write(s.join("bin/run.sh"), "#!/bin/sh\necho ok\n").unwrap();
+    chmod(&s.join("bin/run.sh"), 0o755);
+    std::fs::write(s.join("README"), "plain\n").unwrap();
+    std::fs::write(s.join("bin/sub/data"), "data\n").unwrap();
+    std::os::unix::fs::symlink("README", s.join("readme-link")).unwrap();
+    std::os::unix::fs::symlink("../README", s.join("bin/up-link")).unwrap();
+    std::os::unix::fs::symlink("missing", s.join("dangling")).unwrap();
+    git(s, &["add", "-A"]);
+    git(s, &["commit", "-qm", "init"]);
+
+    let server = TestS3Server::start(&["media"]);
+    let rest = r#"
+[write]
+part_size = "5MiB"
+memory = "32MiB"
+staging_dir = "./staging"
+
+[[tenants]]
+name = "t"
+backend = "s3"
+prefix = "t/"
+"#;
+    let config = s3_config(&server.endpoint, "", rest);
+    let mut m = Mount::start_s3(&config, &server);
+    let clone = m.path().join("t/clone");
+    git(
+        m.path().join("t").as_path(),
+        &["clone", "-q", &s.display().to_string(), "clone"],
+    );
+    assert_eq!(git(&clone, &["status", "--porcelain"]), "", "mount log:\n{}", m.log());
+    assert_eq!(mode_of(&clone.join("bin/run.sh")) & 0o111, 0o111);
+    assert_eq!(
+        std::fs::read_link(clone.join("bin/up-link")).unwrap(),
+        Path::new("../README")
+    );
+    let out = std::process::Command::new(clone.join("bin/run.sh")).output().unwrap();
+    assert_eq!(out.stdout, b"ok\n");
+    m.unmount();
+
+    let m = Mount::start_s3(&config, &server);
+    let clone = m.path().join("t/clone");
+    assert_eq!(
+        git(&clone, &["status", "--porcelain"]),
+        "",
+        "after remount; log:\n{}",
+        m.log()
+    );
+    assert_eq!(mode_of(&clone.join("bin/run.sh")) & 0o777, 0o755);
+    assert_eq!(mode_of(&clone.join("README")) & 0o777, 0o644);
 }
