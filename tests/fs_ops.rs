@@ -621,7 +621,7 @@ async fn a_new_file_has_no_object_before_its_data() {
     let acme = ino(&f.fs, "acme").await;
     let me = std::process::id();
     let (_, o) =
-        f.fs.create(acme, OsStr::new("new.txt"), libc::O_WRONLY, me)
+        f.fs.create(acme, OsStr::new("new.txt"), libc::O_WRONLY, me, NEW)
             .await
             .unwrap();
     f.fs.flush(o.fh, me).await.unwrap();
@@ -644,7 +644,7 @@ async fn an_unwritten_created_or_truncated_file_is_stored_at_its_last_release() 
     let acme = ino(&f.fs, "acme").await;
     let me = std::process::id();
     let (_, o) =
-        f.fs.create(acme, OsStr::new("empty"), libc::O_WRONLY, me)
+        f.fs.create(acme, OsStr::new("empty"), libc::O_WRONLY, me, NEW)
             .await
             .unwrap();
     f.fs.flush(o.fh, me).await.unwrap();
@@ -674,7 +674,7 @@ async fn renaming_a_file_being_written_publishes_nothing_early() {
     let acme = ino(&f.fs, "acme").await;
     let me = std::process::id();
     let (_, o) =
-        f.fs.create(acme, OsStr::new("a.part"), libc::O_WRONLY, me)
+        f.fs.create(acme, OsStr::new("a.part"), libc::O_WRONLY, me, NEW)
             .await
             .unwrap();
     f.fs.write(o.fh, 0, b"half").await.unwrap();

@@ -104,11 +104,17 @@ impl Filesystem {
             return Ok(());
         }
         if let Some(w) = fh.and_then(|fh| self.write_state(fh).ok()).or_else(|| self.writer(ino)) {
-            // Open for writing: stored with the next commit (with the data, or alone).
-            w.session.lock().await.set_posix(posix, true);
-            w.needs_commit.store(true, Ordering::Release);
-            self.inodes.set_stat(ino, inode.stat.with_posix(posix));
-            return Ok(());
+            let mut s = w.session.lock().await;
+            // Open for writing: stored with the next commit (with the data, or alone). A
+            // writer whose last handle is closed and whose final commit is done commits
+            // nothing more: its object is stored, so the change goes onto it as for any file.
+            if w.handles.load(Ordering::Acquire) > 0 || w.needs_commit.load(Ordering::Acquire) {
+                s.set_posix(posix, true);
+                w.mark_written();
+                drop(s);
+                self.inodes.set_stat(ino, inode.stat.with_posix(posix));
+                return Ok(());
+            }
         }
         let opts = PutOptions::default().with_posix(posix);
         let etag = match tenant.backend.update_metadata(&inode.key, &opts).await {

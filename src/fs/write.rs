@@ -449,7 +449,7 @@ enum Commit {
 
 impl WriteState {
     /// Record a change of data, size or mtime; call with the session lock held.
-    fn mark_written(&self) {
+    pub(super) fn mark_written(&self) {
         self.needs_commit.store(true, Ordering::Release);
         self.written.store(true, Ordering::Release);
     }
