@@ -4,6 +4,7 @@
 # ratios byosfs/direct and byosfs/best-peer, and the targets as PASS/MISS.
 #
 #   scripts/bench.sh [--quick] [--runs N] [--peers "direct byosfs rclone-off rclone-full s3fs"]
+#                    (peer byosfs-noposix: byosfs with posix_metadata = false)
 #                    [--only read|write] [--no-install] [--out FILE]
 #
 # --only runs the read rows (1, 2, 5, 7, ls -l) or the write rows (3, cp -r) alone, for work
@@ -222,6 +223,9 @@ name = "t"
 backend = "s3"
 prefix = ""
 EOF
+# The same tenant without per-object modes (peer byosfs-noposix): the cost of posix_metadata.
+BYO_CFG_NOPOSIX=$WORK/byosfs-noposix.toml
+{ cat "$BYO_CFG"; echo 'posix_metadata = false'; } >"$BYO_CFG_NOPOSIX"
 printf '%s:%s\n' "$BENCH_AK" "$BENCH_SK" >"$WORK/s3fs.passwd"
 chmod 600 "$WORK/s3fs.passwd"
 export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
@@ -234,8 +238,10 @@ mount_fs() {
   local peer=$1
   rm -rf "$WORK/rclone-cache" "$WORK/staging"
   case $peer in
-    byosfs)
-      RUST_LOG=byosfs=warn "$BYOSFS" mount --config "$BYO_CFG" "$MNT" 2>>"$WORK/byosfs.log" &
+    byosfs|byosfs-noposix)
+      local cfg=$BYO_CFG
+      [ "$peer" = byosfs-noposix ] && cfg=$BYO_CFG_NOPOSIX
+      RUST_LOG=byosfs=warn "$BYOSFS" mount --config "$cfg" "$MNT" 2>>"$WORK/byosfs.log" &
       FS_DIR=$MNT/t ;;
     rclone-off|rclone-full)
       # rclone's SDK refuses AWS_CA_BUNDLE over plain http ("unsupported transport").

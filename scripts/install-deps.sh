@@ -7,6 +7,8 @@ command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
+command -v s3fs >/dev/null 2>&1 || need+=(s3fs)   # tests/interop_s3fs.rs
+command -v git >/dev/null 2>&1 || need+=(git)     # tests/posix.rs (git clone into the mount)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

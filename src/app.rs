@@ -118,6 +118,9 @@ fn tenant_table(
             uid: t.uid.or(config.mount.uid).unwrap_or(owner.0),
             gid: t.gid.or(config.mount.gid).unwrap_or(owner.1),
             mode: u16::try_from(t.mode & 0o7777).unwrap_or(0o755),
+            // The local backend keeps no user metadata: mode and owner stay per tenant there.
+            posix_metadata: t.posix_metadata && matches!(config.backends.get(&t.backend), Some(BackendConfig::S3(_))),
+            exclusive_create: matches!(config.backends.get(&t.backend), Some(BackendConfig::S3(s3)) if s3.conditional_writes),
         });
     }
     Ok(TenantTable::new(specs))

@@ -225,6 +225,8 @@ mod tests {
             uid: 0,
             gid: 0,
             mode: 0o755,
+            posix_metadata: false,
+            exclusive_create: false,
         };
         TenantTable::new(vec![spec("acme", "acme/"), spec("beta", "beta/")])
     }

@@ -21,8 +21,13 @@ pub struct Tenant {
     pub uid: u32,
     /// Group of everything in the tenant directory.
     pub gid: u32,
-    /// Permission bits of directories (files get the same bits without `x`).
+    /// Permission bits of directories (files get the same bits without `x`), for what has
+    /// no stored mode.
     pub mode: u16,
+    /// Mode, owner and group are stored per object, and symlinks and special files exist.
+    pub posix_metadata: bool,
+    /// The backend makes `create_only` writes atomic (`If-None-Match: *`).
+    pub exclusive_create: bool,
 }
 
 /// Parameters of one tenant, handed over by `app`.
@@ -40,6 +45,10 @@ pub struct TenantSpec {
     pub gid: u32,
     /// Directory mode bits.
     pub mode: u16,
+    /// Store mode, owner and group per object (the backend must keep user metadata).
+    pub posix_metadata: bool,
+    /// The backend makes `create_only` writes atomic.
+    pub exclusive_create: bool,
 }
 
 /// All tenants of a mount, by id and by name.
@@ -70,6 +79,8 @@ impl TenantTable {
                 uid: s.uid,
                 gid: s.gid,
                 mode: s.mode,
+                posix_metadata: s.posix_metadata,
+                exclusive_create: s.exclusive_create,
             }));
         }
         t

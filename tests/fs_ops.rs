@@ -10,11 +10,25 @@ use byosfs::backend::memory::{InMemoryBackend, Op};
 use byosfs::backend::prefix::PrefixBackend;
 use byosfs::backend::Backend;
 use byosfs::cache::BlockCache;
-use byosfs::fs::{DirEntry, DirReplier, Filesystem, FsConfig};
+use byosfs::fs::{DirEntry, DirReplier, Filesystem, FsConfig, NewNode, SetAttr};
 use byosfs::namespace::ROOT_INO;
 use byosfs::tenant::{TenantSpec, TenantTable};
 use byosfs::upload::{UploadConfig, Uploader};
 use bytes::Bytes;
+
+/// The creator of new nodes in these tests (the tenants run without POSIX metadata).
+const NEW: NewNode = NewNode {
+    mode: 0o644,
+    uid: 1000,
+    gid: 1000,
+};
+
+fn mtime(t: SystemTime) -> SetAttr {
+    SetAttr {
+        mtime: Some(t),
+        ..Default::default()
+    }
+}
 
 struct Collect {
     entries: Vec<DirEntry>,
@@ -46,6 +60,8 @@ fn spec(name: &str, bucket: &Arc<InMemoryBackend>, prefix: &str, read_only: bool
         uid: 1000,
         gid: 1000,
         mode: 0o750,
+        posix_metadata: false,
+        exclusive_create: false,
     }
 }
 
@@ -129,7 +145,7 @@ async fn read_all(fs: &Filesystem, path: &str) -> Vec<u8> {
 async fn write_file(fs: &Filesystem, dir: &str, name: &str, data: &[u8]) {
     let parent = ino(fs, dir).await;
     let (_, o) = fs
-        .create(parent, OsStr::new(name), libc::O_WRONLY | libc::O_CREAT, 0)
+        .create(parent, OsStr::new(name), libc::O_WRONLY | libc::O_CREAT, 0, NEW)
         .await
         .unwrap();
     for (i, chunk) in data.chunks(128 * 1024).enumerate() {
@@ -206,7 +222,7 @@ async fn write_read_rename_unlink_round_trip() {
     assert_eq!(f.bucket.object("acme/movie.mp4").unwrap().as_ref(), &data[..]);
     assert_eq!(read_all(&f.fs, "acme/movie.mp4").await, data);
     let acme = ino(&f.fs, "acme").await;
-    f.fs.mkdir(acme, OsStr::new("dir")).await.unwrap();
+    f.fs.mkdir(acme, OsStr::new("dir"), NEW).await.unwrap();
     assert!(f.bucket.object("acme/dir/").is_some(), "mkdir leaves a marker");
     let dir = ino(&f.fs, "acme/dir").await;
     f.fs.rename(acme, OsStr::new("movie.mp4"), dir, OsStr::new("m.mp4"), 0)
@@ -233,14 +249,14 @@ async fn read_only_tenant_refuses_changes() {
     f.bucket.insert("frozen/a", "1");
     let frozen = ino(&f.fs, "frozen").await;
     assert_eq!(
-        f.fs.create(frozen, OsStr::new("x"), libc::O_WRONLY, 0)
+        f.fs.create(frozen, OsStr::new("x"), libc::O_WRONLY, 0, NEW)
             .await
             .unwrap_err()
             .errno(),
         libc::EROFS
     );
     assert_eq!(
-        f.fs.mkdir(frozen, OsStr::new("d")).await.unwrap_err().errno(),
+        f.fs.mkdir(frozen, OsStr::new("d"), NEW).await.unwrap_err().errno(),
         libc::EROFS
     );
     assert_eq!(
@@ -256,7 +272,10 @@ async fn read_only_tenant_refuses_changes() {
 async fn unlink_while_writing_stores_nothing() {
     let f = fixture();
     let acme = ino(&f.fs, "acme").await;
-    let (_, o) = f.fs.create(acme, OsStr::new("tmp"), libc::O_WRONLY, 0).await.unwrap();
+    let (_, o) =
+        f.fs.create(acme, OsStr::new("tmp"), libc::O_WRONLY, 0, NEW)
+            .await
+            .unwrap();
     f.fs.write(o.fh, 0, b"hello").await.unwrap();
     f.fs.unlink(acme, OsStr::new("tmp")).await.unwrap();
     f.fs.write(o.fh, 5, b" world").await.unwrap();
@@ -271,7 +290,7 @@ async fn file_being_written_is_listed_and_readable() {
     let f = fixture();
     let acme = ino(&f.fs, "acme").await;
     let (e, o) =
-        f.fs.create(acme, OsStr::new("live.txt"), libc::O_RDWR, 0)
+        f.fs.create(acme, OsStr::new("live.txt"), libc::O_RDWR, 0, NEW)
             .await
             .unwrap();
     f.fs.write(o.fh, 0, b"partial").await.unwrap();
@@ -308,7 +327,10 @@ async fn only_the_opening_process_commits_on_close() {
     let f = fixture();
     let acme = ino(&f.fs, "acme").await;
     let me = std::process::id();
-    let (_, o) = f.fs.create(acme, OsStr::new("f"), libc::O_WRONLY, me).await.unwrap();
+    let (_, o) =
+        f.fs.create(acme, OsStr::new("f"), libc::O_WRONLY, me, NEW)
+            .await
+            .unwrap();
     f.fs.write(o.fh, 0, b"half").await.unwrap();
     // A forked child (here: pid 1, another process) closing its inherited copy.
     f.fs.flush(o.fh, 1).await.unwrap();
@@ -340,15 +362,11 @@ async fn setattr_mtime_persists_for_open_and_closed_files() {
     // Open for writing (cp -p: write, futimens, close): stored with the data.
     let parent = ino(&f.fs, "acme").await;
     let (e, o) =
-        f.fs.create(parent, OsStr::new("open.txt"), libc::O_WRONLY | libc::O_CREAT, 0)
+        f.fs.create(parent, OsStr::new("open.txt"), libc::O_WRONLY | libc::O_CREAT, 0, NEW)
             .await
             .unwrap();
     f.fs.write(o.fh, 0, b"hello").await.unwrap();
-    let attr =
-        f.fs.setattr(e.attr.ino, Some(o.fh), None, Some(t_open))
-            .await
-            .unwrap()
-            .attr;
+    let attr = f.fs.setattr(e.attr.ino, Some(o.fh), mtime(t_open)).await.unwrap().attr;
     assert_eq!(attr.mtime, t_open);
     f.fs.flush(o.fh, 0).await.unwrap();
     f.fs.release(o.fh).await.unwrap();
@@ -356,7 +374,7 @@ async fn setattr_mtime_persists_for_open_and_closed_files() {
     // Closed (touch -d, rsync's utimes after close): stored in place.
     write_file(&f.fs, "acme", "closed.txt", b"world").await;
     let closed = ino(&f.fs, "acme/closed.txt").await;
-    let attr = f.fs.setattr(closed, None, None, Some(t_closed)).await.unwrap().attr;
+    let attr = f.fs.setattr(closed, None, mtime(t_closed)).await.unwrap().attr;
     assert_eq!(attr.mtime, t_closed);
     assert_eq!(f.bucket.count(Op::SetMtime), 1);
 
@@ -400,7 +418,7 @@ async fn setattr_mtime_persists_for_open_and_closed_files() {
     // A write after setattr makes the mtime "now" again, as on a local filesystem.
     let ino_open = ino(&g.fs, "acme/open.txt").await;
     let o = g.fs.open(ino_open, libc::O_WRONLY, 0).await.unwrap();
-    g.fs.setattr(ino_open, Some(o.fh), None, Some(t_closed)).await.unwrap();
+    g.fs.setattr(ino_open, Some(o.fh), mtime(t_closed)).await.unwrap();
     g.fs.write(o.fh, 5, b"!").await.unwrap();
     g.fs.release(o.fh).await.unwrap();
     let h = f.bucket.head("acme/open.txt").await.unwrap();
@@ -409,7 +427,7 @@ async fn setattr_mtime_persists_for_open_and_closed_files() {
     // Read-only tenants refuse it.
     f.bucket.insert("frozen/x", "1");
     let x = ino(&g.fs, "frozen/x").await;
-    let err = g.fs.setattr(x, None, None, Some(t_open)).await.unwrap_err();
+    let err = g.fs.setattr(x, None, mtime(t_open)).await.unwrap_err();
     assert_eq!(err.errno(), libc::EROFS);
 }
 
@@ -497,7 +515,7 @@ async fn negative_ttl_zero_asks_the_backend_every_time() {
     let f = fixture_with(Arc::new(InMemoryBackend::new()), config);
     let root = ino(&f.fs, "acme").await;
     assert_eq!(lookup_errno(&f.fs, root, "d").await, libc::ENOENT);
-    let d = f.fs.mkdir(root, OsStr::new("d")).await.unwrap().attr.ino;
+    let d = f.fs.mkdir(root, OsStr::new("d"), NEW).await.unwrap().attr.ino;
     f.bucket.reset_counts();
     for _ in 0..2 {
         assert_eq!(lookup_errno(&f.fs, root, "x").await, libc::ENOENT);
@@ -512,7 +530,7 @@ async fn a_directory_made_here_answers_missing_names_until_a_child_is_forgotten(
     let root = ino(&f.fs, "acme").await;
     // mkdir is exclusive: the kernel looks the name up first.
     assert_eq!(lookup_errno(&f.fs, root, "d").await, libc::ENOENT);
-    let d = f.fs.mkdir(root, OsStr::new("d")).await.unwrap().attr.ino;
+    let d = f.fs.mkdir(root, OsStr::new("d"), NEW).await.unwrap().attr.ino;
     f.bucket.reset_counts();
     // `cp -r` into it: two lookups and a create per file, and not one HEAD or LIST.
     for i in 0..20 {
@@ -537,7 +555,7 @@ async fn a_directory_made_here_answers_missing_names_until_a_child_is_forgotten(
     assert!(questions(&f.bucket) > before);
     // A directory made without a proof that its name was free is not assumed empty.
     f.bucket.insert("acme/e/old", "1");
-    let e = f.fs.mkdir(root, OsStr::new("e")).await.unwrap().attr.ino;
+    let e = f.fs.mkdir(root, OsStr::new("e"), NEW).await.unwrap().attr.ino;
     assert_eq!(f.fs.lookup(e, OsStr::new("old")).await.unwrap().attr.size, 1);
 }
 
@@ -603,7 +621,7 @@ async fn a_new_file_has_no_object_before_its_data() {
     let acme = ino(&f.fs, "acme").await;
     let me = std::process::id();
     let (_, o) =
-        f.fs.create(acme, OsStr::new("new.txt"), libc::O_WRONLY, me)
+        f.fs.create(acme, OsStr::new("new.txt"), libc::O_WRONLY, me, NEW)
             .await
             .unwrap();
     f.fs.flush(o.fh, me).await.unwrap();
@@ -626,7 +644,7 @@ async fn an_unwritten_created_or_truncated_file_is_stored_at_its_last_release() 
     let acme = ino(&f.fs, "acme").await;
     let me = std::process::id();
     let (_, o) =
-        f.fs.create(acme, OsStr::new("empty"), libc::O_WRONLY, me)
+        f.fs.create(acme, OsStr::new("empty"), libc::O_WRONLY, me, NEW)
             .await
             .unwrap();
     f.fs.flush(o.fh, me).await.unwrap();
@@ -656,7 +674,7 @@ async fn renaming_a_file_being_written_publishes_nothing_early() {
     let acme = ino(&f.fs, "acme").await;
     let me = std::process::id();
     let (_, o) =
-        f.fs.create(acme, OsStr::new("a.part"), libc::O_WRONLY, me)
+        f.fs.create(acme, OsStr::new("a.part"), libc::O_WRONLY, me, NEW)
             .await
             .unwrap();
     f.fs.write(o.fh, 0, b"half").await.unwrap();

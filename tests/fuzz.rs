@@ -254,6 +254,8 @@ fn filesystem(bucket: &Arc<InMemoryBackend>, staging: &Path) -> Filesystem {
             uid: 1000,
             gid: 1000,
             mode: 0o755,
+            posix_metadata: false,
+            exclusive_create: false,
         }
     };
     let tenants = TenantTable::new(vec![spec("acme", "acme"), spec("acme2", "acme2/")]);

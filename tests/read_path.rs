@@ -160,8 +160,8 @@ impl Backend for Recorder {
     async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
         self.inner.create_multipart_opts(key, opts).await
     }
-    async fn set_mtime(&self, key: &str, mtime: std::time::SystemTime) -> BackendResult<PutResult> {
-        self.inner.set_mtime(key, mtime).await
+    async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.inner.update_metadata(key, opts).await
     }
 }
 

@@ -820,7 +820,7 @@ impl Backend for NullBackend {
     async fn create_multipart_opts(&self, key: &str, _: &PutOptions) -> BackendResult<UploadId> {
         self.create_multipart(key).await
     }
-    async fn set_mtime(&self, _: &str, _: std::time::SystemTime) -> BackendResult<PutResult> {
+    async fn update_metadata(&self, _: &str, _: &PutOptions) -> BackendResult<PutResult> {
         Err(unsupported())
     }
 }

@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -159,8 +158,8 @@ impl Backend for FaultBackend {
         self.check(Op::CreateMultipart)?;
         self.inner.create_multipart_opts(key, opts).await
     }
-    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
+    async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
         self.check(Op::SetMtime)?;
-        self.inner.set_mtime(key, mtime).await
+        self.inner.update_metadata(key, opts).await
     }
 }

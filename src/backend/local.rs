@@ -14,8 +14,10 @@
 //! its ETag. Blocking IO runs on `spawn_blocking`. Listing is in `local/list.rs`.
 //!
 //! The stored mtime of an object is its file's mtime (reported by `head` and listings alike):
-//! `put_opts`/multipart completion set it on the temp file before the rename, `set_mtime`
-//! sets it on the file, and `copy` carries it over, as S3 copies user metadata.
+//! `put_opts`/multipart completion set it on the temp file before the rename,
+//! `update_metadata` sets it on the file, and `copy` carries it over, as S3 copies user
+//! metadata. Mode, owner and group are not stored (a tenant on this backend runs with
+//! `posix_metadata` off): `put_opts` ignores them and `update_metadata` refuses them.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -537,10 +539,20 @@ impl Backend for LocalBackend {
         self.blocking("delete", key, move |i| i.delete(&k)).await
     }
 
-    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
+    async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
+        if !opts.posix.is_empty() {
+            return Err(BackendError::new(
+                BackendErrorKind::Unsupported,
+                format!("update metadata {key}: the local backend stores no mode or owner"),
+            ));
+        }
         let k = key.to_owned();
+        let mtime = opts.mtime;
         self.blocking("set mtime", key, move |i| {
-            let (file, _) = i.open_object("set mtime", &k)?;
+            let (file, m) = i.open_object("set mtime", &k)?;
+            let Some(mtime) = mtime else {
+                return Ok(PutResult::new(Some(etag_of(&m))));
+            };
             // futimens(2) needs ownership, not write access, so a read-only descriptor does.
             file.set_modified(mtime).map_err(|e| io_err("set mtime", &k, e))?;
             let m = file.metadata().map_err(|e| io_err("set mtime", &k, e))?;

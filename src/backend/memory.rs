@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{
     Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId, MIN_PART_SIZE,
+    MultipartUploadInfo, ObjectMeta, PosixAttrs, PutOptions, PutResult, UploadId, MIN_PART_SIZE,
 };
 
 #[derive(Debug, Clone)]
@@ -24,12 +24,17 @@ struct Object {
     modified: SystemTime,
     /// Stored mtime (user metadata on S3).
     mtime: Option<SystemTime>,
+    /// Stored mode, owner and group (user metadata on S3).
+    posix: PosixAttrs,
 }
 
 #[derive(Debug, Default)]
 struct Upload {
     key: String,
     mtime: Option<SystemTime>,
+    posix: PosixAttrs,
+    /// Completion fails if the key exists by then (`If-None-Match: *`).
+    create_only: bool,
     parts: BTreeMap<u32, (ETag, Bytes)>,
 }
 
@@ -111,6 +116,7 @@ impl InMemoryBackend {
                 etag,
                 modified: SystemTime::now(),
                 mtime: None,
+                posix: PosixAttrs::default(),
             },
         );
     }
@@ -134,8 +140,21 @@ impl InMemoryBackend {
         self.counters[op as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn store(&self, key: &str, data: Bytes, mtime: Option<SystemTime>) -> PutResult {
+    fn store(
+        &self,
+        key: &str,
+        data: Bytes,
+        mtime: Option<SystemTime>,
+        posix: PosixAttrs,
+        create_only: bool,
+    ) -> BackendResult<PutResult> {
         let mut st = lock(&self.state);
+        if create_only && st.objects.contains_key(key) {
+            return Err(BackendError::new(
+                BackendErrorKind::PreconditionFailed,
+                format!("{key} exists (If-None-Match)"),
+            ));
+        }
         let etag = next_etag(&mut st);
         st.objects.insert(
             key.to_owned(),
@@ -144,9 +163,10 @@ impl InMemoryBackend {
                 etag: etag.clone(),
                 modified: SystemTime::now(),
                 mtime,
+                posix,
             },
         );
-        PutResult::new(Some(etag))
+        Ok(PutResult::new(Some(etag)))
     }
 }
 
@@ -175,7 +195,11 @@ impl Backend for InMemoryBackend {
         self.bump(Op::Head);
         let st = lock(&self.state);
         let o = st.objects.get(key).ok_or_else(|| BackendError::not_found(key))?;
-        Ok(ObjectMeta::new(key, o.data.len() as u64, Some(o.modified), Some(o.etag.clone())).with_mtime(o.mtime))
+        Ok(
+            ObjectMeta::new(key, o.data.len() as u64, Some(o.modified), Some(o.etag.clone()))
+                .with_mtime(o.mtime)
+                .with_posix(o.posix),
+        )
     }
 
     async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
@@ -323,7 +347,7 @@ impl Backend for InMemoryBackend {
         parts: &[CompletedPart],
     ) -> BackendResult<PutResult> {
         self.bump(Op::CompleteMultipart);
-        let (data, mtime) = {
+        let (data, mtime, posix, create_only) = {
             let st = lock(&self.state);
             let up = st
                 .uploads
@@ -352,9 +376,9 @@ impl Backend for InMemoryBackend {
                 last = p.part_number;
                 buf.extend_from_slice(data);
             }
-            (buf.freeze(), up.mtime)
+            (buf.freeze(), up.mtime, up.posix, up.create_only)
         };
-        let res = self.store(key, data, mtime);
+        let res = self.store(key, data, mtime, posix, create_only)?;
         lock(&self.state).uploads.remove(&upload.0);
         Ok(res)
     }
@@ -380,13 +404,13 @@ impl Backend for InMemoryBackend {
 
     async fn copy(&self, src: &str, dst: &str) -> BackendResult<PutResult> {
         self.bump(Op::Copy);
-        // Like S3's default `MetadataDirective=COPY`, the stored mtime travels with the copy.
-        let (data, mtime) = lock(&self.state)
+        // Like S3's default `MetadataDirective=COPY`, the stored metadata travels with the copy.
+        let (data, mtime, posix) = lock(&self.state)
             .objects
             .get(src)
-            .map(|o| (o.data.clone(), o.mtime))
+            .map(|o| (o.data.clone(), o.mtime, o.posix))
             .ok_or_else(|| BackendError::not_found(src))?;
-        Ok(self.store(dst, data, mtime))
+        self.store(dst, data, mtime, posix, false)
     }
 
     async fn delete(&self, key: &str) -> BackendResult<()> {
@@ -397,7 +421,7 @@ impl Backend for InMemoryBackend {
 
     async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
         self.bump(Op::Put);
-        Ok(self.store(key, data, opts.mtime))
+        self.store(key, data, opts.mtime, opts.posix, opts.create_only)
     }
 
     async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
@@ -410,18 +434,21 @@ impl Backend for InMemoryBackend {
             Upload {
                 key: key.to_owned(),
                 mtime: opts.mtime,
+                posix: opts.posix,
+                create_only: opts.create_only,
                 parts: BTreeMap::new(),
             },
         );
         Ok(UploadId(id))
     }
 
-    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
+    async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
         self.bump(Op::SetMtime);
         let mut st = lock(&self.state);
         let o = st.objects.get_mut(key).ok_or_else(|| BackendError::not_found(key))?;
         // Content is unchanged, so the ETag is too (as for a single-part object on S3).
-        o.mtime = Some(mtime);
+        o.mtime = opts.mtime.or(o.mtime);
+        o.posix = o.posix.overlaid(opts.posix);
         o.modified = SystemTime::now();
         Ok(PutResult::new(Some(o.etag.clone())))
     }

@@ -16,6 +16,7 @@ pub mod local;
 pub mod memory;
 pub mod mtime;
 pub mod paging;
+pub mod posix;
 pub mod prefix;
 pub mod retry;
 pub mod s3;
@@ -28,6 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use error::{BackendError, BackendErrorKind, BackendResult};
+pub use posix::PosixAttrs;
 
 /// An object's entity tag, as the service returned it (quotes included for S3).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -73,6 +75,9 @@ pub struct ObjectMeta {
     /// s3fs write it), when known. `None` in S3 listings, which carry no user metadata:
     /// only `head` reports it there.
     pub mtime: Option<SystemTime>,
+    /// Mode, owner and group stored with the object (see [`posix`]); like `mtime`, only
+    /// `head` reports them on S3.
+    pub posix: PosixAttrs,
 }
 
 impl ObjectMeta {
@@ -84,12 +89,19 @@ impl ObjectMeta {
             last_modified,
             etag,
             mtime: None,
+            posix: PosixAttrs::default(),
         }
     }
 
     /// The same metadata with a stored modification time.
     pub fn with_mtime(mut self, mtime: Option<SystemTime>) -> Self {
         self.mtime = mtime;
+        self
+    }
+
+    /// The same metadata with stored POSIX attributes.
+    pub fn with_posix(mut self, posix: PosixAttrs) -> Self {
+        self.posix = posix;
         self
     }
 }
@@ -101,12 +113,30 @@ pub struct PutOptions {
     /// Modification time to store with the object; `None` stores none (readers then fall
     /// back to Last-Modified).
     pub mtime: Option<SystemTime>,
+    /// Mode, owner and group to store with the object (unset fields: none stored).
+    pub posix: PosixAttrs,
+    /// Fail with [`BackendErrorKind::PreconditionFailed`] if the key exists
+    /// (`If-None-Match: *`, on PutObject and on the completion of a multipart upload
+    /// started with it). Backends that cannot tell atomically (local) ignore it.
+    pub create_only: bool,
 }
 
 impl PutOptions {
     /// Store `mtime` with the object (or none).
     pub fn with_mtime(mut self, mtime: Option<SystemTime>) -> Self {
         self.mtime = mtime;
+        self
+    }
+
+    /// Store `posix` with the object.
+    pub fn with_posix(mut self, posix: PosixAttrs) -> Self {
+        self.posix = posix;
+        self
+    }
+
+    /// Create the object only if the key is free (see [`PutOptions::create_only`]).
+    pub fn with_create_only(mut self, create_only: bool) -> Self {
+        self.create_only = create_only;
         self
     }
 }
@@ -352,16 +382,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
     // The three methods below were added for stored mtimes; they have no default body on
     // purpose, so a wrapper cannot silently drop the options by forgetting to forward them.
 
-    /// [`Backend::put`] with options (a stored mtime).
+    /// [`Backend::put`] with options (stored mtime and POSIX attributes; with
+    /// `create_only`, `If-None-Match: *` where the service honours it).
     async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult>;
 
     /// [`Backend::create_multipart`] with options; they apply to the completed object.
     async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId>;
 
-    /// Store `mtime` with the existing object `key`, keeping its content (and, on S3, its
+    /// Store the mtime and the POSIX attributes set in `opts` with the existing object `key`,
+    /// keeping its content and every field `opts` leaves unset (and, on S3, its
     /// Content-Type and other user metadata). The result carries the object's ETag
     /// afterwards, which may differ from before. [`BackendErrorKind::NotFound`] if absent;
     /// [`BackendErrorKind::Unsupported`] where the backend cannot do it (S3 objects above
-    /// 5 GiB, which would need a multipart copy).
-    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult>;
+    /// 5 GiB, which would need a multipart copy; POSIX attributes on the local backend).
+    async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult>;
 }

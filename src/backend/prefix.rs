@@ -7,7 +7,6 @@
 //! prefix. The layers above never produce such keys; this is the last line of defence.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -190,8 +189,8 @@ impl Backend for PrefixBackend {
         self.inner.create_multipart_opts(&self.full(key)?, opts).await
     }
 
-    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
-        self.inner.set_mtime(&self.full(key)?, mtime).await
+    async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.inner.update_metadata(&self.full(key)?, opts).await
     }
 }
 

@@ -409,8 +409,9 @@ impl Backend for RetryBackend {
             .await
     }
 
-    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
-        self.run("set mtime", key, || self.inner.set_mtime(key, mtime)).await
+    async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.run("update metadata", key, || self.inner.update_metadata(key, opts))
+            .await
     }
 }
 
@@ -785,8 +786,8 @@ mod tests {
         async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
             self.inner.create_multipart_opts(key, opts).await
         }
-        async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
-            self.inner.set_mtime(key, mtime).await
+        async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
+            self.inner.update_metadata(key, opts).await
         }
     }
 

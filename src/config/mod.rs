@@ -154,6 +154,10 @@ pub struct S3Config {
     pub max_attempts: u32,
     /// Whether upload bodies are covered by the SigV4 signature. Default `auto`.
     pub payload_signing: PayloadSigning,
+    /// The service honours `If-None-Match: *` on PutObject and CompleteMultipartUpload, so
+    /// exclusive creates are atomic across clients. Default: the provider preset's
+    /// [`Provider::conditional_writes`].
+    pub conditional_writes: bool,
 }
 
 /// `payload_signing` of an S3 backend: whether SigV4 signs the SHA-256 of each upload body.
@@ -210,8 +214,11 @@ pub struct TenantConfig {
     /// Group of this tenant's files; falls back to [`MountConfig::gid`].
     pub gid: Option<u32>,
     /// Permission bits of the tenant's directories (files get the same bits without execute).
-    /// Default 0o755.
+    /// Default 0o755. With `posix_metadata`, only for what has no stored mode.
     pub mode: u32,
+    /// Store mode, owner and group per file and directory (s3fs's `x-amz-meta-mode`/`uid`/
+    /// `gid`), and keep symlinks and special files. Default on; effective on S3 backends only.
+    pub posix_metadata: bool,
 }
 
 impl Config {

@@ -47,6 +47,18 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// Whether the service honours `If-None-Match: *` on PutObject and
+    /// CompleteMultipartUpload (an exclusive create that two clients cannot both win).
+    /// AWS S3 (since August 2024), Cloudflare R2 and MinIO document it; for the others
+    /// nothing is documented, so byosfs does not rely on it (`conditional_writes = true`
+    /// overrides).
+    pub fn conditional_writes(self) -> bool {
+        match self {
+            Provider::Aws | Provider::R2 | Provider::Minio => true,
+            Provider::B2 | Provider::Spaces | Provider::Wasabi | Provider::Supabase | Provider::Custom => false,
+        }
+    }
+
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {

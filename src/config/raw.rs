@@ -112,6 +112,7 @@ pub(crate) struct RawBackend {
     pub(crate) connect_timeout: Option<DurationValue>,
     pub(crate) max_attempts: Option<Spanned<u32>>,
     pub(crate) payload_signing: Option<super::PayloadSigning>,
+    pub(crate) conditional_writes: Option<bool>,
     // local
     pub(crate) root: Option<Spanned<PathBuf>>,
 }
@@ -133,6 +134,7 @@ impl RawBackend {
             ("connect_timeout", self.connect_timeout.is_some()),
             ("max_attempts", self.max_attempts.is_some()),
             ("payload_signing", self.payload_signing.is_some()),
+            ("conditional_writes", self.conditional_writes.is_some()),
         ];
         flags
             .into_iter()
@@ -153,4 +155,5 @@ pub(crate) struct RawTenant {
     pub(crate) uid: Option<u32>,
     pub(crate) gid: Option<u32>,
     pub(crate) mode: Option<Spanned<String>>,
+    pub(crate) posix_metadata: Option<bool>,
 }

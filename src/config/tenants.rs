@@ -187,6 +187,7 @@ impl Validator {
                 uid: t.uid.or(mount.uid),
                 gid: t.gid.or(mount.gid),
                 mode,
+                posix_metadata: t.posix_metadata.unwrap_or(true),
             });
         }
         tenants

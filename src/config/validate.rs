@@ -492,6 +492,7 @@ impl Validator {
             connect_timeout,
             max_attempts: self.range(raw.max_attempts.clone(), &field("max_attempts"), 3, 1, 20),
             payload_signing: raw.payload_signing.unwrap_or_default(),
+            conditional_writes: raw.conditional_writes.unwrap_or(provider.conditional_writes()),
         }
     }
 

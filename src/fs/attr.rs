@@ -12,6 +12,69 @@ pub enum FileType {
     Directory,
     /// A regular file.
     RegularFile,
+    /// A symbolic link (an object holding the target, stored mode `S_IFLNK`).
+    Symlink,
+    /// A FIFO (an empty object, stored mode `S_IFIFO`).
+    NamedPipe,
+    /// A Unix socket (an empty object, stored mode `S_IFSOCK`).
+    Socket,
+}
+
+impl FileType {
+    /// The type of an object whose stored mode has the file type bits `ifmt` (anything
+    /// unknown, devices included, is a regular file: its bytes are still readable).
+    pub fn of_object(ifmt: u32) -> Self {
+        match ifmt {
+            libc::S_IFLNK => FileType::Symlink,
+            libc::S_IFIFO => FileType::NamedPipe,
+            libc::S_IFSOCK => FileType::Socket,
+            _ => FileType::RegularFile,
+        }
+    }
+
+    /// The `S_IFMT` bits of this type.
+    pub fn ifmt(self) -> u32 {
+        match self {
+            FileType::Directory => libc::S_IFDIR,
+            FileType::RegularFile => libc::S_IFREG,
+            FileType::Symlink => libc::S_IFLNK,
+            FileType::NamedPipe => libc::S_IFIFO,
+            FileType::Socket => libc::S_IFSOCK,
+        }
+    }
+}
+
+/// Who creates a node, and with which permission bits (the kernel has applied the umask).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewNode {
+    /// Permission bits (`0o7777`; type bits are ignored).
+    pub mode: u32,
+    /// Creator's uid.
+    pub uid: u32,
+    /// Creator's gid.
+    pub gid: u32,
+}
+
+impl NewNode {
+    /// A node created by `uid:gid` with `mode`.
+    pub fn new(mode: u32, uid: u32, gid: u32) -> Self {
+        Self { mode, uid, gid }
+    }
+}
+
+/// The changes of one `setattr`; `None` leaves a field as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// New size (truncate).
+    pub size: Option<u64>,
+    /// New mtime.
+    pub mtime: Option<SystemTime>,
+    /// New permission bits (chmod).
+    pub mode: Option<u32>,
+    /// New owner (chown).
+    pub uid: Option<u32>,
+    /// New group (chown/chgrp).
+    pub gid: Option<u32>,
 }
 
 /// Attributes of an inode.
@@ -105,18 +168,34 @@ pub trait DirReplier {
 }
 
 /// Build the attributes of `inode` owned by `tenant` (the root belongs to the mount owner).
+///
+/// On a tenant with POSIX metadata, a file's or directory's stored mode, owner and group
+/// win over the tenant's; whatever is not stored falls back to them. Tenant roots always
+/// take the tenant's.
 pub fn attr_of(inode: &Inode, tenant: Option<&Tenant>, root_owner: (u32, u32)) -> Attr {
     let (uid, gid, dir_mode) = match tenant {
         Some(t) => (t.uid, t.gid, t.mode),
         None => (root_owner.0, root_owner.1, 0o755),
     };
     let read_only = tenant.is_some_and(|t| t.read_only);
+    let stored = match (tenant, inode.kind) {
+        (Some(t), Kind::Dir | Kind::File) if t.posix_metadata => inode.stat.posix.unwrap_or_default(),
+        _ => Default::default(),
+    };
     let (kind, perm, nlink) = match inode.kind {
         Kind::Root | Kind::TenantRoot | Kind::Dir => (FileType::Directory, dir_mode, 2),
-        // Files get the directory's bits without execute: media, not programs.
-        Kind::File => (FileType::RegularFile, dir_mode & 0o666, 1),
+        Kind::File => match FileType::of_object(stored.file_type()) {
+            FileType::Symlink => (FileType::Symlink, 0o777, 1),
+            // Files get the directory's bits without execute: media, not programs.
+            other => (other, dir_mode & 0o666, 1),
+        },
     };
-    let perm = if read_only { perm & !0o222 } else { perm };
+    let perm = stored.mode.and_then(|m| u16::try_from(m & 0o7777).ok()).unwrap_or(perm);
+    let perm = if read_only && kind != FileType::Symlink {
+        perm & !0o222
+    } else {
+        perm
+    };
     Attr {
         ino: inode.ino,
         size: inode.stat.size,
@@ -124,7 +203,7 @@ pub fn attr_of(inode: &Inode, tenant: Option<&Tenant>, root_owner: (u32, u32)) -
         kind,
         perm,
         nlink,
-        uid,
-        gid,
+        uid: stored.uid.unwrap_or(uid),
+        gid: stored.gid.unwrap_or(gid),
     }
 }

@@ -11,7 +11,7 @@ use tracing::{debug, info};
 
 use super::attr::{attr_of, DirEntry, DirReplier};
 use super::handles::Handle;
-use super::{listed_stat_of, Entry, Error, Filesystem, Result};
+use super::{listed_stat_of, Entry, Error, Filesystem, NewNode, Result};
 use crate::backend::paging::{ListGuard, MAX_LISTING_ENTRIES};
 use crate::backend::{BackendErrorKind, ByteRange, ListParams, PutOptions, MAX_PART_SIZE};
 use crate::namespace::name::{child_key, dir_prefix, entry_name, validate_name};
@@ -134,6 +134,7 @@ impl Filesystem {
             pos = 2;
         }
         let tenant = dir.tenant.and_then(|id| self.tenants.get(id)).cloned();
+        let posix = tenant.as_ref().is_some_and(|t| t.posix_metadata);
         let owner = |l: &Listed| l.tenant.and_then(|id| self.tenants.get(id)).map(Arc::as_ref);
         // Bounded: each round either emits an entry, fetches a page, or returns.
         loop {
@@ -150,33 +151,45 @@ impl Filesystem {
             let l = &stream.entries[idx];
             let next_offset = pos + 1;
             let mut entry_ttl = ttl;
+            // Entries handed over without a node: the kernel holds no reference to them.
+            let mut unlinked = false;
             let entry = if plus {
                 let inode = self
                     .inodes
                     .upsert_child(dir.ino, &l.name, l.tenant, l.kind, l.stat.clone(), 0)?;
-                if inode.kind == Kind::File && !inode.stat.mtime_known {
+                let mut ino = inode.ino;
+                if !inode.stat.mtime_known && posix {
+                    // Mode, owner and even the type (a symlink?) are only in the HEAD: node id
+                    // 0 tells the kernel to create no inode from this entry, so it never
+                    // checks permissions against guessed bits; `stat` looks the name up.
+                    ino = 0;
+                    unlinked = true;
+                } else if inode.kind == Kind::File && !inode.stat.mtime_known {
                     // Not cacheable: the kernel would answer stat() with Last-Modified, and
                     // `rsync -a` would see every file as changed. A lookup HEADs it.
                     entry_ttl = std::time::Duration::ZERO;
                 }
                 DirEntry {
-                    ino: inode.ino,
+                    ino,
                     offset: next_offset,
                     name: l.name.clone(),
                     attr: self.attr(&inode),
                 }
             } else {
-                let ino = self
-                    .inodes
-                    .child(dir.ino, &l.name)
-                    .map_or(placeholder_ino(next_offset), |i| i.ino);
+                let known = self.inodes.child(dir.ino, &l.name);
+                let ino = known.as_ref().map_or(placeholder_ino(next_offset), |i| i.ino);
+                // A looked-up entry knows its type (a symlink, say) better than the listing.
+                let stat = match known {
+                    Some(i) if i.kind == l.kind && i.stat.mtime_known => i.stat,
+                    _ => l.stat.clone(),
+                };
                 let inode = Inode {
                     ino,
                     parent: dir.ino,
                     tenant: l.tenant,
                     key: String::new(),
                     kind: l.kind,
-                    stat: l.stat.clone(),
+                    stat,
                     validated: std::time::Instant::now(),
                 };
                 let attr = attr_of(&inode, owner(l), self.config.root_owner);
@@ -190,7 +203,7 @@ impl Filesystem {
             if replier.add(&entry, entry_ttl) {
                 return Ok(());
             }
-            if plus {
+            if plus && !unlinked {
                 // Accepted by the kernel: now it holds a reference. If a concurrent unlink
                 // dropped the inode meanwhile, the name is gone and the kernel's reference
                 // answers ESTALE, as for any removed file; re-adding it would resurrect it.
@@ -226,6 +239,12 @@ impl Filesystem {
             .get_or_insert_with(|| ListGuard::new(&listing_name(tenant, &dir.key), MAX_LISTING_ENTRIES))
             .check(&page)?;
         let plen = dir_prefix(&dir.key).len();
+        // On a tenant with POSIX metadata a directory's mode is on its marker, which the
+        // listing does not show: not known until looked up.
+        let dir_stat = Stat {
+            mtime_known: !tenant.posix_metadata,
+            ..Stat::dir()
+        };
         // Within a page, a directory wins over an object of the same name (as in lookup).
         for cp in &page.common_prefixes {
             if let Some(name) = cp.get(plen..).and_then(entry_name) {
@@ -233,7 +252,7 @@ impl Filesystem {
                     name: name.to_owned(),
                     tenant: dir.tenant,
                     kind: Kind::Dir,
-                    stat: Stat::dir(),
+                    stat: dir_stat.clone(),
                 });
             }
         }
@@ -278,8 +297,9 @@ impl Filesystem {
         }
     }
 
-    /// Create directory `name`, persisted as a `name/` marker object so it survives a remount.
-    pub async fn mkdir(&self, parent: u64, name: &OsStr) -> Result<Entry> {
+    /// Create directory `name`, persisted as a `name/` marker object so it survives a remount
+    /// (carrying its mode, owner and group on a tenant with POSIX metadata).
+    pub async fn mkdir(&self, parent: u64, name: &OsStr, new: NewNode) -> Result<Entry> {
         let dir = self.child_dir(parent)?;
         let tenant = self.writable_tenant(&dir)?;
         let name = validate_name(name)?;
@@ -287,8 +307,18 @@ impl Filesystem {
         // The kernel looked the name up just before (mkdir is exclusive): if nothing was
         // there, neither an object nor anything below `name/`, the new directory is empty.
         let empty_since = self.inodes.absent_since(parent, name);
-        tenant.backend.put(&format!("{key}/"), bytes::Bytes::new()).await?;
-        let stat = Stat::local(0, SystemTime::now(), None);
+        let mtime = SystemTime::now();
+        let mut stat = Stat::local(0, mtime, None);
+        let mut opts = PutOptions::default();
+        if tenant.posix_metadata {
+            let posix = self.new_posix(&dir, libc::S_IFDIR, new);
+            opts = opts.with_posix(posix).with_mtime(Some(mtime));
+            stat = stat.with_posix(posix);
+        }
+        tenant
+            .backend
+            .put_opts(&format!("{key}/"), bytes::Bytes::new(), &opts)
+            .await?;
         let inode = self
             .inodes
             .upsert_child(parent, name, Some(tenant.id), Kind::Dir, stat, 1)?;

@@ -5,12 +5,14 @@
 //! errno mapping in the crate. Operations never hold a std lock across an `.await`.
 //!
 //! Layout: this file holds the shared state, lookup/getattr, open/read and statfs;
-//! `dir.rs` listings and namespace changes; `write.rs` the write side.
+//! `dir.rs` listings and namespace changes; `write.rs` the write side; `posix.rs` modes,
+//! owners, symlinks and special files.
 
 pub mod attr;
 pub mod dir;
 pub mod error;
 pub mod handles;
+pub mod posix;
 pub mod write;
 
 use std::collections::HashMap;
@@ -30,7 +32,7 @@ use crate::read::{ObjectReader, ReadConfig};
 use crate::tenant::{Tenant, TenantTable};
 use crate::upload::Uploader;
 
-pub use attr::{Attr, DirEntry, DirReplier, Entry, FileType, Opened, StatFs};
+pub use attr::{Attr, DirEntry, DirReplier, Entry, FileType, NewNode, Opened, SetAttr, StatFs};
 pub use error::{Error, Result};
 use handles::{Handle, HandleTable, WriteState};
 
@@ -169,9 +171,10 @@ impl Filesystem {
     }
 
     /// Whether the cached stat can be used without a HEAD. A file whose mtime came from a
-    /// listing is not: its stored mtime (if any) is only in the HEAD.
+    /// listing is not: its stored mtime (if any) is only in the HEAD; nor is a directory
+    /// found by a listing on a tenant with POSIX metadata (its mode is on its marker).
     fn fresh(&self, inode: &Inode) -> bool {
-        inode.validated.elapsed() < self.config.metadata_ttl && (inode.kind != Kind::File || inode.stat.mtime_known)
+        inode.validated.elapsed() < self.config.metadata_ttl && inode.stat.mtime_known
     }
 
     /// Look up `name` in directory `parent`; adds one kernel reference on success.
@@ -330,6 +333,10 @@ impl Filesystem {
         };
         match listed {
             Ok(page) if !page.objects.is_empty() || !page.common_prefixes.is_empty() => {
+                let marker = dir_prefix(key);
+                if tenant.posix_metadata && page.objects.first().is_some_and(|o| o.key == marker) {
+                    return Ok((Kind::Dir, self.marker_stat(tenant, &marker).await));
+                }
                 return Ok((Kind::Dir, Stat::dir()));
             }
             Ok(_) => {}
@@ -478,7 +485,8 @@ fn thread_group(pid: u32) -> u32 {
         .unwrap_or(pid)
 }
 
-/// Attributes of an object from a HEAD: the stored mtime, else Last-Modified.
+/// Attributes of an object from a HEAD: the stored mtime, else Last-Modified, and the stored
+/// POSIX attributes.
 fn stat_of(meta: &ObjectMeta) -> Stat {
     Stat {
         size: meta.size,
@@ -486,14 +494,16 @@ fn stat_of(meta: &ObjectMeta) -> Stat {
         etag: meta.etag.clone(),
         mtime_known: true,
         last_modified: meta.last_modified,
+        posix: Some(meta.posix),
     }
 }
 
-/// Attributes of an object from a listing, which (on S3) lacks the stored mtime: unless the
-/// backend gave one, the mtime is Last-Modified and marked not known.
+/// Attributes of an object from a listing, which (on S3) lacks the stored mtime and POSIX
+/// attributes: unless the backend gave an mtime, it is Last-Modified and marked not known.
 fn listed_stat_of(meta: &ObjectMeta) -> Stat {
     Stat {
         mtime_known: meta.mtime.is_some(),
+        posix: None,
         ..stat_of(meta)
     }
 }

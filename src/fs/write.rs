@@ -19,16 +19,26 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use super::handles::{Handle, WriteState};
-use super::{stat_of, Entry, Error, Filesystem, Opened, Result};
-use crate::backend::BackendErrorKind;
+use super::{stat_of, Entry, Error, Filesystem, NewNode, Opened, Result, SetAttr};
+use crate::backend::{BackendErrorKind, PutOptions};
 use crate::namespace::name::{child_key, validate_name};
 use crate::namespace::{Inode, Kind, Stat};
 use crate::tenant::Tenant;
 use crate::upload::BaseObject;
 
 impl Filesystem {
-    /// Create and open file `name` in `parent`. It becomes an object on the first flush.
-    pub async fn create(&self, parent: u64, name: &OsStr, flags: i32, pid: u32) -> Result<(Entry, Opened)> {
+    /// Create and open file `name` in `parent`. It becomes an object on the first flush,
+    /// except with `O_EXCL` on a backend with conditional writes: then an empty object is
+    /// created at once with `If-None-Match: *`, so of two mounts creating the name only one
+    /// succeeds (the other gets `EEXIST`), as lock files need.
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        flags: i32,
+        pid: u32,
+        new: NewNode,
+    ) -> Result<(Entry, Opened)> {
         let dir = self.inodes.get(parent)?;
         if !matches!(dir.kind, Kind::TenantRoot | Kind::Dir) {
             return Err(Error::expected(
@@ -50,11 +60,36 @@ impl Filesystem {
             }
         }
         let key = child_key(&dir.key, name);
-        let stat = Stat::local(0, SystemTime::now(), None);
+        let mut stat = Stat::local(0, SystemTime::now(), None);
+        if tenant.posix_metadata {
+            stat = stat.with_posix(self.new_posix(&dir, libc::S_IFREG, new));
+        }
+        let claimed = if flags & libc::O_EXCL != 0 && tenant.exclusive_create {
+            let opts = PutOptions::default()
+                .with_mtime(Some(stat.mtime))
+                .with_posix(stat.posix.unwrap_or_default())
+                .with_create_only(true);
+            match tenant.backend.put_opts(&key, Bytes::new(), &opts).await {
+                Ok(put) => {
+                    stat.etag = put.etag;
+                    true
+                }
+                Err(e) if e.kind() == BackendErrorKind::PreconditionFailed => {
+                    return Err(Error::expected(libc::EEXIST, format!("{key} exists")));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            false
+        };
         let inode = self
             .inodes
             .upsert_child(parent, name, Some(tenant.id), Kind::File, stat, 1)?;
         let state = self.new_writer(&inode, &tenant, key, None);
+        if claimed {
+            // The (empty) object exists: only a write or a setattr needs a commit now.
+            state.needs_commit.store(false, Ordering::Release);
+        }
         let opened = self.attach_writer(&inode, state, pid);
         Ok((self.entry(&self.inodes.get(inode.ino)?), opened))
     }
@@ -66,7 +101,11 @@ impl Filesystem {
         key: String,
         base: Option<BaseObject>,
     ) -> Arc<WriteState> {
-        let session = self.uploader.start_for(&tenant.name, tenant.backend.clone(), key, base);
+        let mut session = self.uploader.start_for(&tenant.name, tenant.backend.clone(), key, base);
+        if let Some(posix) = inode.stat.posix.filter(|_| tenant.posix_metadata) {
+            // A data commit replaces the object's metadata: carry the mode and owner over.
+            session.set_posix(posix, false);
+        }
         Arc::new(WriteState {
             ino: inode.ino,
             tenant: tenant.clone(),
@@ -109,6 +148,14 @@ impl Filesystem {
             return Ok(self.attach_writer(inode, w, pid));
         }
         let base = if truncate {
+            if tenant.posix_metadata && inode.stat.posix.is_none() {
+                // Replacing the object must keep its mode and owner: learn them first.
+                match tenant.backend.head(&inode.key).await {
+                    Ok(meta) => self.inodes.set_stat(inode.ino, stat_of(&meta)),
+                    Err(e) if e.kind() == BackendErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             None
         } else {
             let meta = tenant.backend.head(&inode.key).await?;
@@ -118,13 +165,14 @@ impl Filesystem {
                 etag: meta.etag,
             })
         };
+        let inode = &self.inodes.get(inode.ino)?;
         let state = self.new_writer(inode, tenant, inode.key.clone(), base);
         // Opening an existing file without O_TRUNC changes nothing until the first write.
         state.needs_commit.store(truncate, Ordering::Release);
         Ok(self.attach_writer(inode, state, pid))
     }
 
-    fn write_state(&self, fh: u64) -> Result<Arc<WriteState>> {
+    pub(super) fn write_state(&self, fh: u64) -> Result<Arc<WriteState>> {
         let h = self
             .handles
             .get(fh)
@@ -279,15 +327,17 @@ impl Filesystem {
         }
     }
 
-    /// Change size and/or mtime. Mode and ownership are fixed per tenant; requests to change
+    /// Change size, mode, owner and/or mtime. Mode and owner persist on tenants with POSIX
+    /// metadata (see `posix.rs`); elsewhere they are fixed per tenant and requests to change
     /// them are accepted and ignored so `cp -p` and `rsync -a` work.
-    pub async fn setattr(
-        &self,
-        ino: u64,
-        fh: Option<u64>,
-        size: Option<u64>,
-        mtime: Option<SystemTime>,
-    ) -> Result<Entry> {
+    pub async fn setattr(&self, ino: u64, fh: Option<u64>, set: SetAttr) -> Result<Entry> {
+        let SetAttr {
+            size,
+            mtime,
+            mode,
+            uid,
+            gid,
+        } = set;
         let inode = self.inodes.get(ino)?;
         if let Some(size) = size {
             if inode.kind.is_dir() {
@@ -322,6 +372,9 @@ impl Filesystem {
             drop(s);
             self.inodes.set_stat(ino, stat);
         }
+        if mode.is_some() || uid.is_some() || gid.is_some() {
+            self.set_posix(ino, fh, mode, uid, gid).await?;
+        }
         if let Some(mtime) = mtime {
             self.set_mtime(ino, fh, mtime).await?;
         }
@@ -329,11 +382,17 @@ impl Filesystem {
     }
 
     /// Persist a new mtime: a file open for writing stores it with its next commit; a closed
-    /// file gets it in the object's metadata now. Directories (no object of their own) keep
-    /// it in memory only.
+    /// file gets it in the object's metadata now. A directory with a marker on a tenant with
+    /// POSIX metadata stores it there; other directories keep it in memory only.
     async fn set_mtime(&self, ino: u64, fh: Option<u64>, mtime: SystemTime) -> Result<()> {
         let inode = self.inodes.get(ino)?;
         if inode.kind != Kind::File {
+            let tenant = inode.tenant.and_then(|id| self.tenants.get(id));
+            if let Some(t) = tenant.filter(|t| t.posix_metadata && !t.read_only && inode.kind == Kind::Dir) {
+                let a = self.attr(&inode);
+                let posix = crate::backend::PosixAttrs::new(a.kind.ifmt() | u32::from(a.perm), a.uid, a.gid);
+                self.put_marker(t, &inode.key, posix, mtime).await?;
+            }
             let mut stat = inode.stat;
             stat.mtime = mtime;
             self.inodes.set_stat(ino, stat);
@@ -357,7 +416,8 @@ impl Filesystem {
             }
         }
         let inode = self.inodes.get(ino)?;
-        let etag = match tenant.backend.set_mtime(&inode.key, mtime).await {
+        let opts = PutOptions::default().with_mtime(Some(mtime));
+        let etag = match tenant.backend.update_metadata(&inode.key, &opts).await {
             Ok(put) => put.etag.or(inode.stat.etag),
             Err(e) if e.kind() == BackendErrorKind::Unsupported => {
                 // E.g. an S3 object above 5 GiB: the mtime lives in this mount's memory only
@@ -389,7 +449,7 @@ enum Commit {
 
 impl WriteState {
     /// Record a change of data, size or mtime; call with the session lock held.
-    fn mark_written(&self) {
+    pub(super) fn mark_written(&self) {
         self.needs_commit.store(true, Ordering::Release);
         self.written.store(true, Ordering::Release);
     }

@@ -7,6 +7,7 @@ mod dispatch;
 pub mod session;
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -16,7 +17,7 @@ use fuser::{
 };
 use tracing::{debug, warn};
 
-use crate::fs::{Attr, DirEntry, DirReplier, FileType, Opened, ReadNow};
+use crate::fs::{Attr, DirEntry, DirReplier, FileType, NewNode, Opened, ReadNow, SetAttr};
 pub(crate) use dispatch::Dispatcher;
 
 /// `fuser::Filesystem` implementation.
@@ -51,10 +52,7 @@ fn to_attr(a: &Attr) -> FileAttr {
         mtime: a.mtime,
         ctime: a.mtime,
         crtime: a.mtime,
-        kind: match a.kind {
-            FileType::Directory => fuser::FileType::Directory,
-            FileType::RegularFile => fuser::FileType::RegularFile,
-        },
+        kind: kind(a.kind),
         perm: a.perm,
         nlink: a.nlink,
         uid: a.uid,
@@ -63,6 +61,22 @@ fn to_attr(a: &Attr) -> FileAttr {
         blksize: crate::fs::attr::BLKSIZE,
         flags: 0,
     }
+}
+
+fn kind(k: FileType) -> fuser::FileType {
+    match k {
+        FileType::Directory => fuser::FileType::Directory,
+        FileType::RegularFile => fuser::FileType::RegularFile,
+        FileType::Symlink => fuser::FileType::Symlink,
+        FileType::NamedPipe => fuser::FileType::NamedPipe,
+        FileType::Socket => fuser::FileType::Socket,
+    }
+}
+
+/// The creator of a new node: the requesting process's ids, with the mode the kernel passes
+/// (umask already applied: byosfs does not ask for `FUSE_DONT_MASK`).
+fn new_node(req: &Request, mode: u32) -> NewNode {
+    NewNode::new(mode, req.uid(), req.gid())
 }
 
 fn open_flags(o: &Opened) -> FopenFlags {
@@ -83,11 +97,7 @@ fn time(t: TimeOrNow) -> SystemTime {
 struct Plain(ReplyDirectory);
 impl DirReplier for Plain {
     fn add(&mut self, e: &DirEntry, _ttl: Duration) -> bool {
-        let kind = match e.attr.kind {
-            FileType::Directory => fuser::FileType::Directory,
-            FileType::RegularFile => fuser::FileType::RegularFile,
-        };
-        self.0.add(INodeNo(e.ino), e.offset, kind, &e.name)
+        self.0.add(INodeNo(e.ino), e.offset, kind(e.attr.kind), &e.name)
     }
 }
 
@@ -114,7 +124,9 @@ impl fuser::Filesystem for FuseAdapter {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_BIG_WRITES;
+            | InitFlags::FUSE_BIG_WRITES
+            // Symlink targets stay in the page cache: a path walk through a link costs no GET.
+            | InitFlags::FUSE_CACHE_SYMLINKS;
         let supported = wanted & config.capabilities();
         if let Err(missing) = config.add_capabilities(supported) {
             warn!(?missing, "kernel refused FUSE capabilities");
@@ -177,9 +189,9 @@ impl fuser::Filesystem for FuseAdapter {
         &self,
         req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
@@ -191,25 +203,80 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mtime = mtime.map(time);
+        let set = SetAttr {
+            size,
+            mtime: mtime.map(time),
+            mode,
+            uid,
+            gid,
+        };
         self.d.run(
             "setattr",
             req.unique().0,
             reply,
-            move |fs| async move { fs.setattr(ino.0, fh.map(|f| f.0), size, mtime).await },
+            move |fs| async move { fs.setattr(ino.0, fh.map(|f| f.0), set).await },
             |r, e| r.attr(&e.ttl, &to_attr(&e.attr)),
         );
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
         let name = name.to_owned();
+        let new = new_node(req, mode);
         self.d.run(
             "mkdir",
             req.unique().0,
             reply,
-            move |fs| async move { fs.mkdir(parent.0, &name).await },
+            move |fs| async move { fs.mkdir(parent.0, &name, new).await },
             |r, e| r.entry(&e.ttl, &to_attr(&e.attr), Generation(0)),
         );
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let (name, target) = (link_name.to_owned(), target.as_os_str().to_owned());
+        let new = new_node(req, 0o777);
+        self.d.run(
+            "symlink",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.symlink(parent.0, &name, &target, new).await },
+            |r, e| r.entry(&e.ttl, &to_attr(&e.attr), Generation(0)),
+        );
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.d.run(
+            "readlink",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.readlink(ino.0).await },
+            |r, target| r.data(&target),
+        );
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = name.to_owned();
+        let new = new_node(req, mode);
+        self.d.run(
+            "mknod",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.mknod(parent.0, &name, mode, new).await },
+            |r, e| r.entry(&e.ttl, &to_attr(&e.attr), Generation(0)),
+        );
+    }
+
+    // Hard links: one object cannot have two keys on object storage.
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        reply.error(Errno::EPERM);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -422,18 +489,19 @@ impl fuser::Filesystem for FuseAdapter {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
+        mode: u32,
         _umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
         let name = name.to_owned();
         let pid = req.pid();
+        let new = new_node(req, mode);
         self.d.run(
             "create",
             req.unique().0,
             reply,
-            move |fs| async move { fs.create(parent.0, &name, flags, pid).await },
+            move |fs| async move { fs.create(parent.0, &name, flags, pid, new).await },
             |r, (e, o)| {
                 r.created(
                     &e.ttl,

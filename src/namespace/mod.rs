@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::backend::ETag;
+use crate::backend::{ETag, PosixAttrs};
 
 /// Inode number of the mount root (listing the tenants).
 pub const ROOT_INO: u64 = 1;
@@ -55,11 +55,17 @@ pub struct Stat {
     pub etag: Option<ETag>,
     /// `mtime` is the file's real mtime: from a HEAD (stored mtime, or Last-Modified when
     /// none is stored), a setattr or a local write. `false` when it is a listing's
-    /// Last-Modified, which S3 listings give without the stored mtime.
+    /// Last-Modified, which S3 listings give without the stored mtime. The same holds for
+    /// `posix`: a listing has none, and on a tenant with POSIX metadata a directory found
+    /// by a listing is not known either until its marker was asked.
     pub mtime_known: bool,
     /// The backend's Last-Modified, when this stat came from it (tells object versions
     /// apart when there is no ETag).
     pub last_modified: Option<SystemTime>,
+    /// Mode, owner and group stored with the object (`Some(empty)`: none stored, the
+    /// tenant's defaults apply). `None`: this stat does not say (a local write, a listing),
+    /// so an update keeps what the inode had.
+    pub posix: Option<PosixAttrs>,
 }
 
 impl Stat {
@@ -78,7 +84,19 @@ impl Stat {
             etag,
             mtime_known: true,
             last_modified: None,
+            posix: None,
         }
+    }
+
+    /// The same attributes with stored POSIX attributes.
+    pub fn with_posix(mut self, posix: PosixAttrs) -> Self {
+        self.posix = Some(posix);
+        self
+    }
+
+    /// The stored file type bits (`S_IFMT`), `0` when unknown.
+    pub fn file_type(&self) -> u32 {
+        self.posix.map_or(0, |p| p.file_type())
     }
 
     /// Whether `self` and `other` describe the same object version: equal ETags, or, when
@@ -93,7 +111,11 @@ impl Stat {
     /// `new` replacing `old`, except that a listing (mtime not known) of the same object
     /// version keeps the known mtime: refreshing a directory must not turn a stored mtime
     /// back into Last-Modified.
-    fn refreshed(old: &Stat, new: Stat) -> Stat {
+    /// A stat that does not say what POSIX attributes are stored keeps the old ones.
+    fn refreshed(old: &Stat, mut new: Stat) -> Stat {
+        if new.posix.is_none() {
+            new.posix = old.posix;
+        }
         if old.mtime_known && !new.mtime_known && old.same_version(&new) {
             Stat {
                 mtime: old.mtime,
@@ -280,7 +302,10 @@ impl InodeTable {
             if let Some(n) = t.nodes.get_mut(&ino) {
                 if n.kind == kind {
                     // A file being written keeps its local size until the upload completes.
-                    if n.open == 0 || kind != Kind::File {
+                    // A listing says nothing about a known directory's own attributes (its
+                    // marker's metadata), and a directory has no version to compare.
+                    let listed_dir = kind == Kind::Dir && n.stat.mtime_known && !stat.mtime_known;
+                    if (n.open == 0 || kind != Kind::File) && !listed_dir {
                         n.stat = Stat::refreshed(&n.stat, stat);
                     }
                     n.validated = Instant::now();
@@ -584,6 +609,7 @@ mod tests {
             etag: etag.map(ETag::new),
             mtime_known: false,
             last_modified: Some(lm),
+            posix: None,
         }
     }
 

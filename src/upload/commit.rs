@@ -10,7 +10,7 @@ use super::budget::MemoryPermit;
 use super::session::{to_usize, Base, PartDone, Upload, WriteSession};
 use super::staging::{read_pieces_into, Piece, Source};
 use super::UploadError;
-use crate::backend::{Backend, ByteRange, CompletedPart, ETag, PutOptions, PutResult};
+use crate::backend::{Backend, ByteRange, CompletedPart, ETag, PosixAttrs, PutOptions, PutResult};
 
 /// How the bytes of one part reach the backend.
 #[derive(Debug)]
@@ -105,7 +105,7 @@ impl WriteSession {
     async fn commit_single(&mut self) -> Result<PutResult, UploadError> {
         let permit = self.uploader.memory.acquire(self.size).await;
         let data = assemble(&*self.backend, self.assembly(0, self.size)?).await?;
-        let opts = PutOptions::default().with_mtime(self.mtime);
+        let opts = self.put_options();
         let result = self
             .backend
             .put_opts(&self.key, data, &opts)
@@ -181,14 +181,16 @@ impl WriteSession {
         tracing::debug!(key = %upload.key, parts = count, "multipart upload completed");
         upload.forget_journal();
         self.upload = None;
-        if upload.mtime == self.mtime {
+        if upload.mtime == self.mtime && upload.posix == self.posix {
             return Ok(result);
         }
-        // The mtime changed after the upload started (`cp -p` sets it after writing): store
-        // it now. A write after an earlier setattr leaves the object with a stale stored
-        // mtime, which the commit time replaces.
-        let mtime = self.mtime.unwrap_or_else(SystemTime::now);
-        match self.backend.set_mtime(&upload.key, mtime).await {
+        // The mtime or mode changed after the upload started (`cp -p` sets them after
+        // writing): store them now. A write after an earlier setattr leaves the object with a
+        // stale stored mtime, which the commit time replaces.
+        let opts = PutOptions::default()
+            .with_mtime(Some(self.mtime.unwrap_or_else(SystemTime::now)))
+            .with_posix(self.posix);
+        match self.backend.update_metadata(&upload.key, &opts).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 // The data is complete; failing `close()` for its timestamp would be worse.
@@ -198,18 +200,27 @@ impl WriteSession {
         }
     }
 
-    /// Nothing but the mtime changed since the last commit: update the object's metadata.
+    /// Nothing but the mtime or the mode/owner changed since the last commit: update the
+    /// object's metadata.
     async fn commit_mtime_only(&mut self) -> Result<PutResult, UploadError> {
         let etag = self.base.as_ref().and_then(|b| b.etag.clone());
-        let Some(mtime) = self.mtime.filter(|_| self.mtime_dirty) else {
+        let mtime = self.mtime.filter(|_| self.mtime_dirty);
+        if mtime.is_none() && !self.posix_dirty {
             return Ok(PutResult::new(etag));
+        }
+        let posix = if self.posix_dirty {
+            self.posix
+        } else {
+            PosixAttrs::default()
         };
+        let opts = PutOptions::default().with_mtime(mtime).with_posix(posix);
         let result = self
             .backend
-            .set_mtime(&self.key, mtime)
+            .update_metadata(&self.key, &opts)
             .await
             .map_err(UploadError::Backend)?;
         self.mtime_dirty = false;
+        self.posix_dirty = false;
         if let Some(b) = &mut self.base {
             // Pin later reads of unwritten bytes to the object as it is now.
             b.etag = result.etag.clone();
@@ -231,6 +242,7 @@ impl WriteSession {
         });
         self.dirty = false;
         self.mtime_dirty = false;
+        self.posix_dirty = false;
     }
 
     /// Start a background request for part `idx`.

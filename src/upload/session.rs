@@ -24,7 +24,7 @@ use super::journal::Journal;
 use super::staging::SessionStaging;
 use super::transfer::spawn_abort;
 use super::{BaseObject, UploadError, Uploader};
-use crate::backend::{Backend, CompletedPart, ETag, UploadId};
+use crate::backend::{Backend, CompletedPart, ETag, PosixAttrs, PutOptions, UploadId};
 
 /// The object bytes a session builds on.
 #[derive(Debug, Clone)]
@@ -70,6 +70,8 @@ pub(super) struct Upload {
     pub(super) journal: Option<Arc<Journal>>,
     /// The mtime the upload was created with (stored on completion).
     pub(super) mtime: Option<SystemTime>,
+    /// The POSIX attributes the upload was created with.
+    pub(super) posix: PosixAttrs,
 }
 
 impl Upload {
@@ -123,6 +125,10 @@ pub struct WriteSession {
     pub(super) mtime: Option<SystemTime>,
     /// `mtime` was set since the last commit and is not stored yet.
     pub(super) mtime_dirty: bool,
+    /// Mode, owner and group to store with the object; unlike the mtime, a write keeps them.
+    pub(super) posix: PosixAttrs,
+    /// `posix` was changed since the last commit and is not stored yet.
+    pub(super) posix_dirty: bool,
 }
 
 pub(super) fn to_usize(n: u64) -> Result<usize, UploadError> {
@@ -170,6 +176,8 @@ impl WriteSession {
             lost: false,
             mtime: None,
             mtime_dirty: false,
+            posix: PosixAttrs::default(),
+            posix_dirty: false,
         }
     }
 
@@ -375,10 +383,23 @@ impl WriteSession {
     /// Store `mtime` with the object from the next commit on (`None`: store none, so
     /// Last-Modified serves). A later write or truncate clears it, as a write sets a local
     /// file's mtime to now. Setting it alone does not rewrite the data: a commit with only
-    /// the mtime changed updates the object's metadata in place ([`Backend::set_mtime`]).
+    /// the mtime changed updates the object's metadata in place ([`Backend::update_metadata`]).
     pub fn set_mtime(&mut self, mtime: Option<SystemTime>) {
         self.mtime = mtime;
         self.mtime_dirty = mtime.is_some();
+    }
+
+    /// Store `posix` with the object from the next commit on. With `changed`, a commit with
+    /// nothing else to do updates the object's metadata in place; without, `posix` only
+    /// describes what the object already holds (so a data commit keeps it).
+    pub fn set_posix(&mut self, posix: PosixAttrs, changed: bool) {
+        self.posix = posix;
+        self.posix_dirty |= changed;
+    }
+
+    /// The options a commit stores the object with.
+    pub(super) fn put_options(&self) -> PutOptions {
+        PutOptions::default().with_mtime(self.mtime).with_posix(self.posix)
     }
 
     /// The mtime set with [`WriteSession::set_mtime`] and not cleared by a write since.

@@ -15,7 +15,7 @@ use super::journal::{Journal, JournalRecord};
 use super::session::{to_usize, PartDone, Upload, Uploaded, WriteSession};
 use super::staging::{read_pieces_into, Piece, Source};
 use super::UploadError;
-use crate::backend::{Backend, PutOptions, UploadId};
+use crate::backend::{Backend, UploadId};
 
 impl WriteSession {
     /// Start uploading parts that became complete and that the writer has moved past.
@@ -110,7 +110,7 @@ impl WriteSession {
         if let Some(u) = &self.upload {
             return Ok(u.clone());
         }
-        let opts = PutOptions::default().with_mtime(self.mtime);
+        let opts = self.put_options();
         let id = self
             .backend
             .create_multipart_opts(&self.key, &opts)
@@ -150,6 +150,7 @@ impl WriteSession {
             id,
             journal,
             mtime: self.mtime,
+            posix: self.posix,
         };
         self.upload = Some(up.clone());
         Ok(up)

@@ -167,6 +167,7 @@ impl S3ClientPool {
             request_timeout: cfg.request_timeout,
             body_attempts: cfg.max_attempts.max(1),
             sign_payload: cfg.sign_payload,
+            create_only_uploads: Default::default(),
         })
     }
 }

@@ -15,16 +15,22 @@
 //! [`S3Backend::get_range`] re-issues, at once, a GET that failed with a retryable error,
 //! for standalone use.
 //!
-//! A stored mtime is the user metadata `x-amz-meta-mtime` (see [`super::mtime`]), written by
-//! `put_opts`/`create_multipart_opts` and by `set_mtime`, which copies the object onto
+//! A stored mtime is the user metadata `x-amz-meta-mtime` (see [`super::mtime`]), mode, owner
+//! and group `x-amz-meta-mode`/`-uid`/`-gid` (see [`super::posix`]), written by
+//! `put_opts`/`create_multipart_opts` and by `update_metadata`, which copies the object onto
 //! itself with `MetadataDirective=REPLACE` (keeping Content-Type and other metadata).
+//!
+//! `create_only` sends `If-None-Match: *` on PutObject and, for uploads started with it, on
+//! CompleteMultipartUpload (the ids of such uploads are remembered here until completed or
+//! aborted).
 //!
 //! Layout: this file holds the [`Backend`] operations; `client.rs` the settings and the
 //! client pool, `get.rs` the plain GET client, `body.rs` GET bodies, `error.rs` the
 //! classification of answers and transport failures.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -43,7 +49,7 @@ pub use self::client::{S3BackendConfig, S3ClientPool, S3Credentials};
 use self::body::{to_usize, BodyReader, GetBody, OpenedGet};
 pub use self::error::classify;
 use self::error::{chain_mentions_tls, is_invalid_range, kind_from_response};
-use super::mtime::{format_mtime, parse_mtime, MTIME_METADATA_KEY};
+use super::posix;
 use super::{
     Backend, BackendError, BackendErrorKind, BackendResult, BodyStream, ByteRange, CompletedPart, ETag, ListPage,
     ListParams, MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId, MAX_PART_SIZE,
@@ -73,6 +79,8 @@ pub struct S3Backend {
     request_timeout: Duration,
     body_attempts: u32,
     sign_payload: bool,
+    /// Multipart uploads started with `create_only`: their completion is conditional.
+    create_only_uploads: Arc<Mutex<HashSet<String>>>,
 }
 
 impl fmt::Debug for S3Backend {
@@ -118,19 +126,21 @@ fn to_system_time(t: Option<&DateTime>) -> Option<SystemTime> {
     t.and_then(|t| SystemTime::try_from(*t).ok())
 }
 
-/// The stored mtime in `x-amz-meta-*` user metadata. Header names are case-insensitive and
-/// servers differ in how they case them, so the name is matched ignoring case.
-fn mtime_of(metadata: Option<&HashMap<String, String>>) -> Option<SystemTime> {
-    metadata?
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(MTIME_METADATA_KEY))
-        .and_then(|(_, v)| parse_mtime(v))
+/// The stored mtime and POSIX attributes in `x-amz-meta-*` user metadata.
+fn stored_of(metadata: Option<&HashMap<String, String>>) -> (Option<SystemTime>, posix::PosixAttrs) {
+    metadata.map(posix::from_metadata).unwrap_or_default()
 }
 
-/// User metadata for a new object carrying `opts`.
+/// User metadata for a new object carrying `opts` (`None` when there is nothing to store).
 fn metadata_of(opts: &PutOptions) -> Option<HashMap<String, String>> {
-    let t = opts.mtime?;
-    Some(HashMap::from([(MTIME_METADATA_KEY.to_owned(), format_mtime(t))]))
+    let mut m = HashMap::new();
+    posix::merge_into(&mut m, opts.mtime, opts.posix);
+    (!m.is_empty()).then_some(m)
+}
+
+/// `If-None-Match: *` when `create_only`.
+fn none_match(create_only: bool) -> Option<String> {
+    create_only.then(|| "*".to_owned())
 }
 
 fn to_size(n: Option<i64>) -> u64 {
@@ -163,6 +173,13 @@ impl S3Backend {
     /// The bucket this backend addresses.
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    fn forget_create_only(&self, upload: &UploadId) {
+        self.create_only_uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&upload.0);
     }
 
     fn copy_source(&self, src: &str) -> String {
@@ -244,13 +261,15 @@ impl Backend for S3Backend {
             .send()
             .await
             .map_err(|e| classify("head", key, e))?;
+        let (mtime, posix) = stored_of(out.metadata());
         Ok(ObjectMeta::new(
             key,
             to_size(out.content_length()),
             to_system_time(out.last_modified()),
             out.e_tag().map(ETag::new),
         )
-        .with_mtime(mtime_of(out.metadata())))
+        .with_mtime(mtime)
+        .with_posix(posix))
     }
 
     async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
@@ -352,6 +371,7 @@ impl Backend for S3Backend {
             .bucket(&self.bucket)
             .key(key)
             .set_metadata(metadata_of(opts))
+            .set_if_none_match(none_match(opts.create_only))
             .content_length(len)
             .body(ByteStream::from(data));
         let out = send_body!(self, req).map_err(|e| classify("put", key, e))?;
@@ -368,9 +388,17 @@ impl Backend for S3Backend {
             .send()
             .await
             .map_err(|e| classify("create multipart", key, e))?;
-        out.upload_id()
+        let id = out
+            .upload_id()
             .map(|id| UploadId(id.to_owned()))
-            .ok_or_else(|| missing("create multipart", "UploadId"))
+            .ok_or_else(|| missing("create multipart", "UploadId"))?;
+        if opts.create_only {
+            self.create_only_uploads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.0.clone());
+        }
+        Ok(id)
     }
 
     async fn upload_part(
@@ -451,16 +479,23 @@ impl Backend for S3Backend {
                     .build(),
             );
         }
+        let create_only = self
+            .create_only_uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&upload.0);
         let out = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(&upload.0)
+            .set_if_none_match(none_match(create_only))
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(sdk_parts)).build())
             .send()
             .await
             .map_err(|e| classify("complete multipart", key, e))?;
+        self.forget_create_only(upload);
         Ok(PutResult::new(out.e_tag().map(ETag::new)))
     }
 
@@ -473,6 +508,7 @@ impl Backend for S3Backend {
             .upload_id(&upload.0)
             .send()
             .await;
+        self.forget_create_only(upload);
         match res.map_err(|e| classify("abort multipart", key, e)) {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.kind(), BackendErrorKind::NoSuchUpload | BackendErrorKind::NotFound) => Ok(()),
@@ -543,7 +579,7 @@ impl Backend for S3Backend {
         }
     }
 
-    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
+    async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
         // REPLACE drops every header not sent again, so read them first.
         let head = self
             .client
@@ -552,16 +588,15 @@ impl Backend for S3Backend {
             .key(key)
             .send()
             .await
-            .map_err(|e| classify("set mtime", key, e))?;
+            .map_err(|e| classify("update metadata", key, e))?;
         if to_size(head.content_length()) > MAX_PART_SIZE {
             return Err(BackendError::new(
                 BackendErrorKind::Unsupported,
-                format!("set mtime {key}: objects above 5 GiB need a multipart copy"),
+                format!("update metadata {key}: objects above 5 GiB need a multipart copy"),
             ));
         }
         let mut metadata = head.metadata().cloned().unwrap_or_default();
-        metadata.retain(|k, _| !k.eq_ignore_ascii_case(MTIME_METADATA_KEY));
-        metadata.insert(MTIME_METADATA_KEY.to_owned(), format_mtime(mtime));
+        posix::merge_into(&mut metadata, opts.mtime, opts.posix);
         let out = self
             .client
             .copy_object()
@@ -579,7 +614,7 @@ impl Backend for S3Backend {
             .set_cache_control(head.cache_control().map(str::to_owned))
             .send()
             .await
-            .map_err(|e| classify("set mtime", key, e))?;
+            .map_err(|e| classify("update metadata", key, e))?;
         Ok(PutResult::new(
             out.copy_object_result().and_then(|r| r.e_tag()).map(ETag::new),
         ))
@@ -642,10 +677,10 @@ mod tests {
     fn mtime_metadata_is_found_in_any_case_and_ignored_when_foreign() {
         let t = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
         let m = HashMap::from([("Mtime".to_owned(), "1700000000.123456789".to_owned())]);
-        assert_eq!(mtime_of(Some(&m)), Some(t));
+        assert_eq!(stored_of(Some(&m)).0, Some(t));
         let m = HashMap::from([("mtime".to_owned(), "yesterday".to_owned())]);
-        assert_eq!(mtime_of(Some(&m)), None);
-        assert_eq!(mtime_of(None), None);
+        assert_eq!(stored_of(Some(&m)).0, None);
+        assert_eq!(stored_of(None).0, None);
         let opts = PutOptions::default().with_mtime(Some(t));
         assert_eq!(
             metadata_of(&opts).unwrap().get("mtime").map(String::as_str),
