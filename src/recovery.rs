@@ -1,8 +1,13 @@
 //! Startup recovery: before a mount is served, clean up what a crashed earlier process left
 //! in the staging directory.
 //!
-//! Each uploader owns `<staging_dir>/byosfs-<pid>-<n>/` (see [`crate::upload`]). A directory
-//! whose process is gone belongs to a crashed run. For every upload journal in it the
+//! Each uploader owns `<staging_dir>/byosfs-<pid>-<n>/` (see [`crate::upload::root`]) and
+//! holds the `flock` of the lock file inside for as long as it lives. A root whose lock can
+//! be taken belongs to a crashed run, in whatever PID namespace it ran: mounts in different
+//! containers sharing one staging volume never take each other's live roots for dead (a PID
+//! is only looked at for roots of older versions, which have no lock file). The recovering
+//! process keeps the lock while it cleans up, so two mounts never recover one root together.
+//! For every upload journal in a crashed root the
 //! multipart upload is aborted through the tenant that started it, then the directory's
 //! staged data is deleted, with one log line per file. Only uploads named in our own
 //! journals are touched: other programs' uploads in the same bucket are never listed, let
@@ -17,6 +22,7 @@
 //! overwrite the acknowledged version with it. Resuming would be needed only if fsync
 //! acknowledged data held merely in staging, which this design never does.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +32,7 @@ use tracing::{debug, info, warn};
 use crate::backend::{Backend, BackendErrorKind};
 use crate::tenant::TenantTable;
 use crate::upload::journal::{self, JournalRecord, JOURNAL_SUFFIX};
-use crate::upload::STAGING_ROOT_PREFIX;
+use crate::upload::root::{self, Liveness};
 
 /// What [`recover_staging`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -41,16 +47,10 @@ pub struct RecoveryReport {
     pub discarded_bytes: u64,
 }
 
-/// The pid in a staging root's name `byosfs-<pid>-<n>`.
-fn pid_of(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix(STAGING_ROOT_PREFIX)?;
-    let (pid, n) = rest.split_once('-')?;
-    n.parse::<u64>().ok()?;
-    pid.parse().ok()
-}
-
-/// Whether the process that made a staging root may still be running (then it is left
-/// alone). A reused pid only postpones the cleanup to a later mount.
+/// For a root without a lock file (made by an older byosfs): whether the process named by
+/// its pid may still be running (then it is left alone). A reused pid only postpones the
+/// cleanup; a pid from another PID namespace is not seen at all, which is why roots now
+/// carry a lock.
 fn may_be_running(pid: u32) -> bool {
     if pid == std::process::id() {
         return true;
@@ -100,25 +100,49 @@ pub async fn recover_staging(staging_dir: &Path, tenants: &TenantTable, timeout:
             return report;
         }
     };
-    let mut roots: Vec<PathBuf> = Vec::new();
+    let staging = match root::open_dir(staging_dir) {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!(dir = %staging_dir.display(), error = %e, "cannot open the staging directory for crash recovery");
+            return report;
+        }
+    };
+    let mut roots: Vec<(PathBuf, Option<OwnedFd>)> = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = pid_of(&name.to_string_lossy()) else {
+        let Some(text) = name.to_str().filter(|n| root::is_root_name(n)) else {
             continue;
         };
+        let path = entry.path();
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            warn!(entry = ?path, "crash recovery: skipping an entry named like a staging root that is not a directory");
             continue;
         }
-        if may_be_running(pid) {
-            debug!(dir = %entry.path().display(), "staging of a running process, left alone");
-            continue;
+        let dir = match root::open_own_dir(&staging, &name) {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!(dir = ?path, error = %e, "crash recovery: skipping staging root");
+                continue;
+            }
+        };
+        match root::liveness(&dir) {
+            Ok(Liveness::Alive) => debug!(dir = %path.display(), "staging of a running process, left alone"),
+            Ok(Liveness::Dead(lock)) => roots.push((path, Some(lock))),
+            Ok(Liveness::NoLock) => match root::pid_of(text) {
+                Some(pid) if !may_be_running(pid) => roots.push((path, None)),
+                _ => debug!(dir = %path.display(), "staging without a lock file whose pid is in use, left alone"),
+            },
+            Err(e) => {
+                warn!(dir = ?path, error = %e, "crash recovery: cannot tell whether a staging root is in use; left alone")
+            }
         }
-        roots.push(entry.path());
     }
-    roots.sort();
-    for root in roots {
+    roots.sort_by(|a, b| a.0.cmp(&b.0));
+    for (root, lock) in roots {
         report.crashed_runs += 1;
         recover_root(&root, tenants, timeout, &mut report).await;
+        // Held until the root is cleaned up (or kept with its journals), then released.
+        drop(lock);
     }
     report
 }
@@ -152,6 +176,7 @@ async fn recover_root(root: &Path, tenants: &TenantTable, timeout: Duration, rep
     }
     match crate::upload::remove_all_but_journals(root) {
         Ok(0) => {
+            let _ = std::fs::remove_file(root.join(root::LOCK_FILE));
             if let Err(e) = std::fs::remove_dir(root) {
                 warn!(dir = %root.display(), error = %e, "could not remove crashed run's staging directory");
             }
@@ -229,18 +254,18 @@ mod tests {
         TenantTable::new(vec![spec("acme", "acme/"), spec("beta", "beta/")])
     }
 
-    #[test]
-    fn parses_root_names() {
-        assert_eq!(pid_of("byosfs-123-0"), Some(123));
-        assert_eq!(pid_of("byosfs-123"), None);
-        assert_eq!(pid_of("byosfs-x-1"), None);
-        assert_eq!(pid_of("other-1-2"), None);
-    }
-
-    /// A crashed run = an uploader root renamed to a pid that cannot exist.
+    /// A crashed run = an uploader root whose lock is free: the leaked uploader still holds
+    /// the old lock file's lock, so the file is replaced by an unlocked one (the name is
+    /// changed too, so the live uploader's paths no longer reach it).
     fn fake_crash(root: &Path) -> PathBuf {
-        let dead = root.with_file_name(format!("{STAGING_ROOT_PREFIX}{}-7", u32::MAX));
+        let dead = root.with_file_name(format!(
+            "{}{}-7",
+            crate::upload::STAGING_ROOT_PREFIX,
+            std::process::id()
+        ));
         std::fs::rename(root, &dead).unwrap();
+        std::fs::remove_file(dead.join(root::LOCK_FILE)).unwrap();
+        std::fs::write(dead.join(root::LOCK_FILE), b"").unwrap();
         dead
     }
 
@@ -323,8 +348,62 @@ mod tests {
         let report = recover_staging(staging.path(), &table, Duration::from_secs(5)).await;
         assert_eq!((report.crashed_runs, report.aborted, report.kept), (1, 0, 1));
         // Staged data is gone, the journal stays for a later mount.
-        let left: Vec<_> = std::fs::read_dir(&dead).unwrap().flatten().collect();
+        let left: Vec<_> = std::fs::read_dir(&dead)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name() != root::LOCK_FILE)
+            .collect();
         assert_eq!(left.len(), 1);
         assert_eq!(inner.open_uploads(), 1);
+    }
+
+    /// Liveness is the lock, not the pid in the name: a live root named with a pid that does
+    /// not exist here (a mount in another PID namespace) is left alone, and a crashed root
+    /// named with a live pid (ours: a reused pid) is recovered.
+    #[tokio::test]
+    async fn liveness_is_the_lock_not_the_pid() {
+        let inner = Arc::new(InMemoryBackend::new());
+        let table = tenants(inner.clone());
+        let acme = table.by_name("acme").unwrap().backend.clone();
+        let staging = tempfile::tempdir().unwrap();
+        let uploader = Uploader::new(UploadConfig {
+            part_size: 5 * MIB as u64,
+            staging_dir: staging.path().to_path_buf(),
+            ..UploadConfig::default()
+        })
+        .unwrap();
+        let mut s = uploader.start_for("acme", acme.clone(), "live.bin".into(), None);
+        s.write(0, &vec![3u8; 6 * MIB]).await.unwrap();
+        for _ in 0..200 {
+            if inner.count(Op::UploadPart) >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(inner.open_uploads(), 1);
+        // The live root under a name whose pid no process here has.
+        let root = uploader.root().to_path_buf();
+        let foreign = root.with_file_name(format!("{}{}-3", crate::upload::STAGING_ROOT_PREFIX, u32::MAX));
+        std::fs::rename(&root, &foreign).unwrap();
+        let report = recover_staging(staging.path(), &table, Duration::from_secs(5)).await;
+        assert_eq!(
+            report,
+            RecoveryReport::default(),
+            "a locked root is alive whatever its name says"
+        );
+        assert_eq!(inner.open_uploads(), 1);
+        assert!(foreign.exists());
+        // The same root once its process is gone, named with a pid that is alive (ours).
+        std::mem::forget(s);
+        let dead = fake_crash(&foreign);
+        assert!(dead
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .contains(&std::process::id().to_string()));
+        let report = recover_staging(staging.path(), &table, Duration::from_secs(5)).await;
+        assert_eq!((report.crashed_runs, report.aborted), (1, 1), "{report:?}");
+        assert_eq!(inner.open_uploads(), 0);
+        assert!(!dead.exists());
     }
 }
