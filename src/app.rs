@@ -372,7 +372,7 @@ fn report_unfinished(uploader: &Uploader) {
     for s in uploader.live_sessions() {
         warn!(
             tenant = %s.owner,
-            key = %s.key,
+            key = ?s.key,
             "shutdown: file still open for writing or still committing; data written since its last close/fsync is not saved"
         );
     }

@@ -201,7 +201,7 @@ async fn recover_journal(path: &Path, tenants: &TenantTable, timeout: Duration) 
         warn!(
             tenant = %record.owner,
             backend = %record.backend,
-            key = %record.key,
+            key = ?record.key,
             "crash recovery: no configured tenant uses this backend any more; multipart upload left open, journal kept"
         );
         return false;
@@ -211,22 +211,22 @@ async fn recover_journal(path: &Path, tenants: &TenantTable, timeout: Duration) 
         Ok(Ok(())) => {
             info!(
                 tenant = %record.owner,
-                key = %record.key,
+                key = ?record.key,
                 parts = record.parts.len(),
                 "crash recovery: aborted unfinished upload (the file was not closed or fsynced before the crash; its last acknowledged version is unchanged)"
             );
             true
         }
         Ok(Err(e)) if matches!(e.kind(), BackendErrorKind::NoSuchUpload) => {
-            info!(tenant = %record.owner, key = %record.key, "crash recovery: unfinished upload already gone");
+            info!(tenant = %record.owner, key = ?record.key, "crash recovery: unfinished upload already gone");
             true
         }
         Ok(Err(e)) => {
-            warn!(tenant = %record.owner, key = %record.key, error = %e, "crash recovery: abort failed; journal kept for the next mount");
+            warn!(tenant = %record.owner, key = ?record.key, error = %e, "crash recovery: abort failed; journal kept for the next mount");
             false
         }
         Err(_) => {
-            warn!(tenant = %record.owner, key = %record.key, "crash recovery: abort timed out; journal kept for the next mount");
+            warn!(tenant = %record.owner, key = ?record.key, "crash recovery: abort timed out; journal kept for the next mount");
             false
         }
     }
