@@ -59,8 +59,39 @@ fn with(extra: &str) -> String {
     format!("{BASE}\n{extra}")
 }
 
+/// An s3 backend table; credentials from the default chain unless `body` names some (a
+/// backend with an endpoint must name them).
 fn s3_backend(name: &str, body: &str) -> String {
-    format!("[backends.{name}]\ntype = \"s3\"\n{body}\n")
+    let creds = if body.contains("credentials") {
+        ""
+    } else {
+        "credentials = \"default\"\n"
+    };
+    format!("[backends.{name}]\ntype = \"s3\"\n{creds}{body}\n")
+}
+
+#[test_case("endpoint = \"http://10.0.0.5:9000\"", true; "custom endpoint")]
+#[test_case("provider = \"r2\"\naccount_id = \"abc\"", true; "r2")]
+#[test_case("provider = \"aws\"\nregion = \"eu-west-1\"\nendpoint = \"https://vpce.example\"", true; "aws with endpoint")]
+#[test_case("region = \"eu-west-1\"", false; "aws")]
+fn third_party_endpoints_must_name_credentials(body: &str, refused: bool) {
+    let text =
+        format!("[backends.m]\ntype = \"s3\"\nbucket = \"b\"\n{body}\n\n[[tenants]]\nname = \"t\"\nbackend = \"m\"\n");
+    if refused {
+        let issue = issue(&text, "backends.m.credentials");
+        assert!(
+            issue.message.contains("must name its credentials") && issue.message.contains("credentials = \"default\""),
+            "{issue}"
+        );
+        // Asking for the default chain by name is allowed.
+        let named = text.replace("bucket = \"b\"", "bucket = \"b\"\ncredentials = \"default\"");
+        assert_eq!(
+            s3_of(&load(&named).unwrap(), "m").credentials,
+            Credentials::DefaultChain
+        );
+    } else {
+        assert_eq!(s3_of(&load(&text).unwrap(), "m").credentials, Credentials::DefaultChain);
+    }
 }
 
 #[test]
