@@ -124,7 +124,7 @@ fn minimal_config_gets_defaults() {
     let acme = config.tenant("acme").unwrap();
     assert_eq!(acme.backend, "local");
     assert_eq!(acme.prefix, "acme/");
-    assert_eq!(acme.mode, 0o755);
+    assert_eq!(acme.mode, None);
     assert!(!acme.read_only);
     assert!(config.backend_of(acme).is_some());
 }
@@ -194,7 +194,7 @@ prefix = "g"
     let acme = config.tenant("acme").unwrap();
     assert_eq!(acme.prefix, "tenants/a/b/", "backend prefix + tenant prefix");
     assert_eq!((acme.uid, acme.gid), (Some(5), Some(100)), "gid falls back to [mount]");
-    assert_eq!(acme.mode, 0o750);
+    assert_eq!(acme.mode, Some(0o750));
     assert!(acme.read_only);
     let globex = config.tenant("globex").unwrap();
     assert_eq!(globex.prefix, "tenants/g/");

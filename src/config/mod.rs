@@ -203,8 +203,9 @@ pub struct TenantConfig {
     /// Group of this tenant's files; falls back to [`MountConfig::gid`].
     pub gid: Option<u32>,
     /// Permission bits of the tenant's directories (files get the same bits without execute).
-    /// Default 0o755.
-    pub mode: u32,
+    /// `None` when not configured: 0o755, or 0o700 when the mount has `allow_other` (decided
+    /// where the mount is set up, after command-line overrides).
+    pub mode: Option<u32>,
 }
 
 impl Config {

@@ -543,8 +543,8 @@ impl Validator<'_> {
                 None => "",
             };
             let prefix = format!("{backend_prefix}{own}");
-            let mode = match &t.mode {
-                Some(m) => parse_mode(m.get_ref()).unwrap_or_else(|msg| {
+            let mode = t.mode.as_ref().map(|m| {
+                parse_mode(m.get_ref()).unwrap_or_else(|msg| {
                     self.push(Some(m.span()), f("mode"), msg);
                     0
                 })
