@@ -3,7 +3,7 @@
 //! The only place that translates the user-facing config into each layer's own settings.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -200,7 +200,12 @@ fn staging_dir(config: &Config) -> anyhow::Result<PathBuf> {
     }
     let uid = mounting_user().0;
     let dir = default_staging_dir(&config.source, uid);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating staging directory {}", dir.display()))?;
+    // Private from the first directory created (`byosfs-<uid>` in the shared /var/tmp).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating staging directory {}", dir.display()))?;
     if let Some(parent) = dir.parent() {
         let meta = std::fs::symlink_metadata(parent)?;
         if !meta.is_dir() || meta.uid() != uid {

@@ -107,7 +107,7 @@ pub async fn recover_staging(staging_dir: &Path, tenants: &TenantTable, timeout:
             return report;
         }
     };
-    let mut roots: Vec<(PathBuf, Option<OwnedFd>)> = Vec::new();
+    let mut roots: Vec<(PathBuf, OwnedFd, Option<OwnedFd>)> = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(text) = name.to_str().filter(|n| root::is_root_name(n)) else {
@@ -127,9 +127,9 @@ pub async fn recover_staging(staging_dir: &Path, tenants: &TenantTable, timeout:
         };
         match root::liveness(&dir) {
             Ok(Liveness::Alive) => debug!(dir = %path.display(), "staging of a running process, left alone"),
-            Ok(Liveness::Dead(lock)) => roots.push((path, Some(lock))),
+            Ok(Liveness::Dead(lock)) => roots.push((path, dir, Some(lock))),
             Ok(Liveness::NoLock) => match root::pid_of(text) {
-                Some(pid) if !may_be_running(pid) => roots.push((path, None)),
+                Some(pid) if !may_be_running(pid) => roots.push((path, dir, None)),
                 _ => debug!(dir = %path.display(), "staging without a lock file whose pid is in use, left alone"),
             },
             Err(e) => {
@@ -138,24 +138,35 @@ pub async fn recover_staging(staging_dir: &Path, tenants: &TenantTable, timeout:
         }
     }
     roots.sort_by(|a, b| a.0.cmp(&b.0));
-    for (root, lock) in roots {
+    for (root, dir, lock) in roots {
         report.crashed_runs += 1;
-        recover_root(&root, tenants, timeout, &mut report).await;
+        recover_root(&root, &dir, tenants, timeout, &mut report).await;
         // Held until the root is cleaned up (or kept with its journals), then released.
         drop(lock);
     }
     report
 }
 
-async fn recover_root(root: &Path, tenants: &TenantTable, timeout: Duration, report: &mut RecoveryReport) {
+async fn recover_root(
+    root: &Path,
+    dir: &OwnedFd,
+    tenants: &TenantTable,
+    timeout: Duration,
+    report: &mut RecoveryReport,
+) {
     let Ok(entries) = std::fs::read_dir(root) else { return };
-    let mut files: Vec<(PathBuf, bool)> = entries
+    let mut files: Vec<(PathBuf, std::fs::FileType)> = entries
         .flatten()
-        .map(|e| (e.path(), e.file_type().is_ok_and(|t| t.is_dir())))
+        .filter(|e| e.file_name() != root::LOCK_FILE)
+        .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
         .collect();
-    files.sort();
-    for (path, is_dir) in &files {
-        if *is_dir {
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, kind) in &files {
+        if !kind.is_dir() && !kind.is_file() {
+            // Nothing byosfs makes: read nothing through it, wait on nothing; it is
+            // unlinked with the rest (which touches no target).
+            warn!(entry = ?path, "crash recovery: skipping an unexpected entry (symlink, FIFO, socket or device)");
+        } else if kind.is_dir() {
             let bytes = dir_bytes(path);
             report.discarded_bytes += bytes;
             info!(
@@ -164,13 +175,15 @@ async fn recover_root(root: &Path, tenants: &TenantTable, timeout: Duration, rep
                 "crash recovery: discarding staged data that was never closed or fsynced"
             );
         } else if path.to_string_lossy().ends_with(JOURNAL_SUFFIX) {
-            if recover_journal(path, tenants, timeout).await {
-                report.aborted += 1;
-                if let Err(e) = std::fs::remove_file(path) {
-                    warn!(journal = %path.display(), error = %e, "could not remove journal");
+            match recover_journal(dir, path, tenants, timeout).await {
+                Some(true) => {
+                    report.aborted += 1;
+                    if let Err(e) = std::fs::remove_file(path) {
+                        warn!(journal = %path.display(), error = %e, "could not remove journal");
+                    }
                 }
-            } else {
-                report.kept += 1;
+                Some(false) => report.kept += 1,
+                None => {}
             }
         }
     }
@@ -186,15 +199,25 @@ async fn recover_root(root: &Path, tenants: &TenantTable, timeout: Duration, rep
     }
 }
 
-/// Abort the upload `path` records; `true` when the journal is done with.
-async fn recover_journal(path: &Path, tenants: &TenantTable, timeout: Duration) -> bool {
-    let record = match journal::read(path) {
+/// Abort the upload the journal at `path` (in the root open as `dir`) records; `Some(true)`
+/// when the journal is done with, `Some(false)` to keep it, `None` when it is not ours to
+/// read (another user's, or too large to be a journal).
+async fn recover_journal(dir: &OwnedFd, path: &Path, tenants: &TenantTable, timeout: Duration) -> Option<bool> {
+    let name = path.file_name()?;
+    let file = match root::open_own_file(dir, name, journal::MAX_JOURNAL_BYTES) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(journal = ?path, error = %e, "crash recovery: skipping a journal that is not a regular file of ours");
+            return None;
+        }
+    };
+    let record = match journal::read_from(file) {
         Ok(r) => r,
         Err(e) => {
             // Written before its upload's first part: a damaged header means the crash came
             // before any part was sent, or the file was tampered with. Nothing to abort by.
             warn!(journal = %path.display(), error = %e, "crash recovery: unreadable upload journal removed");
-            return true;
+            return Some(true);
         }
     };
     let Some(backend) = backend_for(&record, tenants) else {
@@ -204,7 +227,7 @@ async fn recover_journal(path: &Path, tenants: &TenantTable, timeout: Duration) 
             key = ?record.key,
             "crash recovery: no configured tenant uses this backend any more; multipart upload left open, journal kept"
         );
-        return false;
+        return Some(false);
     };
     let result = tokio::time::timeout(timeout, backend.abort_multipart(&record.key, &record.upload_id)).await;
     match result {
@@ -215,19 +238,19 @@ async fn recover_journal(path: &Path, tenants: &TenantTable, timeout: Duration) 
                 parts = record.parts.len(),
                 "crash recovery: aborted unfinished upload (the file was not closed or fsynced before the crash; its last acknowledged version is unchanged)"
             );
-            true
+            Some(true)
         }
         Ok(Err(e)) if matches!(e.kind(), BackendErrorKind::NoSuchUpload) => {
             info!(tenant = %record.owner, key = ?record.key, "crash recovery: unfinished upload already gone");
-            true
+            Some(true)
         }
         Ok(Err(e)) => {
             warn!(tenant = %record.owner, key = ?record.key, error = %e, "crash recovery: abort failed; journal kept for the next mount");
-            false
+            Some(false)
         }
         Err(_) => {
             warn!(tenant = %record.owner, key = ?record.key, "crash recovery: abort timed out; journal kept for the next mount");
-            false
+            Some(false)
         }
     }
 }
@@ -405,5 +428,63 @@ mod tests {
         assert_eq!((report.crashed_runs, report.aborted), (1, 1), "{report:?}");
         assert_eq!(inner.open_uploads(), 0);
         assert!(!dead.exists());
+    }
+
+    /// Planted entries in a crashed root and next to it: a FIFO named like a journal (would
+    /// block a plain read forever), a symlink journal pointing at a journal elsewhere (would
+    /// abort someone else's upload), a symlink named like a staging root and another user's
+    /// root. Recovery finishes promptly, reads none of them and touches nothing outside.
+    #[tokio::test]
+    async fn planted_symlinks_and_fifos_are_skipped() {
+        let inner = Arc::new(InMemoryBackend::new());
+        let table = tenants(inner.clone());
+        let staging = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        // Someone's live upload, and a well-formed journal naming it, outside the staging dir.
+        let victim = inner.create_multipart("acme/victim.bin").await.unwrap();
+        let record = JournalRecord {
+            owner: "acme".into(),
+            backend: table.by_name("acme").unwrap().backend.describe(),
+            key: "victim.bin".into(),
+            upload_id: victim.clone(),
+            part_size: 5 * MIB as u64,
+            parts: Default::default(),
+        };
+        let outside_journal = outside.path().join("victim.journal");
+        drop(journal::Journal::create(outside_journal.clone(), &record).unwrap());
+        // A crashed root holding the planted entries.
+        let dead = staging
+            .path()
+            .join(format!("{}{}-1", crate::upload::STAGING_ROOT_PREFIX, u32::MAX));
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join(root::LOCK_FILE), b"").unwrap();
+        let fifo = dead.join("s0-0.journal");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        std::os::unix::fs::symlink(&outside_journal, dead.join("s1-0.journal")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dead.join("s2")).unwrap();
+        // A symlink named like a root, to a directory holding a journal.
+        let linked = tempfile::tempdir().unwrap();
+        std::fs::copy(&outside_journal, linked.path().join("s0-0.journal")).unwrap();
+        std::os::unix::fs::symlink(linked.path(), staging.path().join("byosfs-4242-0")).unwrap();
+
+        let report = tokio::time::timeout(
+            Duration::from_secs(10),
+            recover_staging(staging.path(), &table, Duration::from_secs(5)),
+        )
+        .await
+        .expect("recovery must not hang on a FIFO");
+        assert_eq!(
+            (report.crashed_runs, report.aborted, report.kept),
+            (1, 0, 0),
+            "{report:?}"
+        );
+        assert_eq!(inner.open_uploads(), 1, "the victim's upload is untouched");
+        assert!(outside_journal.exists() && linked.path().join("s0-0.journal").exists());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+        assert!(!dead.exists(), "the planted names themselves are cleaned up");
     }
 }

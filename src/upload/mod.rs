@@ -199,8 +199,7 @@ impl Uploader {
                 config.memory_budget, config.part_size
             )));
         }
-        std::fs::create_dir_all(&config.staging_dir).map_err(UploadError::Io)?;
-        let staging = root::open_dir(&config.staging_dir).map_err(UploadError::Io)?;
+        let staging = root::open_staging_dir(&config.staging_dir).map_err(UploadError::InvalidConfig)?;
         // Staged bytes are customers' data: the root is private to the mounting user (0700).
         let created = root::create_root(&staging, &config.staging_dir).map_err(UploadError::Io)?;
         let root = created.path;
@@ -337,9 +336,10 @@ pub(crate) fn remove_all_but_journals(root: &std::path::Path) -> io::Result<usiz
         if entry.file_name() == root::LOCK_FILE {
             continue;
         }
-        if entry.file_type()?.is_dir() {
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
             std::fs::remove_dir_all(&path)?;
-        } else if path.to_string_lossy().ends_with(journal::JOURNAL_SUFFIX) {
+        } else if kind.is_file() && path.to_string_lossy().ends_with(journal::JOURNAL_SUFFIX) {
             kept += 1;
         } else {
             std::fs::remove_file(&path)?;

@@ -21,7 +21,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,6 +51,45 @@ fn dir_flags() -> OFlags {
     OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC
 }
 
+/// Open the configured staging directory, creating it `0700` if missing, and refuse it
+/// unless the mounting user owns it and no one else may write to it. The error text is
+/// meant for the user.
+pub(crate) fn open_staging_dir(path: &Path) -> Result<OwnedFd, String> {
+    let shown = path.display();
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(format!("cannot create staging directory {shown}: {e}"))
+        }
+        _ => {}
+    }
+    let fd = rfs::open(path, dir_flags(), Mode::empty())
+        .map_err(|e| format!("cannot open staging directory {shown}: {}", io::Error::from(e)))?;
+    let fd = File::from(fd);
+    let meta = fd
+        .metadata()
+        .map_err(|e| format!("cannot stat staging directory {shown}: {e}"))?;
+    let uid = euid();
+    if meta.uid() != uid {
+        return Err(format!(
+            "staging directory {shown} is owned by uid {}, not by the mounting user (uid {uid}); \
+             staged data must be private: use a directory of your own or leave [write] staging_dir unset",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "staging directory {shown} is writable by group or others (mode {mode:04o}); \
+             other local users could replace or read staged data: run `chmod 700 {shown}` \
+             or use another directory"
+        ));
+    }
+    Ok(fd.into())
+}
+
 /// A created root: its path, and the open lock file that keeps it alive.
 #[derive(Debug)]
 pub(crate) struct CreatedRoot {
@@ -59,7 +98,7 @@ pub(crate) struct CreatedRoot {
 }
 
 /// Create this uploader's root in the staging directory `staging` (opened by
-/// [`open_dir`]), locked, under a fresh `byosfs-<pid>-<n>` name.
+/// [`open_staging_dir`]), locked, under a fresh `byosfs-<pid>-<n>` name.
 pub(crate) fn create_root(staging: &OwnedFd, staging_path: &Path) -> io::Result<CreatedRoot> {
     let pid = std::process::id();
     let n = NEXT_UPLOADER.fetch_add(1, Ordering::Relaxed);
@@ -178,9 +217,34 @@ pub(crate) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     rfs::open(path, dir_flags(), Mode::empty()).map_err(io::Error::from)
 }
 
+/// Open regular file `name` in `dir` for reading: no symlink followed, no FIFO waited on,
+/// owned by the mounting user, at most `max` bytes. Anything else is an error.
+pub(crate) fn open_own_file(dir: &OwnedFd, name: &OsStr, max: u64) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = File::from(rfs::openat(dir, name, flags, Mode::empty())?);
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    if meta.uid() != euid() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("owned by uid {}, not by the mounting user", meta.uid()),
+        ));
+    }
+    if meta.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} bytes, more than the {max} a journal may hold", meta.len()),
+        ));
+    }
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn parses_root_names() {
@@ -193,9 +257,41 @@ mod tests {
     }
 
     #[test]
+    fn open_staging_dir_refuses_shared_and_creates_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("a/b/staging");
+        open_staging_dir(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = open_staging_dir(&open).unwrap_err();
+        assert!(
+            err.contains("writable by group or others") && err.contains("0777"),
+            "{err}"
+        );
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(
+            open_staging_dir(&open).is_err(),
+            "sticky /tmp-like directories are shared too"
+        );
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        open_staging_dir(&open).unwrap();
+
+        if euid() == 0 {
+            // Root can hand the directory to someone else; that is refused too.
+            std::os::unix::fs::chown(&open, Some(65534), None).unwrap();
+            let err = open_staging_dir(&open).unwrap_err();
+            assert!(err.contains("owned by uid 65534"), "{err}");
+        }
+    }
+
+    #[test]
     fn a_root_is_locked_while_held_and_dead_after() {
         let tmp = tempfile::tempdir().unwrap();
-        let staging = open_dir(tmp.path()).unwrap();
+        let staging = open_staging_dir(tmp.path()).unwrap();
         let a = create_root(&staging, tmp.path()).unwrap();
         let b = create_root(&staging, tmp.path()).unwrap();
         assert_ne!(a.path, b.path);
