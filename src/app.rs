@@ -3,7 +3,7 @@
 //! The only place that translates the user-facing config into each layer's own settings.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,26 +104,53 @@ pub fn tenant_backend(
     Ok(Arc::new(PrefixBackend::new(inner.clone(), &t.prefix)))
 }
 
+/// Permission bits of tenant `t`: as configured, else 0755, or 0700 when other users can
+/// reach the mount (`allow_other`), so no tenant is shared with them unless it says so.
+pub fn tenant_mode(t: &TenantConfig, allow_other: bool) -> u16 {
+    let default: u16 = if allow_other { 0o700 } else { 0o755 };
+    t.mode.and_then(|m| u16::try_from(m & 0o7777).ok()).unwrap_or(default)
+}
+
 fn tenant_table(
     config: &Config,
     backends: &HashMap<String, Arc<dyn Backend>>,
     owner: (u32, u32),
 ) -> anyhow::Result<TenantTable> {
     let mut specs = Vec::new();
+    let mut shared = Vec::new();
     for t in &config.tenants {
+        let mode = tenant_mode(t, config.mount.allow_other);
+        if mode & 0o077 != 0 {
+            shared.push(format!("{} ({mode:04o})", t.name));
+        }
         specs.push(TenantSpec {
             name: t.name.clone(),
             backend: tenant_backend(t, backends)?,
             read_only: t.read_only || config.mount.read_only,
             uid: t.uid.or(config.mount.uid).unwrap_or(owner.0),
             gid: t.gid.or(config.mount.gid).unwrap_or(owner.1),
-            mode: u16::try_from(t.mode & 0o7777).unwrap_or(0o755),
+            mode,
             // The local backend keeps no user metadata: mode and owner stay per tenant there.
             posix_metadata: t.posix_metadata && matches!(config.backends.get(&t.backend), Some(BackendConfig::S3(_))),
             exclusive_create: matches!(config.backends.get(&t.backend), Some(BackendConfig::S3(s3)) if s3.conditional_writes),
         });
     }
+    if config.mount.allow_other {
+        if shared.is_empty() {
+            info!("allow_other: every tenant is private to its owner (mode 0700 unless configured)");
+        } else {
+            warn!(
+                tenants = %shared.join(", "),
+                "allow_other: these tenants are readable by other local users (their mode grants group or others access)"
+            );
+        }
+    }
     Ok(TenantTable::new(specs))
+}
+
+/// The user running byosfs (effective uid and gid): the default owner of every file.
+pub fn mounting_user() -> (u32, u32) {
+    (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
 }
 
 /// How long a clean shutdown waits for files being written, unless
@@ -174,10 +201,14 @@ fn staging_dir(config: &Config) -> anyhow::Result<PathBuf> {
     if let Some(d) = &config.write.staging_dir {
         return Ok(d.clone());
     }
-    // The owner of /proc/self is this process's effective uid (no unsafe libc call needed).
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    let uid = mounting_user().0;
     let dir = default_staging_dir(&config.source, uid);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating staging directory {}", dir.display()))?;
+    // Private from the first directory created (`byosfs-<uid>` in the shared /var/tmp).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating staging directory {}", dir.display()))?;
     if let Some(parent) = dir.parent() {
         let meta = std::fs::symlink_metadata(parent)?;
         if !meta.is_dir() || meta.uid() != uid {
@@ -251,7 +282,10 @@ pub fn run_mount(config: Config, mountpoint: &Path) -> anyhow::Result<()> {
     if !meta.is_dir() {
         bail!("mount point {} is not a directory", mountpoint.display());
     }
-    let owner = (meta.uid(), meta.gid());
+    // Files belong to the user who mounts unless [mount]/[[tenants]] uid and gid say
+    // otherwise (not to the mount point's owner: root mounting on someone's directory
+    // would hand them every tenant).
+    let owner = mounting_user();
     disable_transparent_huge_pages();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -375,7 +409,7 @@ fn report_unfinished(uploader: &Uploader) {
     for s in uploader.live_sessions() {
         warn!(
             tenant = %s.owner,
-            key = %s.key,
+            key = ?s.key,
             "shutdown: file still open for writing or still committing; data written since its last close/fsync is not saved"
         );
     }

@@ -136,7 +136,7 @@ pub fn init_tracing(level: Option<&str>) {
     };
     let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::logline::OneLine(std::io::stderr))
         .try_init()
         .is_ok();
     if let (true, Some(why)) = (installed, rejected) {

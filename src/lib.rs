@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod fs;
 pub mod fuse;
+pub mod logline;
 pub mod namespace;
 pub mod read;
 pub mod recovery;

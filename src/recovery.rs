@@ -1,8 +1,13 @@
 //! Startup recovery: before a mount is served, clean up what a crashed earlier process left
 //! in the staging directory.
 //!
-//! Each uploader owns `<staging_dir>/byosfs-<pid>-<n>/` (see [`crate::upload`]). A directory
-//! whose process is gone belongs to a crashed run. For every upload journal in it the
+//! Each uploader owns `<staging_dir>/byosfs-<pid>-<n>/` (see [`crate::upload::root`]) and
+//! holds the `flock` of the lock file inside for as long as it lives. A root whose lock can
+//! be taken belongs to a crashed run, in whatever PID namespace it ran: mounts in different
+//! containers sharing one staging volume never take each other's live roots for dead (a PID
+//! is only looked at for roots of older versions, which have no lock file). The recovering
+//! process keeps the lock while it cleans up, so two mounts never recover one root together.
+//! For every upload journal in a crashed root the
 //! multipart upload is aborted through the tenant that started it, then the directory's
 //! staged data is deleted, with one log line per file. Only uploads named in our own
 //! journals are touched: other programs' uploads in the same bucket are never listed, let
@@ -17,6 +22,7 @@
 //! overwrite the acknowledged version with it. Resuming would be needed only if fsync
 //! acknowledged data held merely in staging, which this design never does.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +32,7 @@ use tracing::{debug, info, warn};
 use crate::backend::{Backend, BackendErrorKind};
 use crate::tenant::TenantTable;
 use crate::upload::journal::{self, JournalRecord, JOURNAL_SUFFIX};
-use crate::upload::STAGING_ROOT_PREFIX;
+use crate::upload::root::{self, Liveness};
 
 /// What [`recover_staging`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -41,16 +47,10 @@ pub struct RecoveryReport {
     pub discarded_bytes: u64,
 }
 
-/// The pid in a staging root's name `byosfs-<pid>-<n>`.
-fn pid_of(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix(STAGING_ROOT_PREFIX)?;
-    let (pid, n) = rest.split_once('-')?;
-    n.parse::<u64>().ok()?;
-    pid.parse().ok()
-}
-
-/// Whether the process that made a staging root may still be running (then it is left
-/// alone). A reused pid only postpones the cleanup to a later mount.
+/// For a root without a lock file (made by an older byosfs): whether the process named by
+/// its pid may still be running (then it is left alone). A reused pid only postpones the
+/// cleanup; a pid from another PID namespace is not seen at all, which is why roots now
+/// carry a lock.
 fn may_be_running(pid: u32) -> bool {
     if pid == std::process::id() {
         return true;
@@ -100,38 +100,73 @@ pub async fn recover_staging(staging_dir: &Path, tenants: &TenantTable, timeout:
             return report;
         }
     };
-    let mut roots: Vec<PathBuf> = Vec::new();
+    let staging = match root::open_dir(staging_dir) {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!(dir = %staging_dir.display(), error = %e, "cannot open the staging directory for crash recovery");
+            return report;
+        }
+    };
+    let mut roots: Vec<(PathBuf, OwnedFd, Option<OwnedFd>)> = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = pid_of(&name.to_string_lossy()) else {
+        let Some(text) = name.to_str().filter(|n| root::is_root_name(n)) else {
             continue;
         };
+        let path = entry.path();
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            warn!(entry = ?path, "crash recovery: skipping an entry named like a staging root that is not a directory");
             continue;
         }
-        if may_be_running(pid) {
-            debug!(dir = %entry.path().display(), "staging of a running process, left alone");
-            continue;
+        let dir = match root::open_own_dir(&staging, &name) {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!(dir = ?path, error = %e, "crash recovery: skipping staging root");
+                continue;
+            }
+        };
+        match root::liveness(&dir) {
+            Ok(Liveness::Alive) => debug!(dir = %path.display(), "staging of a running process, left alone"),
+            Ok(Liveness::Dead(lock)) => roots.push((path, dir, Some(lock))),
+            Ok(Liveness::NoLock) => match root::pid_of(text) {
+                Some(pid) if !may_be_running(pid) => roots.push((path, dir, None)),
+                _ => debug!(dir = %path.display(), "staging without a lock file whose pid is in use, left alone"),
+            },
+            Err(e) => {
+                warn!(dir = ?path, error = %e, "crash recovery: cannot tell whether a staging root is in use; left alone")
+            }
         }
-        roots.push(entry.path());
     }
-    roots.sort();
-    for root in roots {
+    roots.sort_by(|a, b| a.0.cmp(&b.0));
+    for (root, dir, lock) in roots {
         report.crashed_runs += 1;
-        recover_root(&root, tenants, timeout, &mut report).await;
+        recover_root(&root, &dir, tenants, timeout, &mut report).await;
+        // Held until the root is cleaned up (or kept with its journals), then released.
+        drop(lock);
     }
     report
 }
 
-async fn recover_root(root: &Path, tenants: &TenantTable, timeout: Duration, report: &mut RecoveryReport) {
+async fn recover_root(
+    root: &Path,
+    dir: &OwnedFd,
+    tenants: &TenantTable,
+    timeout: Duration,
+    report: &mut RecoveryReport,
+) {
     let Ok(entries) = std::fs::read_dir(root) else { return };
-    let mut files: Vec<(PathBuf, bool)> = entries
+    let mut files: Vec<(PathBuf, std::fs::FileType)> = entries
         .flatten()
-        .map(|e| (e.path(), e.file_type().is_ok_and(|t| t.is_dir())))
+        .filter(|e| e.file_name() != root::LOCK_FILE)
+        .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
         .collect();
-    files.sort();
-    for (path, is_dir) in &files {
-        if *is_dir {
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, kind) in &files {
+        if !kind.is_dir() && !kind.is_file() {
+            // Nothing byosfs makes: read nothing through it, wait on nothing; it is
+            // unlinked with the rest (which touches no target).
+            warn!(entry = ?path, "crash recovery: skipping an unexpected entry (symlink, FIFO, socket or device)");
+        } else if kind.is_dir() {
             let bytes = dir_bytes(path);
             report.discarded_bytes += bytes;
             info!(
@@ -140,18 +175,21 @@ async fn recover_root(root: &Path, tenants: &TenantTable, timeout: Duration, rep
                 "crash recovery: discarding staged data that was never closed or fsynced"
             );
         } else if path.to_string_lossy().ends_with(JOURNAL_SUFFIX) {
-            if recover_journal(path, tenants, timeout).await {
-                report.aborted += 1;
-                if let Err(e) = std::fs::remove_file(path) {
-                    warn!(journal = %path.display(), error = %e, "could not remove journal");
+            match recover_journal(dir, path, tenants, timeout).await {
+                Some(true) => {
+                    report.aborted += 1;
+                    if let Err(e) = std::fs::remove_file(path) {
+                        warn!(journal = %path.display(), error = %e, "could not remove journal");
+                    }
                 }
-            } else {
-                report.kept += 1;
+                Some(false) => report.kept += 1,
+                None => {}
             }
         }
     }
     match crate::upload::remove_all_but_journals(root) {
         Ok(0) => {
+            let _ = std::fs::remove_file(root.join(root::LOCK_FILE));
             if let Err(e) = std::fs::remove_dir(root) {
                 warn!(dir = %root.display(), error = %e, "could not remove crashed run's staging directory");
             }
@@ -161,48 +199,58 @@ async fn recover_root(root: &Path, tenants: &TenantTable, timeout: Duration, rep
     }
 }
 
-/// Abort the upload `path` records; `true` when the journal is done with.
-async fn recover_journal(path: &Path, tenants: &TenantTable, timeout: Duration) -> bool {
-    let record = match journal::read(path) {
+/// Abort the upload the journal at `path` (in the root open as `dir`) records; `Some(true)`
+/// when the journal is done with, `Some(false)` to keep it, `None` when it is not ours to
+/// read (another user's, or too large to be a journal).
+async fn recover_journal(dir: &OwnedFd, path: &Path, tenants: &TenantTable, timeout: Duration) -> Option<bool> {
+    let name = path.file_name()?;
+    let file = match root::open_own_file(dir, name, journal::MAX_JOURNAL_BYTES) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(journal = ?path, error = %e, "crash recovery: skipping a journal that is not a regular file of ours");
+            return None;
+        }
+    };
+    let record = match journal::read_from(file) {
         Ok(r) => r,
         Err(e) => {
             // Written before its upload's first part: a damaged header means the crash came
             // before any part was sent, or the file was tampered with. Nothing to abort by.
             warn!(journal = %path.display(), error = %e, "crash recovery: unreadable upload journal removed");
-            return true;
+            return Some(true);
         }
     };
     let Some(backend) = backend_for(&record, tenants) else {
         warn!(
             tenant = %record.owner,
             backend = %record.backend,
-            key = %record.key,
+            key = ?record.key,
             "crash recovery: no configured tenant uses this backend any more; multipart upload left open, journal kept"
         );
-        return false;
+        return Some(false);
     };
     let result = tokio::time::timeout(timeout, backend.abort_multipart(&record.key, &record.upload_id)).await;
     match result {
         Ok(Ok(())) => {
             info!(
                 tenant = %record.owner,
-                key = %record.key,
+                key = ?record.key,
                 parts = record.parts.len(),
                 "crash recovery: aborted unfinished upload (the file was not closed or fsynced before the crash; its last acknowledged version is unchanged)"
             );
-            true
+            Some(true)
         }
         Ok(Err(e)) if matches!(e.kind(), BackendErrorKind::NoSuchUpload) => {
-            info!(tenant = %record.owner, key = %record.key, "crash recovery: unfinished upload already gone");
-            true
+            info!(tenant = %record.owner, key = ?record.key, "crash recovery: unfinished upload already gone");
+            Some(true)
         }
         Ok(Err(e)) => {
-            warn!(tenant = %record.owner, key = %record.key, error = %e, "crash recovery: abort failed; journal kept for the next mount");
-            false
+            warn!(tenant = %record.owner, key = ?record.key, error = %e, "crash recovery: abort failed; journal kept for the next mount");
+            Some(false)
         }
         Err(_) => {
-            warn!(tenant = %record.owner, key = %record.key, "crash recovery: abort timed out; journal kept for the next mount");
-            false
+            warn!(tenant = %record.owner, key = ?record.key, "crash recovery: abort timed out; journal kept for the next mount");
+            Some(false)
         }
     }
 }
@@ -231,18 +279,18 @@ mod tests {
         TenantTable::new(vec![spec("acme", "acme/"), spec("beta", "beta/")])
     }
 
-    #[test]
-    fn parses_root_names() {
-        assert_eq!(pid_of("byosfs-123-0"), Some(123));
-        assert_eq!(pid_of("byosfs-123"), None);
-        assert_eq!(pid_of("byosfs-x-1"), None);
-        assert_eq!(pid_of("other-1-2"), None);
-    }
-
-    /// A crashed run = an uploader root renamed to a pid that cannot exist.
+    /// A crashed run = an uploader root whose lock is free: the leaked uploader still holds
+    /// the old lock file's lock, so the file is replaced by an unlocked one (the name is
+    /// changed too, so the live uploader's paths no longer reach it).
     fn fake_crash(root: &Path) -> PathBuf {
-        let dead = root.with_file_name(format!("{STAGING_ROOT_PREFIX}{}-7", u32::MAX));
+        let dead = root.with_file_name(format!(
+            "{}{}-7",
+            crate::upload::STAGING_ROOT_PREFIX,
+            std::process::id()
+        ));
         std::fs::rename(root, &dead).unwrap();
+        std::fs::remove_file(dead.join(root::LOCK_FILE)).unwrap();
+        std::fs::write(dead.join(root::LOCK_FILE), b"").unwrap();
         dead
     }
 
@@ -325,8 +373,120 @@ mod tests {
         let report = recover_staging(staging.path(), &table, Duration::from_secs(5)).await;
         assert_eq!((report.crashed_runs, report.aborted, report.kept), (1, 0, 1));
         // Staged data is gone, the journal stays for a later mount.
-        let left: Vec<_> = std::fs::read_dir(&dead).unwrap().flatten().collect();
+        let left: Vec<_> = std::fs::read_dir(&dead)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name() != root::LOCK_FILE)
+            .collect();
         assert_eq!(left.len(), 1);
         assert_eq!(inner.open_uploads(), 1);
+    }
+
+    /// Liveness is the lock, not the pid in the name: a live root named with a pid that does
+    /// not exist here (a mount in another PID namespace) is left alone, and a crashed root
+    /// named with a live pid (ours: a reused pid) is recovered.
+    #[tokio::test]
+    async fn liveness_is_the_lock_not_the_pid() {
+        let inner = Arc::new(InMemoryBackend::new());
+        let table = tenants(inner.clone());
+        let acme = table.by_name("acme").unwrap().backend.clone();
+        let staging = tempfile::tempdir().unwrap();
+        let uploader = Uploader::new(UploadConfig {
+            part_size: 5 * MIB as u64,
+            staging_dir: staging.path().to_path_buf(),
+            ..UploadConfig::default()
+        })
+        .unwrap();
+        let mut s = uploader.start_for("acme", acme.clone(), "live.bin".into(), None);
+        s.write(0, &vec![3u8; 6 * MIB]).await.unwrap();
+        for _ in 0..200 {
+            if inner.count(Op::UploadPart) >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(inner.open_uploads(), 1);
+        // The live root under a name whose pid no process here has.
+        let root = uploader.root().to_path_buf();
+        let foreign = root.with_file_name(format!("{}{}-3", crate::upload::STAGING_ROOT_PREFIX, u32::MAX));
+        std::fs::rename(&root, &foreign).unwrap();
+        let report = recover_staging(staging.path(), &table, Duration::from_secs(5)).await;
+        assert_eq!(
+            report,
+            RecoveryReport::default(),
+            "a locked root is alive whatever its name says"
+        );
+        assert_eq!(inner.open_uploads(), 1);
+        assert!(foreign.exists());
+        // The same root once its process is gone, named with a pid that is alive (ours).
+        std::mem::forget(s);
+        let dead = fake_crash(&foreign);
+        assert!(dead
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .contains(&std::process::id().to_string()));
+        let report = recover_staging(staging.path(), &table, Duration::from_secs(5)).await;
+        assert_eq!((report.crashed_runs, report.aborted), (1, 1), "{report:?}");
+        assert_eq!(inner.open_uploads(), 0);
+        assert!(!dead.exists());
+    }
+
+    /// Planted entries in a crashed root and next to it: a FIFO named like a journal (would
+    /// block a plain read forever), a symlink journal pointing at a journal elsewhere (would
+    /// abort someone else's upload), a symlink named like a staging root and another user's
+    /// root. Recovery finishes promptly, reads none of them and touches nothing outside.
+    #[tokio::test]
+    async fn planted_symlinks_and_fifos_are_skipped() {
+        let inner = Arc::new(InMemoryBackend::new());
+        let table = tenants(inner.clone());
+        let staging = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        // Someone's live upload, and a well-formed journal naming it, outside the staging dir.
+        let victim = inner.create_multipart("acme/victim.bin").await.unwrap();
+        let record = JournalRecord {
+            owner: "acme".into(),
+            backend: table.by_name("acme").unwrap().backend.describe(),
+            key: "victim.bin".into(),
+            upload_id: victim.clone(),
+            part_size: 5 * MIB as u64,
+            parts: Default::default(),
+        };
+        let outside_journal = outside.path().join("victim.journal");
+        drop(journal::Journal::create(outside_journal.clone(), &record).unwrap());
+        // A crashed root holding the planted entries.
+        let dead = staging
+            .path()
+            .join(format!("{}{}-1", crate::upload::STAGING_ROOT_PREFIX, u32::MAX));
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join(root::LOCK_FILE), b"").unwrap();
+        let fifo = dead.join("s0-0.journal");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        std::os::unix::fs::symlink(&outside_journal, dead.join("s1-0.journal")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dead.join("s2")).unwrap();
+        // A symlink named like a root, to a directory holding a journal.
+        let linked = tempfile::tempdir().unwrap();
+        std::fs::copy(&outside_journal, linked.path().join("s0-0.journal")).unwrap();
+        std::os::unix::fs::symlink(linked.path(), staging.path().join("byosfs-4242-0")).unwrap();
+
+        let report = tokio::time::timeout(
+            Duration::from_secs(10),
+            recover_staging(staging.path(), &table, Duration::from_secs(5)),
+        )
+        .await
+        .expect("recovery must not hang on a FIFO");
+        assert_eq!(
+            (report.crashed_runs, report.aborted, report.kept),
+            (1, 0, 0),
+            "{report:?}"
+        );
+        assert_eq!(inner.open_uploads(), 1, "the victim's upload is untouched");
+        assert!(outside_journal.exists() && linked.path().join("s0-0.journal").exists());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+        assert!(!dead.exists(), "the planted names themselves are cleaned up");
     }
 }

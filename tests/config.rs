@@ -59,8 +59,39 @@ fn with(extra: &str) -> String {
     format!("{BASE}\n{extra}")
 }
 
+/// An s3 backend table; credentials from the default chain unless `body` names some (a
+/// backend with an endpoint must name them).
 fn s3_backend(name: &str, body: &str) -> String {
-    format!("[backends.{name}]\ntype = \"s3\"\n{body}\n")
+    let creds = if body.contains("credentials") {
+        ""
+    } else {
+        "credentials = \"default\"\n"
+    };
+    format!("[backends.{name}]\ntype = \"s3\"\n{creds}{body}\n")
+}
+
+#[test_case("endpoint = \"http://10.0.0.5:9000\"", true; "custom endpoint")]
+#[test_case("provider = \"r2\"\naccount_id = \"abc\"", true; "r2")]
+#[test_case("provider = \"aws\"\nregion = \"eu-west-1\"\nendpoint = \"https://vpce.example\"", true; "aws with endpoint")]
+#[test_case("region = \"eu-west-1\"", false; "aws")]
+fn third_party_endpoints_must_name_credentials(body: &str, refused: bool) {
+    let text =
+        format!("[backends.m]\ntype = \"s3\"\nbucket = \"b\"\n{body}\n\n[[tenants]]\nname = \"t\"\nbackend = \"m\"\n");
+    if refused {
+        let issue = issue(&text, "backends.m.credentials");
+        assert!(
+            issue.message.contains("must name its credentials") && issue.message.contains("credentials = \"default\""),
+            "{issue}"
+        );
+        // Asking for the default chain by name is allowed.
+        let named = text.replace("bucket = \"b\"", "bucket = \"b\"\ncredentials = \"default\"");
+        assert_eq!(
+            s3_of(&load(&named).unwrap(), "m").credentials,
+            Credentials::DefaultChain
+        );
+    } else {
+        assert_eq!(s3_of(&load(&text).unwrap(), "m").credentials, Credentials::DefaultChain);
+    }
 }
 
 #[test]
@@ -93,7 +124,7 @@ fn minimal_config_gets_defaults() {
     let acme = config.tenant("acme").unwrap();
     assert_eq!(acme.backend, "local");
     assert_eq!(acme.prefix, "acme/");
-    assert_eq!(acme.mode, 0o755);
+    assert_eq!(acme.mode, None);
     assert!(!acme.read_only);
     assert!(config.backend_of(acme).is_some());
 }
@@ -163,7 +194,7 @@ prefix = "g"
     let acme = config.tenant("acme").unwrap();
     assert_eq!(acme.prefix, "tenants/a/b/", "backend prefix + tenant prefix");
     assert_eq!((acme.uid, acme.gid), (Some(5), Some(100)), "gid falls back to [mount]");
-    assert_eq!(acme.mode, 0o750);
+    assert_eq!(acme.mode, Some(0o750));
     assert!(acme.read_only);
     let globex = config.tenant("globex").unwrap();
     assert_eq!(globex.prefix, "tenants/g/");
@@ -862,7 +893,7 @@ fn tenants_dir_adds_one_tenant_per_file_after_the_file_tenants() {
     let beta = config.tenant("beta").unwrap();
     assert_eq!(
         (beta.backend.as_str(), beta.prefix.as_str(), beta.mode),
-        ("own", "b/", 0o700)
+        ("own", "b/", Some(0o700))
     );
     let zeta = config.tenant("zeta").unwrap();
     assert!(zeta.read_only);

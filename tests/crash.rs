@@ -4,6 +4,10 @@
 //!   multipart upload (and only ours), fsync-acknowledged data is intact.
 //! - A full staging disk (a small tmpfs): a sequential writer streams through it; a writer
 //!   that completes no part gets `ENOSPC`; nothing acknowledged is lost.
+//! - Mounts in different PID namespaces sharing one staging directory (containers on one
+//!   host): a mount's startup recovery never aborts another's live upload, whatever pid its
+//!   staging root's name carries, and a crashed root named with a live (reused) pid is
+//!   still recovered (issue 24 item 4).
 //! - SIGTERM while a file is being written: the close completes and the object is whole; with
 //!   a too short grace period the unfinished file is reported and nothing partial appears.
 
@@ -20,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mount::{fuse_available, pattern, sha256, Mount};
+use common::mount::{fuse_available, pattern, sha256, which, Mount};
 use common::s3server::TestS3Server;
 
 const MIB: usize = 1 << 20;
@@ -260,7 +264,11 @@ fn sigkill_during_large_write_then_remount_recovers() {
         "only the foreign upload is left"
     );
     assert!(files_under(staging.path(), ".journal").is_empty());
-    let leftovers = files_under(staging.path(), "");
+    // Only the live mount's own lock file is left.
+    let leftovers: Vec<_> = files_under(staging.path(), "")
+        .into_iter()
+        .filter(|p| !p.ends_with(".lock"))
+        .collect();
     assert!(leftovers.is_empty(), "crashed run's staging deleted: {leftovers:?}");
     let through_mount = std::fs::read(m.path().join("acme/big.bin")).unwrap();
     assert_eq!(sha256(&through_mount), sha256(&data[..FSYNCED]));
@@ -563,4 +571,133 @@ fn sigkill_during_shell_redirects_keeps_the_old_objects() {
         sha256(&old_a)
     );
     assert!(!m.path().join("acme/fresh.bin").exists());
+}
+
+/// Staging roots of the mounts using `staging`.
+fn roots(staging: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(staging)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("byosfs-"))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// byosfs mounted in a new PID (and mount) namespace, as in another container on the same
+/// host: its `/proc` shows none of this test's processes. Returns the `unshare` process
+/// (killing it kills byosfs) once the mount is up, and the log path.
+fn start_in_pid_namespace(server: &TestS3Server, staging: &Path, dir: &Path) -> (std::process::Child, PathBuf) {
+    let cfg = dir.join("byosfs.toml");
+    std::fs::write(&cfg, config(server, staging)).unwrap();
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let log = dir.join("byosfs.log");
+    let child = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(env!("CARGO_BIN_EXE_byosfs"))
+        .arg("mount")
+        .arg("--config")
+        .arg(&cfg)
+        .arg(&mnt)
+        .env("RUST_LOG", "byosfs=debug")
+        .env("TEST_AK", &server.access_key)
+        .env("TEST_SK", &server.secret_key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+#[test]
+fn mounts_in_other_pid_namespaces_never_abort_live_uploads() {
+    if !fuse_available() {
+        return;
+    }
+    let namespaces = which("unshare")
+        && Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !namespaces {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but PID namespaces are unavailable (unshare --pid needs root)"
+        );
+        eprintln!("SKIPPING: cannot create a PID namespace (needs root and util-linux unshare)");
+        return;
+    }
+    let _serial = serial();
+    let server = TestS3Server::start(&["media"]);
+    let staging = tempfile::tempdir().unwrap();
+    let data = pattern(24 * MIB, 9);
+
+    // Mount A, in this PID namespace, with a file being written: parts uploaded, journaled.
+    let a = start(&server, staging.path(), &[]);
+    let mut f = File::create(a.path().join("acme/live.bin")).unwrap();
+    f.write_all(&data[..20 * MIB]).unwrap();
+    wait_for("A's upload to be journaled with parts", Duration::from_secs(60), || {
+        files_under(staging.path(), ".journal").len() == 1 && !upload_part_files(&server).is_empty()
+    });
+
+    // Mount B in another PID namespace: A's pid does not exist there.
+    let b_dir = tempfile::tempdir().unwrap();
+    let (mut b, b_log) = start_in_pid_namespace(&server, staging.path(), b_dir.path());
+    let read_b = || std::fs::read_to_string(&b_log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !read_b().contains("mounted") && Instant::now() < deadline && b.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = b.kill();
+    let _ = b.wait();
+    let log_b = read_b();
+    assert!(log_b.contains("mounted"), "B did not mount:\n{log_b}");
+    assert!(
+        !log_b.contains("crash recovery: aborted"),
+        "B aborted a live upload:\n{log_b}"
+    );
+
+    // A's upload is intact: the file completes.
+    f.write_all(&data[20 * MIB..]).unwrap();
+    f.sync_all().expect("A's upload survived B's startup");
+    drop(f);
+    assert_eq!(sha256(&get(&server, "acme/live.bin").unwrap()), sha256(&data));
+
+    // Mount A2 crashes with an upload open; its root is then named with a pid that is alive
+    // here (1, as a reused pid would be).
+    let a2 = start(&server, staging.path(), &[]);
+    let killer = Killer::arm(a2.pid(), 9);
+    let before: Vec<PathBuf> = roots(staging.path());
+    let mut g = File::create(a2.path().join("acme/crashed.bin")).unwrap();
+    g.write_all(&data[..20 * MIB]).unwrap();
+    wait_for("A2's upload to be journaled", Duration::from_secs(60), || {
+        files_under(staging.path(), ".journal").len() == 1
+    });
+    killer.fire();
+    drop(g);
+    drop(a2);
+    let a2_root = files_under(staging.path(), ".journal")[0]
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert!(before.contains(&a2_root));
+    let reused = staging.path().join("byosfs-1-999");
+    std::fs::rename(&a2_root, &reused).unwrap();
+
+    // Mount C recovers it, and leaves A (alive) alone.
+    let c = start(&server, staging.path(), &[]);
+    let log_c = c.log();
+    assert!(
+        log_c.contains("crash recovery: aborted unfinished upload") && log_c.contains("crashed.bin"),
+        "C recovered the crashed root:\n{log_c}"
+    );
+    assert!(!reused.exists());
+    assert!(upload_part_files(&server).is_empty(), "no upload left open");
+    assert!(get(&server, "acme/crashed.bin").is_none(), "nothing partial published");
+    assert!(std::fs::read_dir(a.path()).is_ok(), "A still serves");
+    drop(c);
+    drop(a);
 }

@@ -441,7 +441,7 @@ fn bad_config_is_refused(tenants: &str, needles: &[&str]) {
 #[test_case::test_case("bucket = \"media\"", "bucket = \"\"", &["backends.s3.bucket", "empty"] ; "empty bucket")]
 #[test_case::test_case("http://127.0.0.1:9", "ftp://127.0.0.1:9", &["backends.s3.endpoint", "invalid endpoint", "http"] ; "endpoint scheme")]
 #[test_case::test_case("http://127.0.0.1:9", "http://", &["backends.s3.endpoint", "no host"] ; "endpoint without host")]
-#[test_case::test_case("http://127.0.0.1:9", "http://user:pw@127.0.0.1:9", &["backends.s3.endpoint", "credentials"] ; "endpoint with userinfo")]
+#[test_case::test_case("http://127.0.0.1:9", "http://user:hunter2pw@127.0.0.1:9", &["backends.s3.endpoint", "credentials", "<redacted>@127.0.0.1"] ; "endpoint with userinfo")]
 fn bad_backend_is_refused(from: &str, to: &str, needles: &[&str]) {
     let config = format!(
         "{}\n[[tenants]]\nname = \"acme\"\nbackend = \"s3\"\n",
@@ -452,6 +452,10 @@ fn bad_backend_is_refused(from: &str, to: &str, needles: &[&str]) {
     for n in needles {
         assert!(stderr.contains(n), "{n:?} not in:\n{stderr}");
     }
+    assert!(
+        !stderr.contains("hunter2pw"),
+        "a password in the URL is never echoed:\n{stderr}"
+    );
 }
 
 #[test]

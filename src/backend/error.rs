@@ -25,6 +25,10 @@ pub enum BackendErrorKind {
     InvalidAccessKey,
     /// The request signature does not match: almost always a wrong secret key.
     SignatureMismatch,
+    /// The session token has expired (`ExpiredToken`, `TokenRefreshRequired`): temporary
+    /// credentials must be renewed. Not retried: the same token fails again (credentials of
+    /// the AWS default chain are refreshed by the SDK before they expire).
+    ExpiredCredentials,
     /// The service asked us to slow down (503 SlowDown, 429).
     Throttled,
     /// The request did not finish within its deadline.
@@ -68,6 +72,7 @@ impl BackendErrorKind {
             Self::AccessDenied => "access denied",
             Self::InvalidAccessKey => "access key id not recognised",
             Self::SignatureMismatch => "signature mismatch (wrong secret access key?)",
+            Self::ExpiredCredentials => "session credentials expired (renew the session token)",
             Self::Throttled => "throttled by the service",
             Self::Timeout => "request timed out",
             Self::Unreachable => "endpoint unreachable",

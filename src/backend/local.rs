@@ -18,9 +18,15 @@
 //! `update_metadata` sets it on the file, and `copy` carries it over, as S3 copies user
 //! metadata. Mode, owner and group are not stored (a tenant on this backend runs with
 //! `posix_metadata` off): `put_opts` ignores them and `update_metadata` refuses them.
+//!
+//! Every path below the root is resolved without following symlinks (`local/beneath.rs`):
+//! a symlink planted in the root is neither read nor written through (`EACCES`), and new
+//! directories and files are `0700`/`0600` whatever the umask.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +36,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+mod beneath;
 mod list;
+
+use rustix::fs::{Mode, OFlags};
 
 use super::mtime::{format_mtime, parse_mtime};
 use super::{
@@ -50,6 +59,8 @@ pub struct LocalBackend {
 #[derive(Debug)]
 struct Inner {
     root: PathBuf,
+    /// The root, opened once: every path is resolved beneath this descriptor.
+    root_fd: OwnedFd,
     counter: AtomicU64,
 }
 
@@ -72,9 +83,18 @@ impl LocalBackend {
                 .with_source(e))
             }
         }
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        let root_fd = rustix::fs::open(&root, flags, Mode::empty()).map_err(|e| {
+            BackendError::new(
+                BackendErrorKind::BucketNotFound,
+                format!("local root {}", root.display()),
+            )
+            .with_source(io::Error::from(e))
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
+                root_fd,
                 counter: AtomicU64::new(0),
             }),
         })
@@ -104,6 +124,9 @@ fn io_err(op: &str, key: &str, e: io::Error) -> BackendError {
             Some(libc::ENOTDIR | libc::EISDIR | libc::ENOTEMPTY | libc::EEXIST | libc::ENAMETOOLONG) => {
                 BackendErrorKind::InvalidRequest
             }
+            // A symlink on the path (ELOOP), or a path that would leave the root (EXDEV from
+            // RESOLVE_BENEATH): never followed, refused as a permission problem.
+            Some(libc::ELOOP | libc::EXDEV) => BackendErrorKind::AccessDenied,
             _ => BackendErrorKind::Other,
         },
     };
@@ -137,15 +160,27 @@ fn meta_of(key: &str, m: &fs::Metadata) -> ObjectMeta {
 }
 
 impl Inner {
+    /// `key`'s path relative to the root (resolved with `beneath`).
     fn path(&self, op: &str, key: &str) -> BackendResult<PathBuf> {
         if !key_is_safe(key) {
             return Err(invalid(op, key, "key cannot map to a safe local path"));
         }
-        Ok(self.root.join(key.trim_end_matches('/')))
+        Ok(PathBuf::from(key.trim_end_matches('/')))
     }
 
+    /// The internal directory, relative to the root.
     fn internal(&self) -> PathBuf {
-        self.root.join(INTERNAL_DIR)
+        PathBuf::from(INTERNAL_DIR)
+    }
+
+    fn metadata(&self, rel: &Path) -> io::Result<fs::Metadata> {
+        beneath::metadata(&self.root_fd, rel)
+    }
+
+    /// Remove directory tree `rel` (checked to be reachable without symlinks first).
+    fn remove_tree(&self, rel: &Path) -> io::Result<()> {
+        beneath::open_dir(&self.root_fd, rel)?;
+        fs::remove_dir_all(self.root.join(rel))
     }
 
     fn unique(&self) -> String {
@@ -159,11 +194,16 @@ impl Inner {
 
     /// A new temp file in the internal directory; removed on drop unless persisted.
     fn temp(&self, op: &str, key: &str) -> BackendResult<TempFile> {
-        let dir = self.internal().join("tmp");
-        fs::create_dir_all(&dir).map_err(|e| io_err(op, key, e))?;
-        let path = dir.join(self.unique());
-        let file = File::create(&path).map_err(|e| io_err(op, key, e))?;
-        Ok(TempFile { path, file: Some(file) })
+        let dir = beneath::create_dirs(&self.root_fd, &self.internal().join("tmp")).map_err(|e| io_err(op, key, e))?;
+        let name = OsString::from(self.unique());
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir, &name, flags, Mode::from_raw_mode(beneath::FILE_MODE))
+            .map_err(|e| io_err(op, key, e.into()))?;
+        Ok(TempFile {
+            dir,
+            name,
+            file: Some(File::from(fd)),
+        })
     }
 
     fn upload_dir(&self, upload: &UploadId) -> BackendResult<PathBuf> {
@@ -176,8 +216,8 @@ impl Inner {
     /// The upload's directory, checking it exists and belongs to `key`.
     fn upload_for(&self, key: &str, upload: &UploadId) -> BackendResult<PathBuf> {
         let dir = self.upload_dir(upload)?;
-        match fs::read_to_string(dir.join("key")) {
-            Ok(k) if k == key => Ok(dir),
+        match beneath::read(&self.root_fd, &dir.join("key")) {
+            Ok(k) if k == key.as_bytes() => Ok(dir),
             _ => Err(no_upload(upload)),
         }
     }
@@ -188,14 +228,12 @@ impl Inner {
         if key.ends_with('/') {
             return Err(invalid(op, key, "a directory marker cannot hold data"));
         }
-        if let Some(parent) = dst.parent() {
-            fs::create_dir_all(parent).map_err(|e| io_err(op, key, e))?;
-        }
-        if dst.is_dir() {
+        let (parent, name) = beneath::parent(&self.root_fd, &dst, true).map_err(|e| io_err(op, key, e))?;
+        if beneath::is_dir_at(&parent, name).unwrap_or(false) {
             return Err(invalid(op, key, "a directory exists at this key"));
         }
-        tmp.persist(&dst).map_err(|e| io_err(op, key, e))?;
-        let m = fs::metadata(&dst).map_err(|e| io_err(op, key, e))?;
+        tmp.persist(&parent, name).map_err(|e| io_err(op, key, e))?;
+        let m = self.metadata(&dst).map_err(|e| io_err(op, key, e))?;
         Ok(etag_of(&m))
     }
 
@@ -204,7 +242,10 @@ impl Inner {
         if key.ends_with('/') {
             return Err(invalid(op, key, "directory markers hold no data"));
         }
-        let file = File::open(&path).map_err(|e| io_err(op, key, e))?;
+        // O_NONBLOCK: a FIFO planted under the root must not hang the request.
+        let fd = beneath::open(&self.root_fd, &path, OFlags::RDONLY | OFlags::NONBLOCK, 0)
+            .map_err(|e| io_err(op, key, e))?;
+        let file = File::from(fd);
         let m = file.metadata().map_err(|e| io_err(op, key, e))?;
         if !m.is_file() {
             return Err(BackendError::not_found(key));
@@ -214,7 +255,7 @@ impl Inner {
 
     fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
         let path = self.path("head", key)?;
-        let m = fs::metadata(&path).map_err(|e| io_err("head", key, e))?;
+        let m = self.metadata(&path).map_err(|e| io_err("head", key, e))?;
         // `dir/` is the directory; `dir` (no slash) is not an object when it is a directory.
         if m.is_dir() != key.ends_with('/') || !(m.is_dir() || m.is_file()) {
             return Err(BackendError::not_found(key));
@@ -256,8 +297,8 @@ impl Inner {
             if !data.is_empty() {
                 return Err(invalid("put", key, "a directory marker cannot hold data"));
             }
-            fs::create_dir_all(&path).map_err(|e| io_err("put", key, e))?;
-            let m = fs::metadata(&path).map_err(|e| io_err("put", key, e))?;
+            let dir = beneath::create_dirs(&self.root_fd, &path).map_err(|e| io_err("put", key, e))?;
+            let m = File::from(dir).metadata().map_err(|e| io_err("put", key, e))?;
             return Ok(PutResult::new(Some(etag_of(&m))));
         }
         let mut tmp = self.temp("put", key)?;
@@ -269,14 +310,15 @@ impl Inner {
 
     fn delete(&self, key: &str) -> BackendResult<()> {
         let path = self.path("delete", key)?;
-        let res = if key.ends_with('/') {
-            fs::remove_dir(&path)
-        } else {
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => return Ok(()),
-                _ => fs::remove_file(&path),
+        let res = beneath::parent(&self.root_fd, &path, false).and_then(|(dir, name)| {
+            if key.ends_with('/') {
+                beneath::unlink(&dir, name, true)
+            } else if beneath::is_dir_at(&dir, name).unwrap_or(false) {
+                Ok(())
+            } else {
+                beneath::unlink(&dir, name, false)
             }
-        };
+        });
         match res {
             Ok(()) => Ok(()),
             // A marker of a non-empty directory persists implicitly through its children.
@@ -291,9 +333,12 @@ fn no_upload(upload: &UploadId) -> BackendError {
     BackendError::new(BackendErrorKind::NoSuchUpload, format!("upload {}", upload.0))
 }
 
-/// A temp file removed on drop unless renamed into place.
+/// A temp file (in the internal directory, open as `dir`) removed on drop unless renamed
+/// into place.
 struct TempFile {
-    path: PathBuf,
+    dir: OwnedFd,
+    /// Empty once persisted.
+    name: OsString,
     file: Option<File>,
 }
 
@@ -319,20 +364,22 @@ impl TempFile {
             .ok_or_else(|| io::Error::other("temp file already closed"))
     }
 
-    fn persist(mut self, dst: &Path) -> io::Result<()> {
+    /// Rename into `name` in directory `to` (replacing a file or a symlink itself, never
+    /// writing through one).
+    fn persist(mut self, to: &OwnedFd, name: &OsStr) -> io::Result<()> {
         if let Some(f) = self.file.take() {
             f.sync_data()?;
         }
-        fs::rename(&self.path, dst)?;
-        self.path = PathBuf::new();
+        beneath::rename(&self.dir, &self.name, to, name)?;
+        self.name = OsString::new();
         Ok(())
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.path);
+        if !self.name.is_empty() {
+            let _ = beneath::unlink(&self.dir, &self.name, false);
         }
     }
 }
@@ -389,12 +436,14 @@ impl Backend for LocalBackend {
             }
             let id = UploadId(i.unique());
             let dir = i.upload_dir(&id)?;
-            fs::create_dir_all(&dir).map_err(|e| io_err("create multipart", &k, e))?;
+            let root = &i.root_fd;
+            beneath::create_dirs(root, &dir).map_err(|e| io_err("create multipart", &k, e))?;
             if let Some(t) = mtime {
-                fs::write(dir.join("mtime"), format_mtime(t)).map_err(|e| io_err("create multipart", &k, e))?;
+                beneath::write(root, &dir.join("mtime"), format_mtime(t).as_bytes())
+                    .map_err(|e| io_err("create multipart", &k, e))?;
             }
             // Written last: an upload exists (for `upload_for`) only once it is complete.
-            fs::write(dir.join("key"), k.as_bytes()).map_err(|e| io_err("create multipart", &k, e))?;
+            beneath::write(root, &dir.join("key"), k.as_bytes()).map_err(|e| io_err("create multipart", &k, e))?;
             Ok(id)
         })
         .await
@@ -413,7 +462,7 @@ impl Backend for LocalBackend {
             let dir = i.upload_for(&k, &up)?;
             let mut tmp = i.temp("upload part", &k)?;
             tmp.write_all(&data).map_err(|e| io_err("upload part", &k, e))?;
-            finish_part(&k, &dir, part_number, tmp)
+            i.finish_part(&k, &dir, part_number, tmp)
         })
         .await
     }
@@ -437,7 +486,7 @@ impl Backend for LocalBackend {
             let mut tmp = i.temp("upload part copy", &k)?;
             let f = tmp.file().map_err(|e| io_err("upload part copy", &k, e))?;
             copy_range_into(&mut file, range.start, range.len(), f).map_err(|e| io_err("upload part copy", &s, e))?;
-            finish_part(&k, &dir, part_number, tmp)
+            i.finish_part(&k, &dir, part_number, tmp)
         })
         .await
     }
@@ -456,7 +505,9 @@ impl Backend for LocalBackend {
             let mut last = 0;
             for (n, p) in parts.iter().enumerate() {
                 let path = dir.join(p.part_number.to_string());
-                let mut f = File::open(&path).map_err(|_| invalid(OP, &k, "part missing"))?;
+                let fd = beneath::open(&i.root_fd, &path, OFlags::RDONLY | OFlags::NONBLOCK, 0)
+                    .map_err(|_| invalid(OP, &k, "part missing"))?;
+                let mut f = File::from(fd);
                 let m = f.metadata().map_err(|e| io_err(OP, &k, e))?;
                 if etag_of(&m) != p.etag || p.part_number <= last {
                     return Err(invalid(OP, &k, "part list out of order or stale"));
@@ -468,10 +519,12 @@ impl Backend for LocalBackend {
                 let out = tmp.file().map_err(|e| io_err(OP, &k, e))?;
                 io::copy(&mut f, out).map_err(|e| io_err(OP, &k, e))?;
             }
-            let mtime = fs::read_to_string(dir.join("mtime")).ok().and_then(|s| parse_mtime(&s));
+            let mtime = beneath::read(&i.root_fd, &dir.join("mtime"))
+                .ok()
+                .and_then(|s| parse_mtime(&String::from_utf8_lossy(&s)));
             tmp.set_modified(mtime).map_err(|e| io_err(OP, &k, e))?;
             let etag = i.install(OP, &k, tmp)?;
-            let _ = fs::remove_dir_all(&dir);
+            let _ = i.remove_tree(&dir);
             Ok(PutResult::new(Some(etag)))
         })
         .await
@@ -483,7 +536,7 @@ impl Backend for LocalBackend {
             let Ok(dir) = i.upload_for(&k, &up) else {
                 return Ok(()); // Unknown upload: nothing to free.
             };
-            match fs::remove_dir_all(&dir) {
+            match i.remove_tree(&dir) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("abort multipart", &k, e)),
                 _ => Ok(()),
             }
@@ -495,7 +548,13 @@ impl Backend for LocalBackend {
         let p = prefix.to_owned();
         self.blocking("list multipart uploads", prefix, move |i| {
             let dir = i.internal().join("uploads");
-            let rd = match fs::read_dir(&dir) {
+            if let Err(e) = beneath::open_dir(&i.root_fd, &dir) {
+                return match e.kind() {
+                    io::ErrorKind::NotFound => Ok(Vec::new()),
+                    _ => Err(io_err("list multipart uploads", &p, e)),
+                };
+            }
+            let rd = match fs::read_dir(i.root.join(&dir)) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
                 Err(e) => return Err(io_err("list multipart uploads", &p, e)),
@@ -503,8 +562,11 @@ impl Backend for LocalBackend {
             let mut v = Vec::new();
             for ent in rd {
                 let ent = ent.map_err(|e| io_err("list multipart uploads", &p, e))?;
-                let Ok(key) = fs::read_to_string(ent.path().join("key")) else {
-                    continue; // Being created or aborted concurrently.
+                let key = beneath::read(&i.root_fd, &dir.join(ent.file_name()).join("key"))
+                    .ok()
+                    .and_then(|k| String::from_utf8(k).ok());
+                let Some(key) = key else {
+                    continue; // Being created or aborted concurrently, or not ours.
                 };
                 let Some(id) = ent.file_name().to_str().map(str::to_owned) else {
                     continue;
@@ -570,14 +632,18 @@ fn check_part(key: &str, part_number: u32) -> BackendResult<()> {
     }
 }
 
-fn finish_part(key: &str, dir: &Path, part_number: u32, tmp: TempFile) -> BackendResult<CompletedPart> {
-    let dst = dir.join(part_number.to_string());
-    tmp.persist(&dst).map_err(|e| io_err("upload part", key, e))?;
-    let m = fs::metadata(&dst).map_err(|e| io_err("upload part", key, e))?;
-    Ok(CompletedPart {
-        part_number,
-        etag: etag_of(&m),
-    })
+impl Inner {
+    fn finish_part(&self, key: &str, dir: &Path, part_number: u32, tmp: TempFile) -> BackendResult<CompletedPart> {
+        let err = |e| io_err("upload part", key, e);
+        let to = beneath::open_dir(&self.root_fd, dir).map_err(err)?;
+        let name = OsString::from(part_number.to_string());
+        tmp.persist(&to, &name).map_err(err)?;
+        let m = self.metadata(&dir.join(&name)).map_err(err)?;
+        Ok(CompletedPart {
+            part_number,
+            etag: etag_of(&m),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -666,5 +732,71 @@ mod tests {
         b.copy("x", "y").await.unwrap();
         let tmp = d.path().join(INTERNAL_DIR).join("tmp");
         assert_eq!(fs::read_dir(tmp).unwrap().count(), 0);
+    }
+
+    /// A symlink planted in the root, to a directory or a file outside, is neither read nor
+    /// written through; listing skips it.
+    #[tokio::test]
+    async fn planted_symlinks_are_not_followed() {
+        let (d, b) = backend();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("passwd"), b"root:x:0:0").unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("acme")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("passwd"), d.path().join("f")).unwrap();
+        for key in ["acme/passwd", "f"] {
+            let err = b.get_range(key, ByteRange::new(0, 4), None).await.unwrap_err();
+            assert_eq!(err.kind(), BackendErrorKind::AccessDenied, "{key}: {err}");
+            assert!(b.head(key).await.is_err(), "{key}");
+            assert!(b.copy(key, "stolen").await.is_err(), "{key}");
+        }
+        assert!(b.put("acme/passwd", Bytes::from_static(b"owned")).await.is_err());
+        assert!(b.put("acme/new", Bytes::from_static(b"owned")).await.is_err());
+        assert!(b.put("acme/sub/", Bytes::new()).await.is_err());
+        let _ = b.delete("acme/passwd").await;
+        // A multipart upload may start (its parts live in the internal directory) but never
+        // completes through the link.
+        let id = b.create_multipart("acme/mp").await.unwrap();
+        let part = b
+            .upload_part("acme/mp", &id, 1, Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert!(b.complete_multipart("acme/mp", &id, &[part]).await.is_err());
+        // Replacing the file symlink replaces the link itself, never its target.
+        b.put("f", Bytes::from_static(b"mine")).await.unwrap();
+        assert_eq!(fs::read(outside.path().join("passwd")).unwrap(), b"root:x:0:0");
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 1);
+        assert!(!fs::symlink_metadata(d.path().join("f")).unwrap().is_symlink());
+        let (objs, prefixes) = keys(&b, ListParams::new("", true)).await;
+        assert_eq!((objs, prefixes), (vec!["f".to_owned()], vec![]));
+        // The internal directory itself replaced by a symlink: nothing is written there.
+        fs::remove_dir_all(d.path().join(INTERNAL_DIR)).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join(INTERNAL_DIR)).unwrap();
+        assert!(b.put("g", Bytes::from_static(b"x")).await.is_err());
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn created_files_and_directories_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, b) = backend();
+        b.put("a/b/c", Bytes::from_static(b"1")).await.unwrap();
+        b.put("m/", Bytes::new()).await.unwrap();
+        let id = b.create_multipart("a/big").await.unwrap();
+        let p1 = b
+            .upload_part("a/big", &id, 1, Bytes::from(vec![1u8; MIN_PART_SIZE as usize]))
+            .await
+            .unwrap();
+        let p2 = b
+            .upload_part("a/big", &id, 2, Bytes::from_static(b"end"))
+            .await
+            .unwrap();
+        b.complete_multipart("a/big", &id, &[p1, p2]).await.unwrap();
+        let mode = |p: &str| fs::metadata(d.path().join(p)).unwrap().permissions().mode() & 0o777;
+        for dir in ["a", "a/b", "m", INTERNAL_DIR] {
+            assert_eq!(mode(dir), 0o700, "{dir}");
+        }
+        for file in ["a/b/c", "a/big"] {
+            assert_eq!(mode(file), 0o600, "{file}");
+        }
     }
 }

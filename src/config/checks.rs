@@ -56,9 +56,23 @@ pub(crate) fn normalize_prefix(prefix: &str) -> Result<String, String> {
     Ok(format!("{body}/"))
 }
 
+/// `endpoint` with any `userinfo@` of its authority replaced by `<redacted>@`.
+pub(crate) fn redact_userinfo(endpoint: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return endpoint.into();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://<redacted>{}", &rest[at..]).into(),
+        None => endpoint.into(),
+    }
+}
+
 /// `http(s)://host[:port][/path]`, returned without a trailing '/'.
 pub(crate) fn check_endpoint(endpoint: &str) -> Result<String, String> {
-    let bad = |why: &str| format!("invalid endpoint {endpoint:?}: {why}; expected http(s)://host[:port][/path]");
+    // A `user:password@` in the URL is refused, and never echoed in the message.
+    let shown = redact_userinfo(endpoint);
+    let bad = |why: &str| format!("invalid endpoint {shown:?}: {why}; expected http(s)://host[:port][/path]");
     let lower = endpoint.to_ascii_lowercase();
     let rest = if lower.starts_with("https://") || lower.starts_with("http://") {
         endpoint.split_once("://").map_or("", |(_, r)| r)
@@ -244,6 +258,20 @@ mod tests {
         ] {
             assert!(check_endpoint(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn endpoint_passwords_are_refused_and_never_echoed() {
+        for url in [
+            "https://user:hunter2@s3.example.com",
+            "http://user:hunter2@127.0.0.1:9000/base",
+            "https://a@b:hunter2@h:x",
+        ] {
+            let err = check_endpoint(url).unwrap_err();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("<redacted>@"), "{err}");
+        }
+        assert_eq!(redact_userinfo("http://h/a@b"), "http://h/a@b");
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! S3 credentials: how the config file names them and how they are resolved at load time.
 //!
 //! Forms accepted for `credentials` in a `[backends.NAME]` table:
-//! - `"default"` (also the default when the key is absent): the AWS default chain
-//!   (environment, profile files, SSO, IMDS, ...), resolved later by the SDK.
+//! - `"default"`: the AWS default chain (environment, profile files, SSO, IMDS, ...),
+//!   resolved and refreshed by the SDK. Also the default when the key is absent, but only
+//!   for `provider = "aws"` without an endpoint: a backend pointing anywhere else must name
+//!   its credentials, so this machine's AWS identity never reaches a third party by default
+//!   (`config::validate`).
 //! - `{ env = { access_key_id = "VAR", secret_access_key = "VAR", session_token = "VAR" } }`:
 //!   read from environment variables now; a missing variable is an error naming it.
 //! - `{ file = "path" }`: a small `key = value` secrets file (relative to the config file's
 //!   directory). Like ssh with private keys, a file that group or others can access is
-//!   refused, because a secret that leaked through permissions is already compromised.
+//!   refused, because a secret that leaked through permissions is already compromised; so
+//!   is a file owned by another user or reached through a symlink.
 //! - `{ access_key_id = "...", secret_access_key = "..." }`: inline, refused unless the backend
 //!   also sets `allow_inline_secrets = true` (then a warning is logged): config files get
 //!   committed, copied and pasted into bug reports.
@@ -185,18 +189,50 @@ pub(crate) fn resolve(
 /// `[section]` lines ignored. Keys: `access_key_id`, `secret_access_key`, `session_token`,
 /// each also with the `aws_` prefix used by `~/.aws/credentials`.
 pub(crate) fn read_secrets_file(path: &Path) -> Result<Credentials, String> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read secrets file {shown}: {e}"))?;
-    let mode = meta.permissions().mode() & 0o7777;
+    // Not through a symlink (whoever can change the link chooses the keys and where they
+    // go) and never blocking on a FIFO; the checks below are on the file actually read.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                format!("secrets file {shown} is a symbolic link; refusing to follow it: name the file itself")
+            }
+            _ => format!("cannot read secrets file {shown}: {e}"),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read secrets file {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("secrets file {shown} is not a regular file"));
+    }
+    let uid = rustix::process::geteuid().as_raw();
+    if meta.uid() != uid {
+        return Err(format!(
+            "secrets file {shown} is owned by uid {}, not by the user running byosfs (uid {uid}); \
+             refusing to use it: `chown` it to that user",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(format!(
             "secrets file {shown} is accessible by group/others (mode {mode:04o}); \
              refusing to use it: run `chmod 600 {shown}`"
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read secrets file {shown}: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX_SECRETS_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read secrets file {shown}: {e}"))?;
+    if text.len() as u64 > MAX_SECRETS_FILE {
+        return Err(format!("secrets file {shown} is larger than {MAX_SECRETS_FILE} bytes"));
+    }
     let (mut key_id, mut secret, mut token) = (None, None, None);
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -235,6 +271,9 @@ pub(crate) fn read_secrets_file(path: &Path) -> Result<Credentials, String> {
         )),
     }
 }
+
+/// A secrets file holds three short lines; anything this large is not one.
+const MAX_SECRETS_FILE: u64 = 64 * 1024;
 
 fn unquote(value: &str) -> &str {
     for quote in ['"', '\''] {
@@ -358,6 +397,21 @@ mod tests {
                 matches!(creds, Credentials::Static { ref access_key_id, ref secret_access_key, session_token: None }
                     if access_key_id == "AK" && secret_access_key.expose() == "hunter2")
             );
+        }
+    }
+
+    #[test]
+    fn secrets_file_must_be_the_users_own_file_not_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = secrets_file(dir.path(), 0o600, "access_key_id = AK\nsecret_access_key = hunter2\n");
+        let link = dir.path().join("link.ini");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = read_secrets_file(&link).unwrap_err();
+        assert!(err.contains("symbolic link") && !err.contains("hunter2"), "{err}");
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&real, Some(65534), None).unwrap();
+            let err = read_secrets_file(&real).unwrap_err();
+            assert!(err.contains("owned by uid 65534"), "{err}");
         }
     }
 

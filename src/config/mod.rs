@@ -214,8 +214,10 @@ pub struct TenantConfig {
     /// Group of this tenant's files; falls back to [`MountConfig::gid`].
     pub gid: Option<u32>,
     /// Permission bits of the tenant's directories (files get the same bits without execute).
-    /// Default 0o755. With `posix_metadata`, only for what has no stored mode.
-    pub mode: u32,
+    /// `None` when not configured: 0o755, or 0o700 when the mount has `allow_other` (decided
+    /// where the mount is set up, after command-line overrides). With `posix_metadata`, only
+    /// for what has no stored mode.
+    pub mode: Option<u32>,
     /// Store mode, owner and group per file and directory (s3fs's `x-amz-meta-mode`/`uid`/
     /// `gid`), and keep symlinks and special files. Default on; effective on S3 backends only.
     pub posix_metadata: bool,

@@ -153,13 +153,12 @@ impl Validator {
                 None => "",
             };
             let prefix = format!("{backend_prefix}{own}");
-            let mode = match &t.mode {
-                Some(m) => parse_mode(m.get_ref()).unwrap_or_else(|msg| {
+            let mode = t.mode.as_ref().map(|m| {
+                parse_mode(m.get_ref()).unwrap_or_else(|msg| {
                     self.push_in(source, Some(m.span()), f("mode"), msg);
                     0
-                }),
-                None => 0o755,
-            };
+                })
+            });
             if self.issues.len() != issues_before {
                 continue;
             }

@@ -468,7 +468,14 @@ impl Validator {
                 String::new()
             }
         };
-        let credentials = self.credentials(name, raw, &span, base, env);
+        // The default chain holds this machine's AWS identity (instance role, ~/.aws): sent
+        // only to AWS unless the config asks for it by name.
+        let third_party = (provider != Provider::Aws || raw.endpoint.is_some()).then(|| {
+            endpoint
+                .as_deref()
+                .map_or_else(|| format!("provider \"{provider}\""), |e| format!("endpoint {e}"))
+        });
+        let credentials = self.credentials(name, raw, &span, base, env, third_party.as_deref());
         let timeout = |v: Option<DurationValue>, default: Duration| v.map_or(default, |d| d.0);
         let request_timeout = timeout(raw.request_timeout, Duration::from_secs(60));
         let connect_timeout = timeout(raw.connect_timeout, Duration::from_secs(5));
@@ -503,11 +510,22 @@ impl Validator {
         span: &Range<usize>,
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
+        third_party: Option<&str>,
     ) -> Credentials {
         let allow_inline = raw.allow_inline_secrets.unwrap_or(false);
-        let (creds, at) = match &raw.credentials {
-            Some(c) => (c.get_ref(), c.span()),
-            None => (&RawCredentials::DefaultChain, span.clone()),
+        let (creds, at) = match (&raw.credentials, third_party) {
+            (Some(c), _) => (c.get_ref(), c.span()),
+            (None, None) => (&RawCredentials::DefaultChain, span.clone()),
+            (None, Some(target)) => {
+                let msg = format!(
+                    "missing; a backend with {target} must name its credentials: \
+                     {{ env = {{ access_key_id = \"VAR\", secret_access_key = \"VAR\" }} }} or {{ file = \"path\" }}. \
+                     The AWS default chain (instance role, ~/.aws) is used without asking only for provider = \"aws\" \
+                     without an endpoint; write credentials = \"default\" to send it to this endpoint"
+                );
+                self.push(Some(span.clone()), format!("backends.{name}.credentials"), msg);
+                return Credentials::DefaultChain;
+            }
         };
         match credentials::resolve(creds, base, allow_inline, env) {
             Ok(c) => {

@@ -101,9 +101,10 @@ pub fn backend_errno(kind: BackendErrorKind) -> i32 {
     match kind {
         BackendErrorKind::NotFound => libc::ENOENT,
         BackendErrorKind::PreconditionFailed => libc::ESTALE,
-        BackendErrorKind::AccessDenied | BackendErrorKind::InvalidAccessKey | BackendErrorKind::SignatureMismatch => {
-            libc::EACCES
-        }
+        BackendErrorKind::AccessDenied
+        | BackendErrorKind::InvalidAccessKey
+        | BackendErrorKind::SignatureMismatch
+        | BackendErrorKind::ExpiredCredentials => libc::EACCES,
         BackendErrorKind::InvalidRequest => libc::EINVAL,
         BackendErrorKind::NoSpace => libc::ENOSPC,
         BackendErrorKind::Unsupported => libc::ENOTSUP,
@@ -124,7 +125,15 @@ impl From<BackendError> for Error {
     fn from(e: BackendError) -> Self {
         let errno = backend_errno(e.kind());
         let expected = e.kind() == BackendErrorKind::NotFound;
-        let mut err = Self::with_source(errno, "backend request failed".to_owned(), e);
+        let message = match e.kind() {
+            // Says what to do: an EACCES alone reads like a permissions problem.
+            BackendErrorKind::ExpiredCredentials => {
+                "backend request failed: the session credentials have expired (ExpiredToken); \
+                 renew the session token"
+            }
+            _ => "backend request failed",
+        };
+        let mut err = Self::with_source(errno, message.to_owned(), e);
         err.expected = expected;
         err
     }
@@ -171,5 +180,20 @@ impl From<UploadError> for Error {
             }
             UploadError::InvalidConfig(_) => Self::with_source(libc::EINVAL, "upload configuration".into(), e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_session_tokens_are_eacces_and_say_so() {
+        let e = Error::from(BackendError::new(BackendErrorKind::ExpiredCredentials, "get a.mp4"));
+        assert_eq!(e.errno(), libc::EACCES);
+        assert!(!e.is_expected());
+        let shown = e.to_string();
+        assert!(shown.contains("expired") && shown.contains("session token"), "{shown}");
+        assert!(!BackendErrorKind::ExpiredCredentials.is_retryable());
     }
 }

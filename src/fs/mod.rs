@@ -400,7 +400,7 @@ impl Filesystem {
         let reader = ObjectReader::new(tenant.backend.clone(), id, self.cache.clone(), config);
         self.inodes.open(ino);
         let fh = self.handles.insert(Handle::Read { ino, reader });
-        debug!(ino, fh, key = %inode.key, size = meta.size, "opened for read");
+        debug!(ino, fh, key = ?inode.key, size = meta.size, "opened for read");
         Ok(Opened { fh, keep_cache })
     }
 

@@ -98,7 +98,7 @@ impl WriteSession {
     async fn fail_commit(&mut self) {
         self.abort_upload().await;
         if self.lost {
-            tracing::error!(key = %self.key, "upload failed after staged parts were dropped; data lost");
+            tracing::error!(key = ?self.key, "upload failed after staged parts were dropped; data lost");
         }
     }
 
@@ -178,7 +178,7 @@ impl WriteSession {
             .complete_multipart(&upload.key, &upload.id, &completed)
             .await
             .map_err(UploadError::Backend)?;
-        tracing::debug!(key = %upload.key, parts = count, "multipart upload completed");
+        tracing::debug!(key = ?upload.key, parts = count, "multipart upload completed");
         upload.forget_journal();
         self.upload = None;
         if upload.mtime == self.mtime && upload.posix == self.posix {
@@ -194,7 +194,7 @@ impl WriteSession {
             Ok(r) => Ok(r),
             Err(e) => {
                 // The data is complete; failing `close()` for its timestamp would be worse.
-                tracing::warn!(key = %upload.key, error = %e, "could not store the mtime after upload");
+                tracing::warn!(key = ?upload.key, error = %e, "could not store the mtime after upload");
                 Ok(result)
             }
         }
@@ -281,7 +281,7 @@ impl WriteSession {
             if let (Ok(cp), Some(journal)) = (&result, &journal) {
                 // A short append, done inline: it is informational (see `journal`).
                 if let Err(e) = journal.record_part(number, len, &cp.etag) {
-                    tracing::warn!(key = %key, error = %e, "could not journal an uploaded part");
+                    tracing::warn!(key = ?key, error = %e, "could not journal an uploaded part");
                 }
             }
             PartDone {

@@ -20,13 +20,17 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::backend::{ETag, UploadId};
 
 /// File name suffix of journal files.
 pub const JOURNAL_SUFFIX: &str = ".journal";
+/// Largest journal read back: a header and 10,000 part lines take well under 1 MiB; a file
+/// larger than this was not written by byosfs.
+pub const MAX_JOURNAL_BYTES: u64 = 4 << 20;
 const MAGIC: &str = "byosfs-upload-journal";
 const VERSION: &str = "1";
 
@@ -99,7 +103,12 @@ impl Journal {
             record.part_size
         );
         // Paths are unique per upload (session number and generation in a per-process root).
-        let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)?;
         let written = file
             .write_all(header.as_bytes())
             .and_then(|()| file.sync_all())
@@ -171,9 +180,30 @@ pub fn parse(text: &str) -> Option<JournalRecord> {
     })
 }
 
-/// Read and parse the journal at `path` (blocking IO).
+/// Read and parse the journal at `path` (blocking IO): not through a symlink, never
+/// waiting on a FIFO, only a regular file of at most [`MAX_JOURNAL_BYTES`].
 pub fn read(path: &Path) -> io::Result<JournalRecord> {
-    let text = std::fs::read_to_string(path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() > MAX_JOURNAL_BYTES {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a journal"));
+    }
+    read_from(file)
+}
+
+/// Parse the journal open as `file`, reading at most [`MAX_JOURNAL_BYTES`].
+pub fn read_from(file: File) -> io::Result<JournalRecord> {
+    let mut text = String::new();
+    file.take(MAX_JOURNAL_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_JOURNAL_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "journal larger than the cap",
+        ));
+    }
     parse(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "damaged journal header"))
 }
 

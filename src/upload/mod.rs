@@ -35,13 +35,14 @@ mod extents;
 mod fill;
 pub mod journal;
 pub mod parts;
+pub mod root;
 mod session;
 mod staging;
 mod transfer;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -170,15 +171,12 @@ pub struct Uploader {
     next_session: AtomicU64,
     /// Sessions alive now, so shutdown can wait for them and name the ones left.
     live: Mutex<BTreeMap<u64, LiveSession>>,
+    /// `<root>/.lock`, `flock`ed for the uploader's lifetime: how other processes (in any
+    /// PID namespace) see that this root is in use (see [`root`]).
+    _lock: OwnedFd,
 }
 
-/// Prefix of the per-process directory an [`Uploader`] creates in the staging directory;
-/// the full name is `byosfs-<pid>-<n>`, which is how recovery tells a crashed process's
-/// leftovers from a running one's.
-pub const STAGING_ROOT_PREFIX: &str = "byosfs-";
-
-/// Distinguishes uploaders created by one process (tests create many).
-static NEXT_UPLOADER: AtomicU64 = AtomicU64::new(0);
+pub use root::STAGING_ROOT_PREFIX;
 
 impl Uploader {
     /// Validate `config` and create the private staging directory.
@@ -201,18 +199,12 @@ impl Uploader {
                 config.memory_budget, config.part_size
             )));
         }
-        let root = config.staging_dir.join(format!(
-            "{STAGING_ROOT_PREFIX}{}-{}",
-            std::process::id(),
-            NEXT_UPLOADER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&config.staging_dir).map_err(UploadError::Io)?;
-        // Staged bytes are customers' data: private to the mounting user.
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&root)
-            .map_err(UploadError::Io)?;
+        let staging = root::open_staging_dir(&config.staging_dir).map_err(UploadError::InvalidConfig)?;
+        // Staged bytes are customers' data: the root is private to the mounting user (0700).
+        let created = root::create_root(&staging, &config.staging_dir).map_err(UploadError::Io)?;
+        let root = created.path;
         Ok(Arc::new(Self {
+            _lock: created.lock,
             memory: MemoryBudget::new(config.memory_budget),
             staging: Arc::new(StagingSpace::new(config.staging_limit)),
             layout,
@@ -323,6 +315,8 @@ impl Drop for Uploader {
             }
         };
         if kept == 0 {
+            // The lock file goes last: a root without one would look like an old version's.
+            let _ = std::fs::remove_file(self.root.join(root::LOCK_FILE));
             if let Err(e) = std::fs::remove_dir(&self.root) {
                 tracing::warn!(error = %e, "could not remove staging directory");
             }
@@ -332,15 +326,20 @@ impl Drop for Uploader {
     }
 }
 
-/// Delete everything in `root` except upload journals; returns how many journals remain.
+/// Delete everything in `root` except upload journals and the lock file; returns how many
+/// journals remain.
 pub(crate) fn remove_all_but_journals(root: &std::path::Path) -> io::Result<usize> {
     let mut kept = 0;
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
         let path = entry.path();
-        if entry.file_type()?.is_dir() {
+        if entry.file_name() == root::LOCK_FILE {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
             std::fs::remove_dir_all(&path)?;
-        } else if path.to_string_lossy().ends_with(journal::JOURNAL_SUFFIX) {
+        } else if kind.is_file() && path.to_string_lossy().ends_with(journal::JOURNAL_SUFFIX) {
             kept += 1;
         } else {
             std::fs::remove_file(&path)?;

@@ -79,7 +79,7 @@ impl Upload {
     pub(super) fn forget_journal(&self) {
         let Some(journal) = &self.journal else { return };
         if let Err(e) = journal.remove() {
-            tracing::warn!(key = %self.key, error = %e, "could not remove upload journal");
+            tracing::warn!(key = ?self.key, error = %e, "could not remove upload journal");
         }
     }
 }
@@ -620,7 +620,7 @@ impl WriteSession {
             p.local = Extents::default();
             p.evicted = true;
             self.staging.release(freed);
-            tracing::debug!(key = %self.key, part = idx, "staging full: dropped local copy of uploaded part");
+            tracing::debug!(key = ?self.key, part = idx, "staging full: dropped local copy of uploaded part");
         }
         Ok(true)
     }
@@ -632,7 +632,7 @@ impl Drop for WriteSession {
         if let Some(up) = self.upload.take() {
             spawn_abort(self.backend.clone(), up, std::mem::take(&mut self.tasks));
         } else if self.dirty {
-            tracing::debug!(key = %self.key, "write session dropped with uncommitted data");
+            tracing::debug!(key = ?self.key, "write session dropped with uncommitted data");
         }
     }
 }

@@ -12,7 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -52,6 +52,31 @@ pub(crate) struct SessionStaging {
     reserved: u64,
     /// The most recently written part file, kept open: sequential writes hit it repeatedly.
     open: Option<(u32, Arc<File>)>,
+}
+
+/// Create a session directory (0700) inside the uploader's root. An existing entry of that
+/// name must be a real directory: a symlink planted there would redirect staged bytes.
+fn create_session_dir(dir: &Path) -> io::Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if std::fs::symlink_metadata(dir)?.is_dir() {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!(
+                    "{} exists and is not a directory",
+                    dir.display()
+                )))
+            }
+        }
+        other => other,
+    }
+}
+
+/// Options for staging files: never through a symlink, private to the mounting user.
+fn staging_file() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.custom_flags(libc::O_NOFOLLOW).mode(0o600);
+    o
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
@@ -102,9 +127,9 @@ impl SessionStaging {
         let path = self.part_path(idx);
         let file = blocking(move || {
             if create_dir {
-                std::fs::create_dir_all(&dir)?;
+                create_session_dir(&dir)?;
             }
-            OpenOptions::new()
+            staging_file()
                 .read(true)
                 .write(true)
                 .create(true)
@@ -132,15 +157,15 @@ impl SessionStaging {
         let path = self.part_path(idx);
         blocking(move || {
             if create_dir {
-                std::fs::create_dir_all(&dir)?;
+                create_session_dir(&dir)?;
             }
             let aligned = data.len() % DIRECT_ALIGN == 0 && (data.as_ptr() as usize) % DIRECT_ALIGN == 0;
             if aligned {
-                let direct = OpenOptions::new()
+                let direct = staging_file()
                     .write(true)
                     .create(true)
                     .truncate(true)
-                    .custom_flags(libc::O_DIRECT)
+                    .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
                     .open(&path);
                 match direct.and_then(|f| f.write_all_at(&data, 0)) {
                     Ok(()) => return Ok(()),
@@ -150,7 +175,7 @@ impl SessionStaging {
                     Err(e) => return Err(e),
                 }
             }
-            let f = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
+            let f = staging_file().write(true).create(true).truncate(true).open(&path)?;
             f.write_all_at(&data, 0)
         })
         .await?;
@@ -257,7 +282,7 @@ pub(crate) fn read_pieces(buf: &mut [u8], pieces: &[Piece]) -> io::Result<()> {
             Source::File(path) => path,
         };
         if current.as_ref().map(|(p, _)| *p) != Some(path.as_path()) {
-            current = Some((path.as_path(), File::open(path)?));
+            current = Some((path.as_path(), staging_file().read(true).open(path)?));
         }
         let Some((_, file)) = &current else { continue };
         file.read_exact_at(dst, p.file_offset)?;
@@ -339,6 +364,31 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(left, 1, "only the new session directory remains");
+    }
+
+    #[tokio::test]
+    async fn a_planted_symlink_does_not_redirect_staged_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let space = Arc::new(StagingSpace::new(1 << 20));
+        // A symlink where the session directory goes.
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("s1")).unwrap();
+        let mut s = SessionStaging::new(space.clone(), tmp.path().join("s1"));
+        assert!(s.write(0, 0, Bytes::from_static(b"secret")).await.is_err());
+        assert!(s.write_whole(1, Bytes::from_static(b"secret")).await.is_err());
+        // A symlink where a part file goes.
+        std::fs::create_dir(tmp.path().join("s2")).unwrap();
+        let victim = outside.path().join("victim");
+        std::os::unix::fs::symlink(&victim, tmp.path().join("s2/0")).unwrap();
+        let mut s2 = SessionStaging::new(space, tmp.path().join("s2"));
+        assert!(s2.write(0, 0, Bytes::from_static(b"secret")).await.is_err());
+        assert!(s2.write_whole(0, Bytes::from_static(b"secret")).await.is_err());
+        drop((s, s2));
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "nothing written outside"
+        );
     }
 
     #[tokio::test]

@@ -64,7 +64,7 @@ impl WriteSession {
             Ok(None) => return Ok(()),
             Err(e) => {
                 // Nothing is lost: the part stays in memory and the commit sends it from there.
-                tracing::debug!(key = %self.key, part = idx, error = %e, "could not stage a full part; it stays in memory");
+                tracing::debug!(key = ?self.key, part = idx, error = %e, "could not stage a full part; it stays in memory");
                 return Ok(());
             }
         };
@@ -132,7 +132,7 @@ impl WriteSession {
                 // Committing acknowledged data matters more than cleaning up after a crash:
                 // go on without a journal (a crash now leaves the upload to the bucket's
                 // lifecycle rule for incomplete uploads).
-                tracing::warn!(key = %self.key, "staging disk full: multipart upload not journaled");
+                tracing::warn!(key = ?self.key, "staging disk full: multipart upload not journaled");
                 None
             }
             Ok(Err(e)) => {
@@ -144,7 +144,7 @@ impl WriteSession {
                 return Err(UploadError::Io(std::io::Error::other(e)));
             }
         };
-        tracing::debug!(key = %self.key, "multipart upload started");
+        tracing::debug!(key = ?self.key, "multipart upload started");
         let up = Upload {
             key: self.key.clone(),
             id,
@@ -158,7 +158,7 @@ impl WriteSession {
 
     async fn abort_unjournaled(&self, id: &UploadId) {
         if let Err(e) = self.backend.abort_multipart(&self.key, id).await {
-            tracing::warn!(key = %self.key, error = %e, "could not abort multipart upload without journal");
+            tracing::warn!(key = ?self.key, error = %e, "could not abort multipart upload without journal");
         }
     }
 
@@ -217,7 +217,7 @@ impl WriteSession {
 
     pub(super) fn record_failure(&mut self, e: UploadError) {
         if self.failed.is_none() {
-            tracing::warn!(key = %self.key, error = %e, "background part upload failed");
+            tracing::warn!(key = ?self.key, error = %e, "background part upload failed");
             self.failed = Some(e);
         }
     }
@@ -252,7 +252,7 @@ pub(super) async fn abort(backend: &dyn Backend, up: &Upload) {
     match backend.abort_multipart(&up.key, &up.id).await {
         Ok(()) => up.forget_journal(),
         Err(e) if e.kind() == crate::backend::BackendErrorKind::NoSuchUpload => up.forget_journal(),
-        Err(e) => tracing::warn!(key = %up.key, error = %e, "could not abort multipart upload; the next mount retries"),
+        Err(e) => tracing::warn!(key = ?up.key, error = %e, "could not abort multipart upload; the next mount retries"),
     }
 }
 
@@ -265,6 +265,6 @@ pub(super) fn spawn_abort(backend: Arc<dyn Backend>, up: Upload, mut tasks: Join
                 abort(&*backend, &up).await;
             });
         }
-        Err(_) => tracing::warn!(key = %up.key, "no runtime to abort multipart upload; it stays open"),
+        Err(_) => tracing::warn!(key = ?up.key, "no runtime to abort multipart upload; it stays open"),
     }
 }

@@ -38,11 +38,18 @@ pub struct Mount {
 impl Mount {
     /// Mount with `config` (TOML text). `env` is passed to the process (credentials).
     pub fn start(config: &str, env: &[(&str, &str)]) -> Mount {
+        Self::start_prepared(config, env, |_| {})
+    }
+
+    /// [`Mount::start`], calling `prepare` with the test directory (holding `mnt`, the
+    /// config and the backend roots) just before byosfs starts.
+    pub fn start_prepared(config: &str, env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Mount {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("byosfs.toml");
         std::fs::write(&cfg, config).expect("write config");
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir(&mountpoint).expect("mountpoint");
+        prepare(dir.path());
         let stderr_path = dir.path().join("byosfs.log");
         let log = std::fs::File::create(&stderr_path).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_byosfs"));

@@ -48,6 +48,7 @@ pub(super) fn kind_from_response(status: Option<u16>, code: Option<&str>) -> Bac
         Some("PreconditionFailed") => return K::PreconditionFailed,
         Some("InvalidAccessKeyId") => return K::InvalidAccessKey,
         Some("SignatureDoesNotMatch") => return K::SignatureMismatch,
+        Some("ExpiredToken" | "TokenRefreshRequired") => return K::ExpiredCredentials,
         Some("AccessDenied" | "AllAccessDisabled" | "AccountProblem") => return K::AccessDenied,
         Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequests") => {
             return K::Throttled

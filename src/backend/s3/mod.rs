@@ -662,6 +662,8 @@ mod tests {
     #[test_case(Some(403), Some("SignatureDoesNotMatch") => BackendErrorKind::SignatureMismatch)]
     #[test_case(Some(403), Some("InvalidAccessKeyId") => BackendErrorKind::InvalidAccessKey)]
     #[test_case(Some(403), Some("AccessDenied") => BackendErrorKind::AccessDenied)]
+    #[test_case(Some(400), Some("ExpiredToken") => BackendErrorKind::ExpiredCredentials)]
+    #[test_case(Some(400), Some("TokenRefreshRequired") => BackendErrorKind::ExpiredCredentials)]
     #[test_case(Some(503), Some("SlowDown") => BackendErrorKind::Throttled)]
     #[test_case(Some(503), None => BackendErrorKind::Throttled; "503 without body")]
     #[test_case(Some(429), None => BackendErrorKind::Throttled)]
