@@ -20,6 +20,7 @@ pub mod posix;
 pub mod prefix;
 pub mod retry;
 pub mod s3;
+pub mod swap;
 
 use std::fmt;
 use std::sync::Arc;

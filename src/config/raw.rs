@@ -32,6 +32,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) defaults: RawDefaults,
     #[serde(default)]
+    pub(crate) metrics: RawMetrics,
+    #[serde(default)]
     pub(crate) backends: BTreeMap<String, Spanned<RawBackend>>,
     #[serde(default)]
     pub(crate) tenants: Vec<Spanned<RawTenant>>,
@@ -49,6 +51,14 @@ pub(crate) struct RawMount {
     pub(crate) attr_ttl: Option<DurationValue>,
     pub(crate) entry_ttl: Option<DurationValue>,
     pub(crate) threads: Option<Spanned<usize>>,
+    pub(crate) control_socket: Option<PathBuf>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub(crate) listen: Option<Spanned<String>>,
 }
 
 /// `[cache]`.

@@ -46,7 +46,7 @@ impl Filesystem {
                 "files can be created only inside a tenant",
             ));
         }
-        let tenant = self.tenant_of(&dir)?.clone();
+        let tenant = self.tenant_of(&dir)?;
         if tenant.read_only {
             return Err(Error::read_only(&tenant.name));
         }
@@ -343,7 +343,7 @@ impl Filesystem {
             if inode.kind.is_dir() {
                 return Err(Error::expected(libc::EISDIR, "is a directory"));
             }
-            let tenant = self.tenant_of(&inode)?.clone();
+            let tenant = self.tenant_of(&inode)?;
             if tenant.read_only {
                 return Err(Error::read_only(&tenant.name));
             }
@@ -398,7 +398,7 @@ impl Filesystem {
             self.inodes.set_stat(ino, stat);
             return Ok(());
         }
-        let tenant = self.tenant_of(&inode)?.clone();
+        let tenant = self.tenant_of(&inode)?;
         if tenant.read_only {
             return Err(Error::read_only(&tenant.name));
         }
