@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod fs;
 pub mod fuse;
+pub mod metrics;
 pub mod namespace;
 pub mod read;
 pub mod recovery;

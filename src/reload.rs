@@ -26,6 +26,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::backend::metered::MeteredBackend;
 use crate::backend::prefix::PrefixBackend;
 use crate::backend::s3::S3ClientPool;
 use crate::backend::swap::SwapBackend;
@@ -273,12 +274,13 @@ impl std::fmt::Debug for Reloader {
     }
 }
 
-/// A tenant's spec on `backends` (the view confined to its prefix).
+/// A tenant's spec on `backend`: the view confined to its prefix, counted for `status`.
 pub fn tenant_spec(config: &Config, t: &TenantConfig, backend: Arc<dyn Backend>, owner: (u32, u32)) -> TenantSpec {
     let (read_only, uid, gid, mode, posix_metadata, exclusive_create) = effective(config, t, owner);
+    let view: Arc<dyn Backend> = Arc::new(PrefixBackend::new(backend, &t.prefix));
     TenantSpec {
         name: t.name.clone(),
-        backend: Arc::new(PrefixBackend::new(backend, &t.prefix)),
+        backend: Arc::new(MeteredBackend::new(view, crate::metrics::tenant(&t.name))),
         read_only,
         uid,
         gid,

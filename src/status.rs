@@ -5,6 +5,7 @@
 //! [`StatusReport`] is the JSON it sends (`byosfs status --json` prints it as is), and
 //! [`render`] the text the CLI prints otherwise.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +26,20 @@ pub struct TenantStatus {
     pub location: String,
     /// Writes refused.
     pub read_only: bool,
+    /// Requests sent to its storage.
+    pub requests: u64,
+    /// Of those, failed.
+    pub failures: u64,
+    /// Unix time (ms) of the last request answered.
+    pub last_success_ms: Option<u64>,
+    /// Unix time (ms) and error class of the last failure.
+    pub last_failure: Option<(u64, String)>,
+    /// Bytes received from storage (reads and read-ahead).
+    pub bytes_fetched: u64,
+    /// Bytes handed to readers.
+    pub bytes_served: u64,
+    /// Bytes sent to storage.
+    pub bytes_uploaded: u64,
 }
 
 /// A file being written and not yet committed.
@@ -43,6 +58,8 @@ pub struct StatusReport {
     pub generation: u64,
     /// Seconds since the mount started.
     pub uptime_s: u64,
+    /// Unix time (ms) of this report, to read the `*_ms` times against.
+    pub now_ms: u64,
     /// The config file reloads re-read.
     pub config: String,
     /// This control socket.
@@ -80,6 +97,7 @@ impl MountControl {
         StatusReport {
             generation: tenants.generation(),
             uptime_s: self.started.elapsed().as_secs(),
+            now_ms: crate::metrics::unix_ms(),
             config: self.reloader.source().await.display().to_string(),
             control_socket: self.socket.display().to_string(),
             cache_used: self.cache.used_bytes(),
@@ -87,10 +105,20 @@ impl MountControl {
             tenants: tenants
                 .snapshot()
                 .iter()
-                .map(|t| TenantStatus {
-                    name: t.name.clone(),
-                    location: t.backend.describe(),
-                    read_only: t.read_only,
+                .map(|t| {
+                    let m = &t.metrics;
+                    TenantStatus {
+                        name: t.name.clone(),
+                        location: t.backend.describe(),
+                        read_only: t.read_only,
+                        requests: m.requests.load(Ordering::Relaxed),
+                        failures: m.failures.load(Ordering::Relaxed),
+                        last_success_ms: m.last_success_ms(),
+                        last_failure: m.last_failure(),
+                        bytes_fetched: m.bytes_fetched.load(Ordering::Relaxed),
+                        bytes_served: m.bytes_served.load(Ordering::Relaxed),
+                        bytes_uploaded: m.bytes_uploaded.load(Ordering::Relaxed),
+                    }
                 })
                 .collect(),
             uploads: self
@@ -152,9 +180,23 @@ pub fn render(r: &StatusReport) -> String {
         mib(r.cache_budget)
     );
     out.push_str(&format!("{} tenant(s)\n", r.tenants.len()));
+    let ago = |ms: u64| format!("{} s ago", r.now_ms.saturating_sub(ms) / 1000);
     for t in &r.tenants {
         let ro = if t.read_only { " (read-only)" } else { "" };
         out.push_str(&format!("  {:<20} {}{ro}\n", t.name, t.location));
+        let ok = t.last_success_ms.map_or_else(|| "never".to_owned(), ago);
+        let failed = t
+            .last_failure
+            .as_ref()
+            .map_or_else(|| "never".to_owned(), |(ms, class)| format!("{class}, {}", ago(*ms)));
+        out.push_str(&format!(
+            "    {} requests ({} failed), last ok {ok}, last failure {failed}\n    fetched {}, served {}, uploaded {}\n",
+            t.requests,
+            t.failures,
+            mib(t.bytes_fetched),
+            mib(t.bytes_served),
+            mib(t.bytes_uploaded)
+        ));
     }
     if !r.uploads.is_empty() {
         out.push_str(&format!("{} upload(s) in flight\n", r.uploads.len()));

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, Weak};
 
 use crate::backend::Backend;
+use crate::metrics::TenantMetrics;
 use crate::namespace::TenantId;
 
 /// One tenant as the filesystem sees it.
@@ -46,6 +47,8 @@ pub struct Tenant {
     pub posix_metadata: bool,
     /// The backend makes `create_only` writes atomic (`If-None-Match: *`).
     pub exclusive_create: bool,
+    /// Its counters (by name: they outlive reloads that re-point or update it).
+    pub metrics: Arc<TenantMetrics>,
 }
 
 /// Parameters of one tenant, handed over by `app`.
@@ -133,6 +136,7 @@ impl Tables {
         };
         let t = Arc::new(Tenant {
             id,
+            metrics: crate::metrics::tenant(&s.name),
             name: s.name,
             backend: s.backend,
             read_only: s.read_only,

@@ -369,3 +369,95 @@ fn the_control_socket_answers_only_its_owner_and_root() {
     );
     assert!(m.log().contains("refused a connection from another user"));
 }
+
+fn status_json(m: &Mount) -> serde_json::Value {
+    let o = byosfs(&["status", "--mountpoint", m.path().to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn counter(status: &serde_json::Value, tenant: &str, field: &str) -> u64 {
+    let t = status["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == tenant)
+        .unwrap_or_else(|| panic!("{tenant} in {status}"));
+    t[field].as_u64().unwrap_or_else(|| panic!("{field} in {t}"))
+}
+
+/// Poll the status until `tenant`'s `field` reaches `at_least` (bounded: 10 s).
+fn wait_counter(m: &Mount, tenant: &str, field: &str, at_least: u64) -> serde_json::Value {
+    let t = Instant::now();
+    loop {
+        let s = status_json(m);
+        if counter(&s, tenant, field) >= at_least {
+            return s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{field} of {tenant} stuck below {at_least}: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn status_shows_an_upload_advancing_and_counts_each_tenants_traffic() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let m = mount(
+        &server,
+        &config(&server, &[tenant("A", "s3", "a/"), tenant("Q", "s3", "q/")].concat()),
+    );
+    let data = pattern(24 * MIB, 9);
+    let mut w = std::fs::File::create(m.path().join("A/up.bin")).unwrap();
+    w.write_all(&data[..9 * MIB]).unwrap();
+    // The first 8 MiB part goes out while the file is open: the upload shows, bytes advance.
+    let first = wait_counter(&m, "A", "bytes_uploaded", 8 * MIB as u64);
+    let uploads = first["uploads"].as_array().unwrap();
+    assert!(
+        uploads.iter().any(|u| u["tenant"] == "A" && u["key"] == "up.bin"),
+        "{first}"
+    );
+    w.write_all(&data[9 * MIB..]).unwrap();
+    let second = wait_counter(&m, "A", "bytes_uploaded", 16 * MIB as u64);
+    assert!(counter(&second, "A", "bytes_uploaded") > counter(&first, "A", "bytes_uploaded"));
+    drop(w);
+    // The session ends with the kernel's release, just after close() returned.
+    let t = Instant::now();
+    let done = loop {
+        let s = status_json(&m);
+        if s["uploads"].as_array().unwrap().is_empty() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "upload still listed after close: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(counter(&done, "A", "bytes_uploaded"), data.len() as u64, "{done}");
+
+    // A known read of an object the page cache has never seen (the one written above is
+    // there, and its reads never reach byosfs): every byte served once, fetched once plus
+    // little read-ahead.
+    put(&server, "media", "a/read.bin", &data);
+    let before = counter(&done, "A", "bytes_fetched");
+    let got = std::fs::read(m.path().join("A/read.bin")).unwrap();
+    assert_eq!(sha256(&got), sha256(&data));
+    let after = status_json(&m);
+    assert!(counter(&after, "A", "bytes_served") >= data.len() as u64, "{after}");
+    let fetched = counter(&after, "A", "bytes_fetched") - before;
+    assert!(
+        fetched >= data.len() as u64 && fetched <= data.len() as u64 * 11 / 10,
+        "fetched {fetched} for a {} byte read",
+        data.len()
+    );
+    // The other tenant saw none of it.
+    assert_eq!(counter(&after, "Q", "bytes_served"), 0);
+    assert_eq!(counter(&after, "Q", "bytes_uploaded"), 0);
+    assert_eq!(counter(&after, "A", "failures"), 0);
+}

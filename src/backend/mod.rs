@@ -14,6 +14,7 @@ pub mod fault;
 
 pub mod local;
 pub mod memory;
+pub mod metered;
 pub mod mtime;
 pub mod paging;
 pub mod posix;

@@ -444,16 +444,31 @@ impl Filesystem {
             return ReadNow::Done(Err(Error::new(libc::EBADF, format!("unknown handle {fh}"))));
         };
         let len = usize::try_from(size).unwrap_or(usize::MAX);
+        let served = |m: &Arc<crate::metrics::TenantMetrics>, data: &Bytes| {
+            crate::metrics::TenantMetrics::add(&m.bytes_served, data.len());
+        };
         match &*h {
-            Handle::Read { reader, .. } => match reader.read_now(offset, len) {
-                crate::read::ReadNow::Ready(data) => ReadNow::Done(Ok(data)),
-                crate::read::ReadNow::Pending(p) => ReadNow::Wait(Box::pin(async move { Ok(p.finish().await?) })),
+            Handle::Read { reader, tenant, .. } => match reader.read_now(offset, len) {
+                crate::read::ReadNow::Ready(data) => {
+                    served(&tenant.metrics, &data);
+                    ReadNow::Done(Ok(data))
+                }
+                crate::read::ReadNow::Pending(p) => {
+                    let m = tenant.metrics.clone();
+                    ReadNow::Wait(Box::pin(async move {
+                        let data = p.finish().await?;
+                        served(&m, &data);
+                        Ok(data)
+                    }))
+                }
             },
             Handle::Write(w, _) => {
                 let w = w.clone();
-                ReadNow::Wait(Box::pin(
-                    async move { Ok(w.session.lock().await.read(offset, len).await?) },
-                ))
+                ReadNow::Wait(Box::pin(async move {
+                    let data = w.session.lock().await.read(offset, len).await?;
+                    served(&w.tenant.metrics, &data);
+                    Ok(data)
+                }))
             }
             Handle::Dir(_) => ReadNow::Done(Err(Error::new(libc::EISDIR, "read on a directory handle"))),
         }
