@@ -322,6 +322,24 @@ fn a_reload_that_fails_changes_nothing_unless_forced() {
     );
     assert_eq!(names(&mnt), ["A", "E"]);
     assert_eq!(std::fs::read(mnt.join("A/f.txt")).unwrap(), b"data");
+
+    // SIGHUP reloads too (systemd's ExecReload may send it).
+    write_config(&m, &format!("{broken}\n{}", tenant("F", "s3", "f/")));
+    let hup = Command::new("kill")
+        .args(["-HUP", &m.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let t = Instant::now();
+    while !names(&mnt).contains(&"F".to_owned()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not add F:\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(m.log().contains("config reloaded"), "{}", m.log());
 }
 
 #[test]
