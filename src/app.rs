@@ -26,6 +26,7 @@ use crate::fuse::FuseAdapter;
 use crate::read::ReadConfig;
 use crate::recovery::{recover_staging, RecoveryReport};
 use crate::reload::{tenant_spec, BuildBackend, Reloader};
+use crate::sdnotify::notify_systemd;
 use crate::status::MountControl;
 use crate::tenant::TenantTable;
 use crate::upload::{UploadConfig, Uploader};
@@ -548,35 +549,6 @@ async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
             }
         }
         None => std::future::pending().await,
-    }
-}
-
-/// Tell systemd (`Type=notify`) about the service's state: one datagram to `$NOTIFY_SOCKET`
-/// (`READY=1` once mounted, `RELOADING=1`/`READY=1` around a SIGHUP reload, `STOPPING=1`).
-/// Without the variable (not under systemd) nothing happens; a failure is only logged.
-fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let sock = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "sd_notify: no socket");
-            return;
-        }
-    };
-    let bytes = path.as_encoded_bytes();
-    // `@name` is a socket in the abstract namespace.
-    let sent = match bytes.strip_prefix(b"@") {
-        Some(name) => {
-            use std::os::linux::net::SocketAddrExt;
-            std::os::unix::net::SocketAddr::from_abstract_name(name)
-                .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
-        }
-        None => sock.send_to(state.as_bytes(), &path),
-    };
-    if let Err(e) = sent {
-        warn!(error = %e, state, "sd_notify failed");
     }
 }
 

@@ -20,6 +20,7 @@ pub mod namespace;
 pub mod read;
 pub mod recovery;
 pub mod reload;
+pub mod sdnotify;
 pub mod secret;
 pub mod status;
 pub mod tenant;
