@@ -4,7 +4,6 @@
 //! filesystem saw).
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -157,7 +156,7 @@ impl Backend for MeteredBackend {
         self.note(self.inner.create_multipart_opts(key, opts).await)
     }
 
-    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
-        self.note(self.inner.set_mtime(key, mtime).await)
+    async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.note(self.inner.update_metadata(key, opts).await)
     }
 }

@@ -9,7 +9,6 @@
 //! instead (see `crate::tenant`).
 
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -128,8 +127,8 @@ impl Backend for SwapBackend {
         self.current().create_multipart_opts(key, opts).await
     }
 
-    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> BackendResult<PutResult> {
-        self.current().set_mtime(key, mtime).await
+    async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.current().update_metadata(key, opts).await
     }
 }
 

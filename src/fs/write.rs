@@ -391,7 +391,7 @@ impl Filesystem {
             if let Some(t) = tenant.filter(|t| t.posix_metadata && !t.read_only && inode.kind == Kind::Dir) {
                 let a = self.attr(&inode);
                 let posix = crate::backend::PosixAttrs::new(a.kind.ifmt() | u32::from(a.perm), a.uid, a.gid);
-                self.put_marker(t, &inode.key, posix, mtime).await?;
+                self.put_marker(&t, &inode.key, posix, mtime).await?;
             }
             let mut stat = inode.stat;
             stat.mtime = mtime;
