@@ -15,15 +15,20 @@ use crate::backend::local::LocalBackend;
 use crate::backend::prefix::PrefixBackend;
 use crate::backend::retry::{RetryBackend, RetryConfig};
 use crate::backend::s3::{S3BackendConfig, S3ClientPool, S3Credentials};
+use crate::backend::swap::SwapBackend;
 use crate::backend::Backend;
 use crate::cache::BlockCache;
 use crate::config::{BackendConfig, Config, Credentials, TenantConfig};
+use crate::control;
 use crate::fs::{Filesystem, FsConfig};
 use crate::fuse::session::{mount, MountOptions};
 use crate::fuse::FuseAdapter;
 use crate::read::ReadConfig;
 use crate::recovery::{recover_staging, RecoveryReport};
-use crate::tenant::{TenantSpec, TenantTable};
+use crate::reload::{tenant_spec, BuildBackend, Reloader};
+use crate::sdnotify::notify_systemd;
+use crate::status::MountControl;
+use crate::tenant::TenantTable;
 use crate::upload::{UploadConfig, Uploader};
 
 fn s3_config(c: &crate::config::S3Config) -> S3BackendConfig {
@@ -70,27 +75,39 @@ pub async fn build_backends(config: &Config) -> anyhow::Result<HashMap<String, A
     let pool = S3ClientPool::new();
     let mut out: HashMap<String, Arc<dyn Backend>> = HashMap::new();
     for (name, b) in &config.backends {
-        let (backend, retry): (Arc<dyn Backend>, RetryConfig) = match b {
-            BackendConfig::S3(c) => (
-                Arc::new(
-                    pool.backend(&s3_config(c))
-                        .await
-                        .with_context(|| format!("backend {name}: creating S3 client"))?,
-                ),
-                s3_retry(c),
-            ),
-            BackendConfig::Local(c) => {
-                std::fs::create_dir_all(&c.root)
-                    .with_context(|| format!("backend {name}: creating {}", c.root.display()))?;
-                (
-                    Arc::new(LocalBackend::new(c.root.clone()).with_context(|| format!("backend {name}"))?),
-                    RetryConfig::default(),
-                )
-            }
-        };
-        out.insert(name.clone(), Arc::new(RetryBackend::new(backend, retry)));
+        out.insert(name.clone(), build_backend(name, b, &pool).await?);
     }
     Ok(out)
+}
+
+/// The backend of one `[backends.NAME]`, wrapped in a [`RetryBackend`].
+pub async fn build_backend(name: &str, b: &BackendConfig, pool: &S3ClientPool) -> anyhow::Result<Arc<dyn Backend>> {
+    let (backend, retry): (Arc<dyn Backend>, RetryConfig) = match b {
+        BackendConfig::S3(c) => (
+            Arc::new(
+                pool.backend(&s3_config(c))
+                    .await
+                    .with_context(|| format!("backend {name}: creating S3 client"))?,
+            ),
+            s3_retry(c),
+        ),
+        BackendConfig::Local(c) => {
+            std::fs::create_dir_all(&c.root)
+                .with_context(|| format!("backend {name}: creating {}", c.root.display()))?;
+            (
+                Arc::new(LocalBackend::new(c.root.clone()).with_context(|| format!("backend {name}"))?),
+                RetryConfig::default(),
+            )
+        }
+    };
+    Ok(Arc::new(RetryBackend::new(backend, retry)))
+}
+
+/// [`build_backend`] as the reloader calls it.
+fn reload_builder() -> BuildBackend {
+    Box::new(|name, cfg, pool| {
+        Box::pin(async move { build_backend(&name, &cfg, &pool).await.map_err(|e| format!("{e:#}")) })
+    })
 }
 
 /// The view of one tenant: its backend confined to its prefix.
@@ -104,36 +121,30 @@ pub fn tenant_backend(
     Ok(Arc::new(PrefixBackend::new(inner.clone(), &t.prefix)))
 }
 
-/// Permission bits of tenant `t`: as configured, else 0755, or 0700 when other users can
-/// reach the mount (`allow_other`), so no tenant is shared with them unless it says so.
-pub fn tenant_mode(t: &TenantConfig, allow_other: bool) -> u16 {
-    let default: u16 = if allow_other { 0o700 } else { 0o755 };
-    t.mode.and_then(|m| u16::try_from(m & 0o7777).ok()).unwrap_or(default)
+/// One [`SwapBackend`] per config entry: the objects a reload rotates in place.
+fn swappable(backends: HashMap<String, Arc<dyn Backend>>) -> HashMap<String, Arc<SwapBackend>> {
+    backends
+        .into_iter()
+        .map(|(name, b)| (name, Arc::new(SwapBackend::new(b))))
+        .collect()
 }
 
 fn tenant_table(
     config: &Config,
-    backends: &HashMap<String, Arc<dyn Backend>>,
+    backends: &HashMap<String, Arc<SwapBackend>>,
     owner: (u32, u32),
 ) -> anyhow::Result<TenantTable> {
-    let mut specs = Vec::new();
+    let mut specs = Vec::with_capacity(config.tenants.len());
     let mut shared = Vec::new();
     for t in &config.tenants {
-        let mode = tenant_mode(t, config.mount.allow_other);
-        if mode & 0o077 != 0 {
-            shared.push(format!("{} ({mode:04o})", t.name));
+        let b = backends
+            .get(&t.backend)
+            .with_context(|| format!("tenant {}: unknown backend {}", t.name, t.backend))?;
+        let spec = tenant_spec(config, t, b.clone(), owner);
+        if spec.mode & 0o077 != 0 {
+            shared.push(format!("{} ({:04o})", t.name, spec.mode));
         }
-        specs.push(TenantSpec {
-            name: t.name.clone(),
-            backend: tenant_backend(t, backends)?,
-            read_only: t.read_only || config.mount.read_only,
-            uid: t.uid.or(config.mount.uid).unwrap_or(owner.0),
-            gid: t.gid.or(config.mount.gid).unwrap_or(owner.1),
-            mode,
-            // The local backend keeps no user metadata: mode and owner stay per tenant there.
-            posix_metadata: t.posix_metadata && matches!(config.backends.get(&t.backend), Some(BackendConfig::S3(_))),
-            exclusive_create: matches!(config.backends.get(&t.backend), Some(BackendConfig::S3(s3)) if s3.conditional_writes),
-        });
+        specs.push(spec);
     }
     if config.mount.allow_other {
         if shared.is_empty() {
@@ -226,8 +237,21 @@ pub async fn build_filesystem(config: &Config, owner: (u32, u32)) -> anyhow::Res
     Ok(build_with_uploader(config, owner).await?.0)
 }
 
+/// The filesystem, its uploader and the live backend objects (for reloads).
+struct Built {
+    fs: Filesystem,
+    uploader: Arc<Uploader>,
+    cache: Arc<BlockCache>,
+    backends: HashMap<String, Arc<SwapBackend>>,
+}
+
 async fn build_with_uploader(config: &Config, owner: (u32, u32)) -> anyhow::Result<(Filesystem, Arc<Uploader>)> {
-    let backends = build_backends(config).await?;
+    let b = build(config, owner).await?;
+    Ok((b.fs, b.uploader))
+}
+
+async fn build(config: &Config, owner: (u32, u32)) -> anyhow::Result<Built> {
+    let backends = swappable(build_backends(config).await?);
     let tenants = tenant_table(config, &backends, owner)?;
     let cache = Arc::new(BlockCache::new(config.cache.memory, config.cache.block_size));
     let staging_dir = staging_dir(config)?;
@@ -253,7 +277,12 @@ async fn build_with_uploader(config: &Config, owner: (u32, u32)) -> anyhow::Resu
         max_rename_entries: config.write.max_rename_entries,
         negative_ttl: config.cache.negative_ttl,
     };
-    Ok((Filesystem::new(tenants, cache, uploader.clone(), fs_config), uploader))
+    Ok(Built {
+        fs: Filesystem::new(tenants, cache.clone(), uploader.clone(), fs_config),
+        uploader,
+        cache,
+        backends,
+    })
 }
 
 /// Turn transparent huge pages off for this process.
@@ -275,8 +304,14 @@ fn disable_transparent_huge_pages() {
     }
 }
 
-/// Mount and serve until unmounted from outside or interrupted (SIGINT/SIGTERM).
-pub fn run_mount(config: Config, mountpoint: &Path) -> anyhow::Result<()> {
+/// Mount and serve until unmounted from outside or interrupted (SIGINT/SIGTERM); SIGHUP and
+/// the control socket reload the config file. `overrides` (the command line's) are applied
+/// to every re-read file as they were to `config`.
+pub fn run_mount(
+    config: Config,
+    mountpoint: &Path,
+    overrides: Box<dyn Fn(&mut Config) + Send + Sync>,
+) -> anyhow::Result<()> {
     let meta = std::fs::metadata(mountpoint)
         .with_context(|| format!("mount point {} is not accessible", mountpoint.display()))?;
     if !meta.is_dir() {
@@ -291,7 +326,13 @@ pub fn run_mount(config: Config, mountpoint: &Path) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("byosfs-worker")
         .build()?;
-    let (fs, uploader) = rt.block_on(build_with_uploader(&config, owner))?;
+    let started = Instant::now();
+    let Built {
+        fs,
+        uploader,
+        cache,
+        backends,
+    } = rt.block_on(build(&config, owner))?;
     let fs = Arc::new(fs);
     // Before serving: abort what a crashed earlier run left (see `recovery`).
     if let Some(staging) = uploader.root().parent() {
@@ -308,6 +349,42 @@ pub fn run_mount(config: Config, mountpoint: &Path) -> anyhow::Result<()> {
     }
     // Registered before mounting: from here on SIGTERM/SIGINT mean a clean shutdown.
     let mut signals = rt.block_on(async { Signals::new() });
+    let canonical_mnt = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
+    let socket_path = config
+        .mount
+        .control_socket
+        .clone()
+        .unwrap_or_else(|| control::default_socket_path(&canonical_mnt, control::euid()));
+    let reloader = Arc::new(Reloader::new(
+        config.clone(),
+        backends,
+        fs.clone(),
+        owner,
+        overrides,
+        reload_builder(),
+    ));
+    let handler = Arc::new(MountControl {
+        reloader: reloader.clone(),
+        fs: fs.clone(),
+        uploader: uploader.clone(),
+        cache,
+        started,
+        socket: socket_path.clone(),
+    });
+    // Bound before mounting, so `byosfs status` works as soon as the mount is visible.
+    // The mount works without its socket (reload by SIGHUP still does): a failure is logged.
+    let _socket = rt.block_on(async {
+        match control::ControlSocket::bind(&socket_path) {
+            Ok(mut s) => {
+                s.serve(control::euid(), handler);
+                Some(s)
+            }
+            Err(e) => {
+                warn!(path = %socket_path.display(), error = %e, "control socket not available; reload with SIGHUP");
+                None
+            }
+        }
+    });
     let max_ra = u32::try_from(config.cache.readahead_initial.min(1 << 20)).unwrap_or(1 << 20);
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone(), 1024, max_ra);
     let opts = MountOptions {
@@ -323,7 +400,14 @@ pub fn run_mount(config: Config, mountpoint: &Path) -> anyhow::Result<()> {
             mountpoint.display()
         )
     })?;
-    info!(mountpoint = %mountpoint.display(), tenants = fs.tenants().len(), "mounted");
+    reloader.set_kernel(mounted.kernel_cache());
+    info!(
+        mountpoint = %mountpoint.display(),
+        tenants = fs.tenants().len(),
+        control_socket = %socket_path.display(),
+        "mounted"
+    );
+    notify_systemd("READY=1");
 
     let grace = shutdown_timeout();
     let interrupted = rt.block_on(async {
@@ -331,11 +415,22 @@ pub fn run_mount(config: Config, mountpoint: &Path) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
-                () = signals.next() => return true,
+                sig = signals.next_event() => {
+                    if sig == Signal::Stop {
+                        return true;
+                    }
+                    notify_systemd("RELOADING=1");
+                    match reloader.reload(false).await {
+                        Ok(_) => {}
+                        Err(e) => error!(error = %e, "SIGHUP: reload refused, nothing changed"),
+                    }
+                    notify_systemd("READY=1");
+                }
                 _ = tick.tick() => if mounted.is_finished() { return false },
             }
         }
     });
+    notify_systemd("STOPPING=1");
     let deadline = Instant::now() + grace;
     let mut detached = false;
     if interrupted {
@@ -429,10 +524,11 @@ fn lazy_detach(mountpoint: &Path) {
     }
 }
 
-/// SIGINT and SIGTERM as one stream of "stop" requests.
+/// SIGINT and SIGTERM as one stream of "stop" requests; SIGHUP as "reload".
 struct Signals {
     term: Option<tokio::signal::unix::Signal>,
     int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -442,24 +538,44 @@ impl Signals {
         Self {
             term: signal(SignalKind::terminate()).ok(),
             int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
         }
     }
 
     async fn next(&mut self) {
-        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-            match s {
-                Some(s) => {
-                    if s.recv().await.is_none() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-                None => std::future::pending().await,
-            }
-        }
         tokio::select! {
             () = recv(&mut self.term) => {}
             () = recv(&mut self.int) => {}
         }
+    }
+
+    /// The next stop or reload request.
+    async fn next_event(&mut self) -> Signal {
+        tokio::select! {
+            () = recv(&mut self.term) => Signal::Stop,
+            () = recv(&mut self.int) => Signal::Stop,
+            () = recv(&mut self.hup) => Signal::Reload,
+        }
+    }
+}
+
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM, SIGINT.
+    Stop,
+    /// SIGHUP.
+    Reload,
+}
+
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

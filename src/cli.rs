@@ -3,6 +3,8 @@
 //! ```text
 //! byosfs mount --config FILE MOUNTPOINT [--daemon] [--allow-other] [--read-only] [--log-level LEVEL]
 //! byosfs check --config FILE [--tenant NAME]
+//! byosfs reload --mountpoint MNT [--force]
+//! byosfs status --mountpoint MNT [--json] [--watch]
 //! ```
 //! Flags given on the command line override the config file (they can only switch options
 //! on, never off). `main` parses [`Cli`], calls [`init_tracing`], loads the config and applies
@@ -41,6 +43,53 @@ pub enum Command {
     Mount(MountArgs),
     /// Validate the config file and check that each tenant's storage is reachable.
     Check(CheckArgs),
+    /// Make a running mount re-read its config file (tenants added, removed, moved, keys
+    /// rotated) without unmounting. Exits non-zero, changing nothing, if the new file is
+    /// invalid or new storage fails its check.
+    Reload(ReloadArgs),
+    /// Show a running mount's tenants, traffic, uploads and budgets.
+    Status(StatusArgs),
+}
+
+/// How to reach a running mount's control socket.
+#[derive(Debug, Args)]
+pub struct SocketArgs {
+    /// Mount point of the running mount (finds its control socket at the default path).
+    #[arg(short, long, value_name = "MNT", required_unless_present = "socket")]
+    pub mountpoint: Option<PathBuf>,
+
+    /// Control socket path, when the mount's config sets [mount] control_socket.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// `byosfs reload`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Which mount.
+    #[command(flatten)]
+    pub target: SocketArgs,
+
+    /// Apply even if new or changed storage fails its check (those tenants show as
+    /// unreachable in status).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `byosfs status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Which mount.
+    #[command(flatten)]
+    pub target: SocketArgs,
+
+    /// Print the raw status as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Refresh every second until interrupted.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// `byosfs mount`.
@@ -72,14 +121,19 @@ pub struct MountArgs {
 impl MountArgs {
     /// Apply command-line overrides to a loaded config.
     pub fn apply(&self, config: &mut Config) {
-        if self.allow_other {
-            config.mount.allow_other = true;
-        }
-        if self.read_only {
-            config.mount.read_only = true;
-            for tenant in &mut config.tenants {
-                tenant.read_only = true;
-            }
+        apply_overrides(config, self.allow_other, self.read_only);
+    }
+}
+
+/// The overrides of [`MountArgs`], as a function a reload applies to each re-read file.
+pub fn apply_overrides(config: &mut Config, allow_other: bool, read_only: bool) {
+    if allow_other {
+        config.mount.allow_other = true;
+    }
+    if read_only {
+        config.mount.read_only = true;
+        for tenant in &mut config.tenants {
+            tenant.read_only = true;
         }
     }
 }

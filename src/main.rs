@@ -1,4 +1,4 @@
-//! `byosfs` command line: `mount` and `check`.
+//! `byosfs` command line: `mount`, `check`, and `reload`/`status` of a running mount.
 
 use std::path::Path;
 use std::process::{Command as Process, ExitCode, Stdio};
@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 
-use byosfs::cli::{init_tracing, Cli, Command};
+use byosfs::cli::{apply_overrides, init_tracing, Cli, Command, SocketArgs};
 use byosfs::config::Config;
+use byosfs::control::{self, Request};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -56,14 +57,80 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if args.daemon {
                 return daemonize(&args.mountpoint);
             }
-            byosfs::app::run_mount(config, &args.mountpoint)?;
+            let (allow_other, read_only) = (args.allow_other, args.read_only);
+            let overrides = Box::new(move |c: &mut Config| apply_overrides(c, allow_other, read_only));
+            byosfs::app::run_mount(config, &args.mountpoint, overrides)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reload(args) => {
+            let r = ask(&args.target, &Request::Reload { force: args.force }, RELOAD_TIMEOUT)?;
+            if r.ok {
+                println!("{}", r.message);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("byosfs: reload refused: {}", r.message);
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::Status(args) => loop {
+            let r = ask(&args.target, &Request::Status, STATUS_TIMEOUT)?;
+            if !r.ok {
+                anyhow::bail!("{}", r.message);
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&r.body)?);
+            } else {
+                let report: byosfs::status::StatusReport =
+                    serde_json::from_value(r.body).context("reading the mount's status")?;
+                if args.watch {
+                    // Clear the terminal and go home, as `watch` does.
+                    print!("\x1b[2J\x1b[H");
+                }
+                print!("{}", byosfs::status::render(&report));
+            }
+            if !args.watch {
+                return Ok(ExitCode::SUCCESS);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        },
         Command::Check(args) => {
             let config = load(&args.config)?;
             let ok = byosfs::app::run_check(config, args.tenant.as_deref())?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+    }
+}
+
+/// A reload probes new storage (bounded at 20 s per probe, in parallel) before it answers.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Status is answered from memory.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Send `request` to the mount chosen by `target`: `--socket`, else the default socket paths
+/// of `--mountpoint` (this user's, then root's).
+fn ask(target: &SocketArgs, request: &Request, timeout: Duration) -> anyhow::Result<control::Response> {
+    let paths = match (&target.socket, &target.mountpoint) {
+        (Some(s), _) => vec![s.clone()],
+        (None, Some(m)) => {
+            let m = std::fs::canonicalize(m).with_context(|| format!("mount point {}", m.display()))?;
+            control::candidate_paths(&m, control::euid())
+        }
+        (None, None) => anyhow::bail!("give --mountpoint or --socket"),
+    };
+    let mut last = None;
+    for p in &paths {
+        match control::call(p, request, timeout) {
+            Ok(r) => return Ok(r),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && paths.len() > 1 => last = Some((p.clone(), e)),
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", p.display())),
+        }
+    }
+    match last {
+        Some((p, e)) => anyhow::bail!(
+            "no control socket for this mount ({}: {e}); is it mounted by byosfs?",
+            p.display()
+        ),
+        None => anyhow::bail!("no control socket found"),
     }
 }
 

@@ -73,7 +73,8 @@ fn backend_for(r: &JournalRecord, tenants: &TenantTable) -> Option<Arc<dyn Backe
         }
     }
     tenants
-        .iter()
+        .snapshot()
+        .into_iter()
         .find(|t| t.backend.describe() == r.backend)
         .map(|t| t.backend.clone())
 }

@@ -14,12 +14,14 @@ pub mod fault;
 
 pub mod local;
 pub mod memory;
+pub mod metered;
 pub mod mtime;
 pub mod paging;
 pub mod posix;
 pub mod prefix;
 pub mod retry;
 pub mod s3;
+pub mod swap;
 
 use std::fmt;
 use std::sync::Arc;

@@ -78,6 +78,9 @@ pub struct MountConfig {
     pub entry_ttl: Duration,
     /// FUSE event-loop threads. Default 4.
     pub threads: usize,
+    /// Control socket of `byosfs reload`/`status` (absolute); `None`: the default path
+    /// named after the mount point (see `control::default_socket_path`).
+    pub control_socket: Option<PathBuf>,
 }
 
 /// `[cache]`: the read path.
@@ -221,6 +224,17 @@ pub struct TenantConfig {
     /// Store mode, owner and group per file and directory (s3fs's `x-amz-meta-mode`/`uid`/
     /// `gid`), and keep symlinks and special files. Default on; effective on S3 backends only.
     pub posix_metadata: bool,
+}
+
+impl TenantConfig {
+    /// Permission bits of the tenant: as configured, else 0755, or 0700 when other users can
+    /// reach the mount (`allow_other`), so no tenant is shared with them unless it says so.
+    pub fn effective_mode(&self, allow_other: bool) -> u16 {
+        let default: u16 = if allow_other { 0o700 } else { 0o755 };
+        self.mode
+            .and_then(|m| u16::try_from(m & 0o7777).ok())
+            .unwrap_or(default)
+    }
 }
 
 impl Config {

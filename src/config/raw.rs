@@ -31,6 +31,7 @@ pub(crate) struct RawConfig {
     pub(crate) write: RawWrite,
     #[serde(default)]
     pub(crate) defaults: RawDefaults,
+
     #[serde(default)]
     pub(crate) backends: BTreeMap<String, Spanned<RawBackend>>,
     #[serde(default)]
@@ -49,6 +50,7 @@ pub(crate) struct RawMount {
     pub(crate) attr_ttl: Option<DurationValue>,
     pub(crate) entry_ttl: Option<DurationValue>,
     pub(crate) threads: Option<Spanned<usize>>,
+    pub(crate) control_socket: Option<PathBuf>,
 }
 
 /// `[cache]`.

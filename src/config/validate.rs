@@ -124,7 +124,8 @@ impl Validator {
     }
 
     fn config(&mut self, raw: RawConfig, source: PathBuf, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Config {
-        let mount = self.mount(raw.mount);
+        let mut mount = self.mount(raw.mount);
+        mount.control_socket = mount.control_socket.map(|p| normalize_path(&base.join(p)));
         let cache = self.cache(raw.cache);
         let write = self.write(raw.write, base);
         let mut backends = BTreeMap::new();
@@ -232,6 +233,7 @@ impl Validator {
             attr_ttl: dur(raw.attr_ttl, Duration::from_secs(1)),
             entry_ttl: dur(raw.entry_ttl, Duration::from_secs(1)),
             threads,
+            control_socket: raw.control_socket,
         }
     }
 

@@ -66,9 +66,10 @@ impl Filesystem {
         };
         if inode.kind == Kind::Root {
             // Tenant names are unique: no need for `push`'s duplicate check (a set of 100,000
-            // names per opendir of the root).
-            stream.entries.reserve(self.tenants.len());
-            for t in self.tenants.iter() {
+            // names per opendir of the root). One generation of the table, in name order.
+            let tenants = self.tenants.snapshot();
+            stream.entries.reserve(tenants.len());
+            for t in tenants {
                 stream.entries.push(Listed {
                     name: t.name.clone(),
                     tenant: Some(t.id),
@@ -133,9 +134,9 @@ impl Filesystem {
             }
             pos = 2;
         }
-        let tenant = dir.tenant.and_then(|id| self.tenants.get(id)).cloned();
+        let tenant = dir.tenant.and_then(|id| self.tenants.get(id));
         let posix = tenant.as_ref().is_some_and(|t| t.posix_metadata);
-        let owner = |l: &Listed| l.tenant.and_then(|id| self.tenants.get(id)).map(Arc::as_ref);
+        let owner = |l: &Listed| l.tenant.and_then(|id| self.tenants.get_any(id));
         // Bounded: each round either emits an entry, fetches a page, or returns.
         loop {
             let idx = usize::try_from(pos - 2).unwrap_or(usize::MAX);
@@ -192,7 +193,7 @@ impl Filesystem {
                     stat,
                     validated: std::time::Instant::now(),
                 };
-                let attr = attr_of(&inode, owner(l), self.config.root_owner);
+                let attr = attr_of(&inode, owner(l).as_deref(), self.config.root_owner);
                 DirEntry {
                     ino,
                     offset: next_offset,
@@ -285,7 +286,7 @@ impl Filesystem {
         if t.read_only {
             return Err(Error::read_only(&t.name));
         }
-        Ok(t.clone())
+        Ok(t)
     }
 
     fn child_dir(&self, parent: u64) -> Result<Inode> {

@@ -42,6 +42,9 @@ pub enum Handle {
         ino: u64,
         /// Reader pinned to the object version seen at open.
         reader: ObjectReader,
+        /// The tenant binding at open: held so a reload that removes or moves the tenant
+        /// leaves this file's attributes and storage in place until it is closed.
+        tenant: Arc<Tenant>,
     },
     /// Open for writing (or reading a file that is being written), with the process (thread
     /// group) that opened it: only its `close()` commits, see [`super::Filesystem::flush`].

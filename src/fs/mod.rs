@@ -29,7 +29,7 @@ use crate::cache::{BlockCache, ObjectId};
 use crate::namespace::name::{child_key, dir_prefix, validate_name, NameError};
 use crate::namespace::{Inode, InodeTable, Kind, Known, Stat, ROOT_INO};
 use crate::read::{ObjectReader, ReadConfig};
-use crate::tenant::{Tenant, TenantTable};
+use crate::tenant::{Applied, Tenant, TenantChange, TenantTable};
 use crate::upload::Uploader;
 
 pub use attr::{Attr, DirEntry, DirReplier, Entry, FileType, NewNode, Opened, SetAttr, StatFs};
@@ -119,6 +119,18 @@ impl Filesystem {
         &self.tenants
     }
 
+    /// Apply a reload's tenant changes as one new generation of the tenant table. The
+    /// directories of removed and re-pointed tenants leave the root of the inode table, so
+    /// their next lookup binds the current tenant; the caller tells the kernel to forget the
+    /// names in [`Applied::root_entries_changed`].
+    pub fn apply_tenants(&self, changes: Vec<TenantChange>) -> Applied {
+        let applied = self.tenants.apply(changes);
+        for name in applied.removed.iter().chain(&applied.repointed) {
+            self.inodes.detach_tenant(name);
+        }
+        applied
+    }
+
     /// Number of inodes held (tests: memory is released on forget).
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
@@ -134,13 +146,16 @@ impl Filesystem {
         self.handles.len()
     }
 
-    fn tenant_of(&self, inode: &Inode) -> Result<&Arc<Tenant>> {
+    /// The live tenant of `inode`: resolved once per request, so the request works against
+    /// one generation of the table throughout. An inode of a tenant that a reload removed or
+    /// re-pointed is ENOENT: new lookups and opens never reach the old location.
+    fn tenant_of(&self, inode: &Inode) -> Result<Arc<Tenant>> {
         let id = inode
             .tenant
             .ok_or_else(|| Error::new(libc::EPERM, "the mount root holds only tenants"))?;
         self.tenants
             .get(id)
-            .ok_or_else(|| Error::new(libc::ESTALE, format!("unknown tenant {id}")))
+            .ok_or_else(|| Error::not_found("tenant removed or moved by a reload"))
     }
 
     fn writer(&self, ino: u64) -> Option<Arc<WriteState>> {
@@ -152,8 +167,9 @@ impl Filesystem {
     }
 
     fn attr(&self, inode: &Inode) -> Attr {
-        let tenant = inode.tenant.and_then(|id| self.tenants.get(id)).map(Arc::as_ref);
-        let mut a = attr::attr_of(inode, tenant, self.config.root_owner);
+        // `get_any`: an open file of a removed tenant keeps its owner and mode until closed.
+        let tenant = inode.tenant.and_then(|id| self.tenants.get_any(id));
+        let mut a = attr::attr_of(inode, tenant.as_deref(), self.config.root_owner);
         if let Some(w) = self.writer(inode.ino) {
             // While a file is being written its size is the writer's, not the bucket's.
             if let Ok(s) = w.session.try_lock() {
@@ -223,7 +239,7 @@ impl Filesystem {
                 // reported at once (asking it twice more would double the wait); anything else
                 // odd (gone, maybe now a directory): resolve as usual.
                 let tenant = self.tenant_of(&parent)?;
-                self.stat_ahead(&parent, name, tenant);
+                self.stat_ahead(&parent, name, &tenant);
                 match tenant.backend.head(&child_key(&parent.key, name)).await {
                     Ok(meta) => {
                         let inode =
@@ -240,7 +256,7 @@ impl Filesystem {
         }
         let tenant = self.tenant_of(&parent)?;
         let asked = Instant::now();
-        let (kind, stat) = match self.resolve(tenant, &child_key(&parent.key, name)).await {
+        let (kind, stat) = match self.resolve(&tenant, &child_key(&parent.key, name)).await {
             Ok(found) => found,
             Err(e) if e.errno() == libc::ENOENT => {
                 self.inodes.note_absent(parent.ino, name, asked);
@@ -357,7 +373,14 @@ impl Filesystem {
         if inode.kind != Kind::File || self.fresh(&inode) || self.writer(ino).is_some() {
             return Ok(self.entry(&inode));
         }
-        let tenant = self.tenant_of(&inode)?;
+        // An open file of a removed or moved tenant still answers fstat (from its old storage).
+        let tenant = match self.tenant_of(&inode) {
+            Ok(t) => t,
+            Err(e) => match inode.tenant.and_then(|id| self.tenants.get_any(id)) {
+                Some(t) if self.inodes.is_open(ino) => t,
+                _ => return Err(e),
+            },
+        };
         let meta = tenant.backend.head(&inode.key).await?;
         self.inodes.set_stat(ino, stat_of(&meta));
         Ok(self.entry(&self.inodes.get(ino)?))
@@ -374,7 +397,7 @@ impl Filesystem {
         if inode.kind.is_dir() {
             return Err(Error::expected(libc::EISDIR, "is a directory"));
         }
-        let tenant = self.tenant_of(&inode)?.clone();
+        let tenant = self.tenant_of(&inode)?;
         let acc = flags & libc::O_ACCMODE;
         if acc == libc::O_WRONLY || acc == libc::O_RDWR {
             return self
@@ -399,7 +422,7 @@ impl Filesystem {
         };
         let reader = ObjectReader::new(tenant.backend.clone(), id, self.cache.clone(), config);
         self.inodes.open(ino);
-        let fh = self.handles.insert(Handle::Read { ino, reader });
+        let fh = self.handles.insert(Handle::Read { ino, reader, tenant });
         debug!(ino, fh, key = ?inode.key, size = meta.size, "opened for read");
         Ok(Opened { fh, keep_cache })
     }
@@ -421,16 +444,31 @@ impl Filesystem {
             return ReadNow::Done(Err(Error::new(libc::EBADF, format!("unknown handle {fh}"))));
         };
         let len = usize::try_from(size).unwrap_or(usize::MAX);
+        let served = |m: &Arc<crate::metrics::TenantMetrics>, data: &Bytes| {
+            crate::metrics::TenantMetrics::add(&m.bytes_served, data.len());
+        };
         match &*h {
-            Handle::Read { reader, .. } => match reader.read_now(offset, len) {
-                crate::read::ReadNow::Ready(data) => ReadNow::Done(Ok(data)),
-                crate::read::ReadNow::Pending(p) => ReadNow::Wait(Box::pin(async move { Ok(p.finish().await?) })),
+            Handle::Read { reader, tenant, .. } => match reader.read_now(offset, len) {
+                crate::read::ReadNow::Ready(data) => {
+                    served(&tenant.metrics, &data);
+                    ReadNow::Done(Ok(data))
+                }
+                crate::read::ReadNow::Pending(p) => {
+                    let m = tenant.metrics.clone();
+                    ReadNow::Wait(Box::pin(async move {
+                        let data = p.finish().await?;
+                        served(&m, &data);
+                        Ok(data)
+                    }))
+                }
             },
             Handle::Write(w, _) => {
                 let w = w.clone();
-                ReadNow::Wait(Box::pin(
-                    async move { Ok(w.session.lock().await.read(offset, len).await?) },
-                ))
+                ReadNow::Wait(Box::pin(async move {
+                    let data = w.session.lock().await.read(offset, len).await?;
+                    served(&w.tenant.metrics, &data);
+                    Ok(data)
+                }))
             }
             Handle::Dir(_) => ReadNow::Done(Err(Error::new(libc::EISDIR, "read on a directory handle"))),
         }

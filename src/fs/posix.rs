@@ -81,7 +81,7 @@ impl Filesystem {
         gid: Option<u32>,
     ) -> Result<()> {
         let inode = self.inodes.get(ino)?;
-        let Some(tenant) = inode.tenant.and_then(|id| self.tenants.get(id)).cloned() else {
+        let Some(tenant) = inode.tenant.and_then(|id| self.tenants.get(id)) else {
             return Ok(());
         };
         if !tenant.posix_metadata || !matches!(inode.kind, Kind::File | Kind::Dir) {

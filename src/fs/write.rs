@@ -46,7 +46,7 @@ impl Filesystem {
                 "files can be created only inside a tenant",
             ));
         }
-        let tenant = self.tenant_of(&dir)?.clone();
+        let tenant = self.tenant_of(&dir)?;
         if tenant.read_only {
             return Err(Error::read_only(&tenant.name));
         }
@@ -343,7 +343,7 @@ impl Filesystem {
             if inode.kind.is_dir() {
                 return Err(Error::expected(libc::EISDIR, "is a directory"));
             }
-            let tenant = self.tenant_of(&inode)?.clone();
+            let tenant = self.tenant_of(&inode)?;
             if tenant.read_only {
                 return Err(Error::read_only(&tenant.name));
             }
@@ -391,14 +391,14 @@ impl Filesystem {
             if let Some(t) = tenant.filter(|t| t.posix_metadata && !t.read_only && inode.kind == Kind::Dir) {
                 let a = self.attr(&inode);
                 let posix = crate::backend::PosixAttrs::new(a.kind.ifmt() | u32::from(a.perm), a.uid, a.gid);
-                self.put_marker(t, &inode.key, posix, mtime).await?;
+                self.put_marker(&t, &inode.key, posix, mtime).await?;
             }
             let mut stat = inode.stat;
             stat.mtime = mtime;
             self.inodes.set_stat(ino, stat);
             return Ok(());
         }
-        let tenant = self.tenant_of(&inode)?.clone();
+        let tenant = self.tenant_of(&inode)?;
         if tenant.read_only {
             return Err(Error::read_only(&tenant.name));
         }

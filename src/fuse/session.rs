@@ -29,6 +29,32 @@ pub struct MountOptions {
 pub struct Mounted {
     unmounter: SessionUnmounter,
     thread: JoinHandle<io::Result<()>>,
+    kernel: KernelCache,
+}
+
+/// Tells the kernel to drop what it caches about the root's entries (after a reload).
+#[derive(Debug, Clone)]
+pub struct KernelCache {
+    notifier: fuser::Notifier,
+}
+
+impl KernelCache {
+    /// Forget the cached dentries `names` under the mount root (and with them the whole
+    /// subtree the kernel cached below each), and the root's attributes. Blocks while the
+    /// kernel waits for lookups in the root to finish: call it off the FUSE threads and off
+    /// the async runtime's workers.
+    pub fn forget_root_entries<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let root = fuser::INodeNo::ROOT;
+        for name in names {
+            // ENOENT: the kernel had nothing cached under that name, which is fine.
+            if let Err(e) = self.notifier.inval_entry(root, std::ffi::OsStr::new(name)) {
+                debug!(name, error = %e, "kernel entry not invalidated");
+            }
+        }
+        if let Err(e) = self.notifier.inval_inode(root, 0, 0) {
+            debug!(error = %e, "kernel root attributes not invalidated");
+        }
+    }
 }
 
 impl Mounted {
@@ -40,6 +66,11 @@ impl Mounted {
     /// Whether the session has ended (e.g. `fusermount3 -u` from outside).
     pub fn is_finished(&self) -> bool {
         self.thread.is_finished()
+    }
+
+    /// Handle for kernel cache invalidation.
+    pub fn kernel_cache(&self) -> KernelCache {
+        self.kernel.clone()
     }
 
     /// Wait for the session thread to end.
@@ -74,13 +105,31 @@ pub fn mount(adapter: FuseAdapter, mountpoint: &Path, opts: &MountOptions) -> io
     config.n_threads = Some(opts.threads.max(1));
     let mut session = fuser::Session::new(adapter, mountpoint, &config)?;
     let unmounter = session.unmount_callable();
+    let kernel = KernelCache {
+        notifier: session.notifier(),
+    };
+    let mut after_run = session.unmount_callable();
     let thread = std::thread::Builder::new()
         .name("fuse-session".to_owned())
-        .spawn(move || session.run())?;
+        .spawn(move || {
+            let result = session.run();
+            // The session ends when the kernel side went away (`fusermount3 -u`, or our own
+            // unmount): take the mount out of the session here, so dropping the session does
+            // not unmount a second time and log fuser's "Failed to umount filesystem: Invalid
+            // argument" WARN on every clean unmount. EINVAL here means "already unmounted".
+            if let Err(e) = after_run.unmount() {
+                debug!(error = %e, "mount already gone when the session ended");
+            }
+            result
+        })?;
     if let Some(bytes) = opts.kernel_readahead {
         tune_kernel_readahead(mountpoint, bytes);
     }
-    Ok(Mounted { unmounter, thread })
+    Ok(Mounted {
+        unmounter,
+        thread,
+        kernel,
+    })
 }
 
 /// Raise the kernel's read-ahead for this mount to `bytes`.

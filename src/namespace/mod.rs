@@ -300,7 +300,10 @@ impl InodeTable {
         t.absent.forget(&key);
         if let Some(&ino) = t.children.get(&key) {
             if let Some(n) = t.nodes.get_mut(&ino) {
-                if n.kind == kind {
+                // A tenant root bound to another tenant binding (a reload re-pointed the
+                // name) is replaced like a kind change: the old binding's inodes never serve
+                // the new one.
+                if n.kind == kind && n.tenant == tenant {
                     // A file being written keeps its local size until the upload completes.
                     // A listing says nothing about a known directory's own attributes (its
                     // marker's metadata), and a directory has no version to compare.
@@ -403,6 +406,19 @@ impl InodeTable {
         unlink_locked(&mut t, parent, name);
         t.absent
             .note((parent, name.to_owned()), Instant::now(), self.negative_ttl);
+    }
+
+    /// A reload removed or re-pointed tenant `name`: its directory leaves the root, so the
+    /// next lookup of the name binds a fresh inode to the current binding. The old subtree
+    /// lives on while the kernel or open files reference it.
+    pub fn detach_tenant(&self, name: &str) {
+        let mut t = self.lock();
+        unlink_locked(&mut t, ROOT_INO, name);
+    }
+
+    /// Whether `ino` has open handles.
+    pub fn is_open(&self, ino: u64) -> bool {
+        self.lock().nodes.get(&ino).is_some_and(|n| n.open > 0)
     }
 
     /// The backend proved, at `since`, that `name` in `parent` does not exist. Ignored if the
@@ -538,7 +554,7 @@ fn maybe_drop(t: &mut Table, mut ino: u64) {
             return;
         }
         let Some(n) = t.nodes.get(&ino) else { return };
-        if n.lookups > 0 || n.children > 0 || n.open > 0 || n.kind == Kind::TenantRoot {
+        if n.lookups > 0 || n.children > 0 || n.open > 0 || (n.kind == Kind::TenantRoot && n.linked) {
             return;
         }
         let (parent, name, linked) = (n.parent, n.name.clone(), n.linked);

@@ -21,7 +21,7 @@ use byosfs::backend::s3::{S3BackendConfig, S3Credentials};
 use byosfs::secret::Secret;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use s3s::auth::{S3Auth, SecretKey, SimpleAuth};
+use s3s::auth::{S3Auth, SecretKey};
 use s3s::service::S3ServiceBuilder;
 use s3s::{s3_error, S3Result};
 use tokio::sync::oneshot;
@@ -38,6 +38,7 @@ pub struct TestS3Server {
     /// Directory holding the buckets (one subdirectory each).
     pub root: PathBuf,
     counters: Arc<Counters>,
+    keys: Keys,
     _dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -59,9 +60,11 @@ impl TestS3Server {
         listener.set_nonblocking(true).expect("nonblocking");
         let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
         let (tx, rx) = oneshot::channel();
-        let (ak, sk, fs_root) = (access_key.clone(), secret_key.clone(), root.clone());
+        let fs_root = root.clone();
         let counters = Arc::new(Counters::default());
         let c2 = counters.clone();
+        let keys: Keys = Arc::new(std::sync::RwLock::new(vec![(access_key.clone(), secret_key.clone())]));
+        let k2 = keys.clone();
         let thread = std::thread::Builder::new()
             .name("test-s3-server".to_owned())
             .spawn(move || {
@@ -70,7 +73,7 @@ impl TestS3Server {
                     .enable_all()
                     .build()
                     .expect("server runtime");
-                rt.block_on(serve(listener, fs_root, ak, sk, c2, rx));
+                rt.block_on(serve(listener, fs_root, k2, c2, rx));
                 // Dropping the runtime cancels every connection task mid-flight.
                 rt.shutdown_background();
             })
@@ -82,9 +85,16 @@ impl TestS3Server {
             root,
             _dir: dir,
             counters,
+            keys,
             shutdown: Some(tx),
             thread: Some(thread),
         }
+    }
+
+    /// Accept exactly these `(access key, secret key)` pairs from now on (key rotation: both
+    /// during the overlap, then only the new one).
+    pub fn set_keys(&self, keys: &[(&str, &str)]) {
+        *self.keys.write().unwrap() = keys.iter().map(|(a, s)| ((*a).to_owned(), (*s).to_owned())).collect();
     }
 
     /// Object GET requests served so far.
@@ -152,15 +162,19 @@ impl Drop for TestS3Server {
     }
 }
 
-/// `SimpleAuth`, but an unknown access key is `InvalidAccessKeyId` as on AWS (SimpleAuth
-/// answers `NotSignedUp`).
-struct AwsLikeAuth(SimpleAuth);
+/// The key pairs the server accepts, changeable while it runs.
+type Keys = Arc<std::sync::RwLock<Vec<(String, String)>>>;
+
+/// Like s3s's `SimpleAuth` over a changeable key list; an unknown access key is
+/// `InvalidAccessKeyId` as on AWS (SimpleAuth answers `NotSignedUp`).
+struct AwsLikeAuth(Keys);
 
 #[async_trait::async_trait]
 impl S3Auth for AwsLikeAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        match self.0.lookup(access_key) {
-            Some(s) => Ok(s.clone()),
+        let keys = self.0.read().map_err(|_| s3_error!(InternalError))?;
+        match keys.iter().find(|(a, _)| a == access_key) {
+            Some((_, s)) => Ok(SecretKey::from(s.clone())),
             None => Err(s3_error!(InvalidAccessKeyId)),
         }
     }
@@ -181,15 +195,14 @@ pub struct Counters {
 async fn serve(
     listener: StdListener,
     root: PathBuf,
-    ak: String,
-    sk: String,
+    keys: Keys,
     counters: Arc<Counters>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let fs = super::fastfs::FastFs::new(&root).expect("s3s-fs root");
     let service = {
         let mut b = S3ServiceBuilder::new(fs);
-        b.set_auth(AwsLikeAuth(SimpleAuth::from_single(ak, sk)));
+        b.set_auth(AwsLikeAuth(keys));
         b.build()
     };
     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");

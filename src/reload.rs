@@ -1,0 +1,536 @@
+//! Live reload: re-read the config file of a running mount and apply the difference.
+//!
+//! Steps, each of which may refuse the reload before anything changes:
+//! 1. load and validate the file in full (`Config::load`; errors carry `file:line`);
+//! 2. [`plan`] the difference against the running config (pure, unit-tested): tenants added,
+//!    removed, re-pointed (other backend, bucket, endpoint or prefix) or updated in place
+//!    (owner, mode, read-only); backends whose connection alone changed (credentials,
+//!    timeouts) are *rotated*; settings that cannot change live are listed as needing a
+//!    remount;
+//! 3. build clients for new and changed backends and probe every added or re-pointed tenant
+//!    and one tenant of each rotated backend, as `byosfs check` does, in parallel and bounded
+//!    in time;
+//! 4. apply: rotated backends swap their client (every later request, also of open files, is
+//!    signed with the new keys), the tenant table takes the changes as one generation, and the
+//!    kernel forgets the root entries that changed.
+//!
+//! Work is proportional to the number of changed tenants and backends, except the
+//! name-by-name comparison of step 2, a hash lookup per tenant. Reloads are serialised by the
+//! state's lock; requests never wait for a reload (they read the tenant table, which takes
+//! one short write lock at step 4).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::backend::metered::MeteredBackend;
+use crate::backend::prefix::PrefixBackend;
+use crate::backend::s3::S3ClientPool;
+use crate::backend::swap::SwapBackend;
+use crate::backend::Backend;
+use crate::config::{BackendConfig, Config, TenantConfig};
+use crate::fs::Filesystem;
+use crate::fuse::session::KernelCache;
+use crate::tenant::{TenantChange, TenantSpec};
+
+/// Probes run at once during a reload.
+const PROBE_CONCURRENCY: usize = 16;
+/// Bound on one probe (all its steps, retries included): a reload answers within it.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a backend change means for the tenants on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackendChange {
+    /// Same settings.
+    Same,
+    /// Same location (type, endpoint, bucket, root, prefix), other connection settings
+    /// (credentials, region, timeouts, ...): swap the client, keep tenants and caches.
+    Rotate,
+    /// Another location, or new: tenants on it are re-pointed.
+    Move,
+}
+
+fn backend_change(old: Option<&BackendConfig>, new: &BackendConfig) -> BackendChange {
+    let Some(old) = old else { return BackendChange::Move };
+    if old == new {
+        return BackendChange::Same;
+    }
+    match (old, new) {
+        (BackendConfig::S3(a), BackendConfig::S3(b))
+            if a.endpoint == b.endpoint && a.bucket == b.bucket && a.prefix == b.prefix =>
+        {
+            BackendChange::Rotate
+        }
+        _ => BackendChange::Move,
+    }
+}
+
+/// One tenant's part of a [`Plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantStep {
+    /// New name.
+    Add,
+    /// Name gone.
+    Remove,
+    /// New storage location.
+    Repoint,
+    /// Same location, other owner/mode/read-only.
+    Update,
+}
+
+/// The difference between the running config and a new one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Tenant name → what happens to it (only tenants that change).
+    pub tenants: Vec<(String, TenantStep)>,
+    /// Backends whose client is rebuilt and swapped in place.
+    pub rotate: Vec<String>,
+    /// Backends built anew (added, or moved to another location).
+    pub build: Vec<String>,
+    /// Settings that differ but apply only at the next mount.
+    pub needs_remount: Vec<String>,
+}
+
+/// Effective per-tenant settings, as the tenant table gets them: read-only, uid, gid, mode,
+/// POSIX metadata, exclusive create.
+fn effective(c: &Config, t: &TenantConfig, owner: (u32, u32)) -> (bool, u32, u32, u16, bool, bool) {
+    let s3 = match c.backends.get(&t.backend) {
+        Some(BackendConfig::S3(s3)) => Some(s3),
+        _ => None,
+    };
+    (
+        t.read_only || c.mount.read_only,
+        t.uid.or(c.mount.uid).unwrap_or(owner.0),
+        t.gid.or(c.mount.gid).unwrap_or(owner.1),
+        t.effective_mode(c.mount.allow_other),
+        // The local backend keeps no user metadata: mode and owner stay per tenant there.
+        t.posix_metadata && s3.is_some(),
+        s3.is_some_and(|s3| s3.conditional_writes),
+    )
+}
+
+/// Compare `old` (running) with `new`. See the module docs.
+pub fn plan(old: &Config, new: &Config, owner: (u32, u32)) -> Plan {
+    let mut p = Plan::default();
+    let mut changes = HashMap::new();
+    for (name, b) in &new.backends {
+        let c = backend_change(old.backends.get(name), b);
+        match c {
+            BackendChange::Same => {}
+            BackendChange::Rotate => p.rotate.push(name.clone()),
+            BackendChange::Move => p.build.push(name.clone()),
+        }
+        changes.insert(name.as_str(), c);
+    }
+    let old_tenants: HashMap<&str, &TenantConfig> = old.tenants.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut seen = BTreeSet::new();
+    for t in &new.tenants {
+        seen.insert(t.name.as_str());
+        let step = match old_tenants.get(t.name.as_str()) {
+            None => Some(TenantStep::Add),
+            Some(o) if o.backend != t.backend || o.prefix != t.prefix => Some(TenantStep::Repoint),
+            Some(_) if changes.get(t.backend.as_str()) == Some(&BackendChange::Move) => Some(TenantStep::Repoint),
+            Some(o) if effective(old, o, owner) != effective(new, t, owner) => Some(TenantStep::Update),
+            Some(_) => None,
+        };
+        if let Some(step) = step {
+            p.tenants.push((t.name.clone(), step));
+        }
+    }
+    for t in &old.tenants {
+        if !seen.contains(t.name.as_str()) {
+            p.tenants.push((t.name.clone(), TenantStep::Remove));
+        }
+    }
+    let (om, nm) = (&old.mount, &new.mount);
+    let fixed = [
+        ("mount.allow_other", om.allow_other != nm.allow_other),
+        (
+            "mount.read_only (the mount option; tenants follow it now)",
+            om.read_only != nm.read_only,
+        ),
+        ("mount.fs_name", om.fs_name != nm.fs_name),
+        ("mount.attr_ttl", om.attr_ttl != nm.attr_ttl),
+        ("mount.entry_ttl", om.entry_ttl != nm.entry_ttl),
+        ("mount.threads", om.threads != nm.threads),
+        ("mount.control_socket", om.control_socket != nm.control_socket),
+        ("cache", old.cache != new.cache),
+        ("write", old.write != new.write),
+    ];
+    p.needs_remount = fixed
+        .into_iter()
+        .filter(|(_, differs)| *differs)
+        .map(|(k, _)| k.to_owned())
+        .collect();
+    p
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not load or validate (every problem, `file:line: field: message`).
+    #[error("{0}")]
+    Config(String),
+    /// A client could not be built for a new or changed backend.
+    #[error("{0}")]
+    Build(String),
+    /// Probes failed (tenant and the check's error class each); `--force` applies anyway.
+    #[error("{}", probe_lines(.0))]
+    Probe(Vec<(String, String)>),
+}
+
+fn probe_lines(failures: &[(String, String)]) -> String {
+    let lines: Vec<String> = failures.iter().map(|(t, e)| format!("tenant {t}: probe {e}")).collect();
+    format!("{} (nothing changed; --force applies it anyway)", lines.join("\n"))
+}
+
+/// What an applied reload did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReloadReport {
+    /// The tenant table generation now current.
+    pub generation: u64,
+    /// Tenants that appeared.
+    pub added: Vec<String>,
+    /// Tenants that went away.
+    pub removed: Vec<String>,
+    /// Tenants bound to a new storage location.
+    pub repointed: Vec<String>,
+    /// Tenants whose owner, mode or read-only flag changed.
+    pub updated: Vec<String>,
+    /// Backends whose connection (credentials, ...) was replaced.
+    pub rotated: Vec<String>,
+    /// Settings left as they are until the next mount.
+    pub needs_remount: Vec<String>,
+    /// Tenants applied although their probe failed (`--force`), with the failure.
+    pub unreachable: Vec<(String, String)>,
+}
+
+impl std::fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "generation {}", self.generation)?;
+        for (what, names) in [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("re-pointed", &self.repointed),
+            ("updated", &self.updated),
+            ("rotated backends", &self.rotated),
+        ] {
+            if !names.is_empty() {
+                write!(f, "; {what}: {}", names.join(", "))?;
+            }
+        }
+        if self.added.len() + self.removed.len() + self.repointed.len() + self.updated.len() + self.rotated.len() == 0 {
+            f.write_str("; no tenant changes")?;
+        }
+        for k in &self.needs_remount {
+            write!(f, "\nneeds a remount: {k} changed")?;
+        }
+        for (t, e) in &self.unreachable {
+            write!(f, "\nunreachable (forced): tenant {t}: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the client of one backend (given by `app`, which owns the translation of the user
+/// config into backend settings).
+pub type BuildBackend = Box<
+    dyn Fn(
+            String,
+            BackendConfig,
+            Arc<S3ClientPool>,
+        ) -> futures::future::BoxFuture<'static, Result<Arc<dyn Backend>, String>>
+        + Send
+        + Sync,
+>;
+
+/// The running config and the live backend objects it was built into.
+#[derive(Debug)]
+struct State {
+    config: Config,
+    backends: HashMap<String, Arc<SwapBackend>>,
+}
+
+/// Applies reloads to one mount.
+pub struct Reloader {
+    state: tokio::sync::Mutex<State>,
+    fs: Arc<Filesystem>,
+    kernel: std::sync::Mutex<Option<KernelCache>>,
+    owner: (u32, u32),
+    /// Command-line overrides (`--read-only`, `--allow-other`) applied to every reloaded file.
+    overrides: Box<dyn Fn(&mut Config) + Send + Sync>,
+    build: BuildBackend,
+    pool: Arc<S3ClientPool>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tenant's spec on `backend`: the view confined to its prefix, counted for `status`.
+pub fn tenant_spec(config: &Config, t: &TenantConfig, backend: Arc<dyn Backend>, owner: (u32, u32)) -> TenantSpec {
+    let (read_only, uid, gid, mode, posix_metadata, exclusive_create) = effective(config, t, owner);
+    let view: Arc<dyn Backend> = Arc::new(PrefixBackend::new(backend, &t.prefix));
+    TenantSpec {
+        name: t.name.clone(),
+        backend: Arc::new(MeteredBackend::new(view, crate::metrics::tenant(&t.name))),
+        read_only,
+        uid,
+        gid,
+        mode,
+        posix_metadata,
+        exclusive_create,
+    }
+}
+
+impl Reloader {
+    /// A reloader for `fs`, mounted from `config` with `backends` (one per config entry).
+    pub fn new(
+        config: Config,
+        backends: HashMap<String, Arc<SwapBackend>>,
+        fs: Arc<Filesystem>,
+        owner: (u32, u32),
+        overrides: Box<dyn Fn(&mut Config) + Send + Sync>,
+        build: BuildBackend,
+    ) -> Self {
+        Self {
+            state: tokio::sync::Mutex::new(State { config, backends }),
+            fs,
+            kernel: std::sync::Mutex::new(None),
+            owner,
+            overrides,
+            build,
+            pool: Arc::new(S3ClientPool::new()),
+        }
+    }
+
+    /// Where to send kernel invalidations (set once mounted; tests without a kernel skip it).
+    pub fn set_kernel(&self, kernel: KernelCache) {
+        *self.kernel.lock().unwrap_or_else(|e| e.into_inner()) = Some(kernel);
+    }
+
+    /// The running config's file.
+    pub async fn source(&self) -> std::path::PathBuf {
+        self.state.lock().await.config.source.clone()
+    }
+
+    /// Re-read the config file and apply it; see the module docs.
+    pub async fn reload(&self, force: bool) -> Result<ReloadReport, ReloadError> {
+        let mut state = self.state.lock().await;
+        let source = state.config.source.clone();
+        let mut new = Config::load(&source).map_err(|e| ReloadError::Config(e.to_string()))?;
+        (self.overrides)(&mut new);
+        let plan = plan(&state.config, &new, self.owner);
+
+        // Clients for new, moved and rotated backends; nothing is installed yet.
+        let mut built: HashMap<String, Arc<dyn Backend>> = HashMap::new();
+        for name in plan.build.iter().chain(&plan.rotate) {
+            let Some(cfg) = new.backends.get(name) else { continue };
+            let b = (self.build)(name.clone(), cfg.clone(), self.pool.clone())
+                .await
+                .map_err(ReloadError::Build)?;
+            built.insert(name.clone(), b);
+        }
+        let view = |t: &TenantConfig| -> Option<Arc<dyn Backend>> {
+            let inner: Arc<dyn Backend> = match built.get(&t.backend) {
+                Some(b) => b.clone(),
+                None => state.backends.get(&t.backend)?.clone(),
+            };
+            Some(Arc::new(PrefixBackend::new(inner, &t.prefix)))
+        };
+
+        // Probe added and re-pointed tenants, and one tenant of each rotated backend.
+        let mut targets: Vec<(String, Arc<dyn Backend>)> = Vec::new();
+        for (name, step) in &plan.tenants {
+            if matches!(step, TenantStep::Add | TenantStep::Repoint) {
+                if let Some(v) = new.tenant(name).and_then(view) {
+                    targets.push((name.clone(), v));
+                }
+            }
+        }
+        for b in &plan.rotate {
+            if let Some(t) = new.tenants.iter().find(|t| &t.backend == b) {
+                if let Some(v) = view(t) {
+                    targets.push((format!("{} (backend {b})", t.name), v));
+                }
+            }
+        }
+        let failures = probe_all(targets).await;
+        if !failures.is_empty() && !force {
+            warn!(failures = failures.len(), "reload refused: probes failed");
+            return Err(ReloadError::Probe(failures));
+        }
+
+        // Apply. Rotations first: a tenant moved onto a rotated backend gets the new client.
+        for name in &plan.rotate {
+            if let (Some(swap), Some(b)) = (state.backends.get(name), built.remove(name)) {
+                swap.swap(b);
+            }
+        }
+        for name in &plan.build {
+            if let Some(b) = built.remove(name) {
+                state.backends.insert(name.clone(), Arc::new(SwapBackend::new(b)));
+            }
+        }
+        state.backends.retain(|name, _| new.backends.contains_key(name));
+        let mut changes = Vec::with_capacity(plan.tenants.len());
+        for (name, step) in &plan.tenants {
+            if *step == TenantStep::Remove {
+                changes.push(TenantChange::Remove(name.clone()));
+                continue;
+            }
+            let Some(t) = new.tenant(name) else { continue };
+            let Some(b) = state.backends.get(&t.backend) else {
+                continue;
+            };
+            let spec = tenant_spec(&new, t, b.clone(), self.owner);
+            changes.push(match step {
+                TenantStep::Add => TenantChange::Add(spec),
+                TenantStep::Repoint => TenantChange::Repoint(spec),
+                TenantStep::Update | TenantStep::Remove => TenantChange::Update(spec),
+            });
+        }
+        let applied = self.fs.apply_tenants(changes);
+        let kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(kernel) = kernel {
+            let names: Vec<String> = applied.root_entries_changed().map(str::to_owned).collect();
+            if !names.is_empty() {
+                // Blocking writes to /dev/fuse that wait for lookups in the root: off the runtime.
+                let _ =
+                    tokio::task::spawn_blocking(move || kernel.forget_root_entries(names.iter().map(String::as_str)))
+                        .await;
+            }
+        }
+        state.config = new;
+        let report = ReloadReport {
+            generation: applied.generation,
+            added: applied.added,
+            removed: applied.removed,
+            repointed: applied.repointed,
+            updated: applied.updated,
+            rotated: plan.rotate,
+            needs_remount: plan.needs_remount,
+            unreachable: failures,
+        };
+        info!(%report, "config reloaded");
+        Ok(report)
+    }
+}
+
+/// Probe `targets` in parallel (bounded); the failures, as `(name, "step failed: class")`.
+async fn probe_all(targets: Vec<(String, Arc<dyn Backend>)>) -> Vec<(String, String)> {
+    // Spawned tasks rather than a buffered stream: each probe is `'static`, which keeps the
+    // reload future `Send` for the control socket's handler.
+    let limit = Arc::new(tokio::sync::Semaphore::new(PROBE_CONCURRENCY));
+    let mut set = tokio::task::JoinSet::new();
+    for target in targets {
+        let limit = limit.clone();
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            probe_one(target).await
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Some(f)) => failures.push(f),
+            Ok(None) => {}
+            Err(e) => failures.push(("(probe)".to_owned(), format!("probe task failed: {e}"))),
+        }
+    }
+    failures.sort();
+    failures
+}
+
+async fn probe_one((name, backend): (String, Arc<dyn Backend>)) -> Option<(String, String)> {
+    match tokio::time::timeout(PROBE_TIMEOUT, crate::check::probe(backend.as_ref())).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some((name, e.to_string())),
+        Err(_) => Some((name, format!("timed out after {} s", PROBE_TIMEOUT.as_secs()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(tenants: &str, extra: &str) -> Config {
+        let text = format!(
+            r#"
+{extra}
+[backends.a]
+type = "local"
+root = "/tmp/byosfs-plan-test-a"
+[backends.b]
+type = "local"
+root = "/tmp/byosfs-plan-test-b"
+{tenants}
+"#
+        );
+        Config::from_toml(&text, Path::new("/tmp/plan.toml")).unwrap()
+    }
+
+    fn tenant(name: &str, backend: &str, extra: &str) -> String {
+        format!("[[tenants]]\nname = \"{name}\"\nbackend = \"{backend}\"\nprefix = \"{name}/\"\n{extra}\n")
+    }
+
+    #[test]
+    fn plan_names_each_change_once() {
+        let old = config(
+            &[
+                tenant("keep", "a", ""),
+                tenant("gone", "a", ""),
+                tenant("moves", "a", ""),
+                tenant("chmod", "a", ""),
+            ]
+            .concat(),
+            "",
+        );
+        let new = config(
+            &[
+                tenant("keep", "a", ""),
+                tenant("moves", "b", ""),
+                tenant("chmod", "a", "mode = \"0700\""),
+                tenant("new", "b", ""),
+            ]
+            .concat(),
+            "[cache]\nmemory = \"64MiB\"\n",
+        );
+        let p = plan(&old, &new, (1, 1));
+        let mut steps = p.tenants.clone();
+        steps.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            steps,
+            vec![
+                ("chmod".to_owned(), TenantStep::Update),
+                ("gone".to_owned(), TenantStep::Remove),
+                ("moves".to_owned(), TenantStep::Repoint),
+                ("new".to_owned(), TenantStep::Add),
+            ]
+        );
+        assert!(p.build.is_empty() && p.rotate.is_empty());
+        assert_eq!(p.needs_remount, vec!["cache".to_owned()]);
+        assert_eq!(plan(&new, &new, (1, 1)), Plan::default(), "no change, no work");
+    }
+
+    #[test]
+    fn a_moved_backend_repoints_its_tenants() {
+        let old = config(&tenant("t", "a", ""), "");
+        let text = format!(
+            "[backends.a]\ntype = \"local\"\nroot = \"/tmp/elsewhere\"\n{}",
+            tenant("t", "a", "")
+        );
+        let new = Config::from_toml(&text, Path::new("/tmp/plan.toml")).unwrap();
+        let p = plan(&old, &new, (1, 1));
+        assert_eq!(p.tenants, vec![("t".to_owned(), TenantStep::Repoint)]);
+        assert_eq!(p.build, vec!["a".to_owned()]);
+    }
+}
