@@ -5,10 +5,11 @@
 #
 #   scripts/bench.sh [--quick] [--runs N] [--peers "direct byosfs rclone-off rclone-full s3fs"]
 #                    (peer byosfs-noposix: byosfs with posix_metadata = false)
-#                    [--only read|write] [--no-install] [--out FILE]
+#                    [--only read|write|meta] [--no-install] [--out FILE]
 #
 # --only runs the read rows (1, 2, 5, 7, ls -l) or the write rows (3, cp -r) alone, for work
-# on one path; the targets of rows not run show as missing.
+# on one path, or the metadata rows (ls -l, cp -r) alone, e.g. to compare byosfs with
+# byosfs-noposix; the targets of rows not run show as missing.
 #
 # Needs root (drop_caches, apt-get). Every command is bounded by `timeout`; mounts and
 # processes started here are stopped by PID on exit. Generated inputs (mp4, file tree) are
@@ -37,8 +38,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-case "$ONLY" in all|read|write) ;; *) echo "--only takes read or write" >&2; exit 2 ;; esac
-want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
+case "$ONLY" in all|read|write|meta) ;; *) echo "--only takes read, write or meta" >&2; exit 2 ;; esac
+# `meta` rows are part of read and write in a full run; `want meta` is their run alone.
+want() { [ "$ONLY" = "$1" ] || { [ "$ONLY" = all ] && [ "$1" != meta ]; }; }
 
 MIB=$((1 << 20))
 # LIMIT bounds each metadata or media operation (ls, cp, ffprobe, one seek); a peer that runs
@@ -163,7 +165,7 @@ fi
 TREE=$CACHE/tree-$NFILES
 if [ ! -d "$TREE" ]; then $H mktree "$TREE.tmp" "$NFILES" >/dev/null && mv "$TREE.tmp" "$TREE"; fi
 # s3s-fs objects are plain files: the listing objects go straight into the bucket directory.
-if want read; then $H mklist "$DATA/$BUCKET/list" "$NLIST" >/dev/null; fi
+if want read || want meta; then $H mklist "$DATA/$BUCKET/list" "$NLIST" >/dev/null; fi
 # The bytes every client writes in row 3: the same patterned data for direct (read into memory
 # before its clock starts) and for dd into each mount. On tmpfs, so dd's reads never wait on
 # the disk or compete with the server's writes to it.
@@ -327,6 +329,11 @@ run_direct() {
     v=$(direct putdir --prefix "cp-direct-$r/" --dir "$TREE" | field secs); record direct cp_tree "$r" "$v"
     rm -rf "$DATA/$BUCKET/cp-direct-$r"
   fi
+  if want meta; then
+    v=$(direct putdir --prefix "cp-direct-$r/" --dir "$TREE" | field secs); record direct cp_tree "$r" "$v"
+    rm -rf "$DATA/$BUCKET/cp-direct-$r"
+    v=$(direct list --prefix list/ | field secs); record direct ls_l "$r" "$v"
+  fi
   if want read; then
     v=$(direct list --prefix list/ | field secs); record direct ls_l "$r" "$v"
     local url; url=$(direct presign --key movie.mp4)
@@ -416,6 +423,19 @@ run_fs() {
     record "$peer" ttfb_seek "$r" "${v:-fail}"
     record "$peer" ffprobe "$r" "$(timed "$LIMIT" ffprobe -v error -show_format -show_streams "$FS_DIR/movie.mp4")"
     record "$peer" seek_frame "$r" "$(media_seeks "$FS_DIR/movie.mp4")"
+    record "$peer" ls_l "$r" "$(timed "$LIMIT" ls -l "$FS_DIR/list")"
+    umount_fs "$peer" "$r"
+  fi
+  if want meta; then
+    log "  $peer: cp -r, ls -l"
+    mount_fs "$peer"
+    t=$(timed "$LIMIT" bash -c 'cp -r "$1" "$2" && "$3" "$4" "$5"' _ \
+      "$TREE" "$FS_DIR/cp-$peer-$r" wait_tree "cp-$peer-$r" "$NFILES")
+    record "$peer" cp_tree "$r" "$t"
+    umount_fs "$peer" "$r"
+    rm -rf "$DATA/$BUCKET/cp-$peer-$r"
+    # A fresh mount: nothing of the listed directory is known yet.
+    mount_fs "$peer"
     record "$peer" ls_l "$r" "$(timed "$LIMIT" ls -l "$FS_DIR/list")"
     umount_fs "$peer" "$r"
   fi
