@@ -345,3 +345,78 @@ async fn plain_listing_sends_no_request_per_entry_and_hides_unknown_modes_from_t
     assert_eq!(f.bucket.count(Op::List), 2);
     let _ = SystemTime::now();
 }
+
+/// `RENAME_NOREPLACE` onto a name the lookup found free claims it with a conditional PUT
+/// (`If-None-Match: *`) on providers that honour it, so another mount that stored the name in
+/// between wins and the rename gets `EEXIST` (here the bucket's refusal is injected: the
+/// window between the lookup and the copy cannot be hit on purpose).
+#[tokio::test]
+async fn rename_noreplace_claims_the_target_name() {
+    use byosfs::backend::fault::{FaultBackend, FaultRule};
+    use byosfs::backend::BackendErrorKind;
+    let bucket = Arc::new(InMemoryBackend::new());
+    let inner: Arc<dyn Backend> = bucket.clone();
+    let faulty = Arc::new(FaultBackend::new(Arc::new(PrefixBackend::new(inner, "t/"))));
+    let tenants = TenantTable::new(vec![TenantSpec {
+        name: "t".into(),
+        backend: faulty.clone(),
+        read_only: false,
+        uid: 1000,
+        gid: 1000,
+        mode: 0o755,
+        posix_metadata: true,
+        exclusive_create: true,
+    }]);
+    let staging = tempfile::tempdir().unwrap();
+    let uploader = Uploader::new(UploadConfig {
+        staging_dir: staging.path().to_owned(),
+        ..UploadConfig::default()
+    })
+    .unwrap();
+    let cache = Arc::new(BlockCache::new(16 << 20, 1 << 20));
+    let f = Fixture {
+        fs: Filesystem::new(tenants, cache, uploader, FsConfig::default()),
+        bucket: bucket.clone(),
+        _staging: staging,
+    };
+    let t = tenant(&f).await;
+    create_file(&f, t, "a", ALICE, b"from a").await;
+    create_file(&f, t, "b", ALICE, b"from b").await;
+
+    // Another mount stores "dst" between our lookup and our copy: the bucket refuses the claim.
+    faulty.set_rule(Some(FaultRule::always(
+        &[Op::Put],
+        BackendErrorKind::PreconditionFailed,
+    )));
+    let err =
+        f.fs.rename(t, OsStr::new("a"), t, OsStr::new("dst"), libc::RENAME_NOREPLACE)
+            .await
+            .unwrap_err();
+    assert_eq!(err.errno(), libc::EEXIST);
+    assert_eq!(
+        bucket.object("t/a").unwrap(),
+        Bytes::from_static(b"from a"),
+        "source kept"
+    );
+    assert!(
+        bucket.object("t/dst").is_none(),
+        "nothing copied over the other mount's name"
+    );
+
+    // The name is free: claimed, then the copy lands on the claim.
+    faulty.set_rule(None);
+    f.fs.rename(t, OsStr::new("a"), t, OsStr::new("dst"), libc::RENAME_NOREPLACE)
+        .await
+        .unwrap();
+    assert_eq!(bucket.object("t/dst").unwrap(), Bytes::from_static(b"from a"));
+    assert!(bucket.object("t/a").is_none());
+    // Taken now: refused by the lookup, before any request that could change the bucket.
+    let puts = bucket.count(Op::Put);
+    let err =
+        f.fs.rename(t, OsStr::new("b"), t, OsStr::new("dst"), libc::RENAME_NOREPLACE)
+            .await
+            .unwrap_err();
+    assert_eq!(err.errno(), libc::EEXIST);
+    assert_eq!(bucket.count(Op::Put), puts);
+    assert_eq!(bucket.object("t/dst").unwrap(), Bytes::from_static(b"from a"));
+}

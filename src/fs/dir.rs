@@ -421,10 +421,36 @@ impl Filesystem {
         if kind.is_dir() {
             self.rename_dir(&tenant, &src, &dst).await?;
         } else {
-            self.rename_file(&tenant, parent, name, &src, &dst).await?;
+            let claimed = flags & libc::RENAME_NOREPLACE != 0 && self.claim(&tenant, &dst).await?;
+            if let Err(e) = self.rename_file(&tenant, parent, name, &src, &dst).await {
+                if claimed {
+                    // Our own empty claim: the name is free again.
+                    let _ = tenant.backend.delete(&dst).await;
+                }
+                return Err(e);
+            }
         }
         self.inodes.rename(parent, name, new_parent, new_name);
         Ok(())
+    }
+
+    /// Claim the free name `dst` for a `RENAME_NOREPLACE` with an empty conditional PUT
+    /// (`If-None-Match: *`), on providers that honour it: the lookup above saw the name free,
+    /// but another mount may store it until the copy lands, and only the bucket can decide
+    /// between two such renames (or a rename and an `O_EXCL` create). `false`: no claim made
+    /// (the provider has no conditional writes; the lookup is all there is, as documented).
+    async fn claim(&self, tenant: &Tenant, dst: &str) -> Result<bool> {
+        if !tenant.exclusive_create {
+            return Ok(false);
+        }
+        let opts = PutOptions::default().with_create_only(true);
+        match tenant.backend.put_opts(dst, bytes::Bytes::new(), &opts).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == BackendErrorKind::PreconditionFailed => {
+                Err(Error::expected(libc::EEXIST, format!("{dst} exists")))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn rename_file(&self, tenant: &Tenant, parent: u64, name: &str, src: &str, dst: &str) -> Result<()> {
