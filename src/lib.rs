@@ -16,6 +16,7 @@ pub mod control;
 pub mod fs;
 pub mod fuse;
 pub mod logline;
+pub mod memory;
 pub mod metrics;
 pub mod namespace;
 pub mod read;

@@ -26,23 +26,6 @@ fn main() -> ExitCode {
     }
 }
 
-extern "C" {
-    /// mimalloc's `mi_collect`: free what it can, and with `force` return freed pages to the
-    /// OS now instead of after its purge delay. Part of the C library `mimalloc` links.
-    fn mi_collect(force: bool);
-}
-
-/// Return the memory the config parser used and freed to the OS. Parsing a config of 100,000
-/// tenants builds a TOML document of ~100 MiB that is dropped once the typed config exists;
-/// mimalloc would keep those pages resident for the life of the mount (RSS after mounting
-/// 101,000 tenants: 214 MiB without this, about 105 MiB with it; docs/scale.md).
-#[allow(unsafe_code)] // one allocator call; the `mimalloc` crate has no safe wrapper for it
-fn release_free_memory() {
-    // SAFETY: mi_collect takes a plain bool, may be called from any thread at any time, and
-    // only reorganises the allocator's own free memory.
-    unsafe { mi_collect(true) };
-}
-
 fn load(path: &Path) -> anyhow::Result<Config> {
     // ConfigError's Display lists every problem as `file:line: field: message`.
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
@@ -52,7 +35,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Mount(args) => {
             let mut config = load(&args.config)?;
-            release_free_memory();
+            byosfs::memory::release_free_memory();
             args.apply(&mut config);
             if args.daemon {
                 return daemonize(&args.mountpoint);

@@ -325,7 +325,11 @@ impl Reloader {
     pub async fn reload(&self, force: bool) -> Result<ReloadReport, ReloadError> {
         let mut state = self.state.lock().await;
         let source = state.config.source.clone();
-        let mut new = Config::load(&source).map_err(|e| ReloadError::Config(e.to_string()))?;
+        let new = Config::load(&source).map_err(|e| ReloadError::Config(e.to_string()));
+        // Same thread as the parse (no await since): its TOML document is the bulk of the
+        // memory to hand back, as at mount.
+        crate::memory::release_free_memory();
+        let mut new = new?;
         (self.overrides)(&mut new);
         let plan = plan(&state.config, &new, self.owner);
 
