@@ -79,16 +79,6 @@ fn start(server: &TestS3Server, staging: &Path, extra_env: &[(&str, &str)]) -> M
     Mount::start(&config(server, staging), &env)
 }
 
-/// Object content straight from the server, bypassing byosfs.
-fn get(server: &TestS3Server, key: &str) -> Option<Vec<u8>> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = server.client();
-    rt.block_on(async {
-        let out = client.get_object().bucket("media").key(key).send().await.ok()?;
-        Some(out.body.collect().await.ok()?.into_bytes().to_vec())
-    })
-}
-
 /// Part files of open multipart uploads in the s3s-fs data dir (it has no
 /// ListMultipartUploads): `.upload_id-<id>.part-<n>`, as upload ids.
 fn upload_part_files(server: &TestS3Server) -> Vec<String> {
@@ -242,7 +232,7 @@ fn sigkill_during_large_write_then_remount_recovers() {
     assert!(writer.join().unwrap().is_err(), "the killed mount fails the writer");
 
     // No partial object: the bucket holds exactly what fsync acknowledged.
-    let obj = get(&server, "acme/big.bin").expect("fsynced object");
+    let obj = server.object("acme/big.bin").expect("fsynced object");
     assert_eq!(obj.len(), FSYNCED);
     assert_eq!(sha256(&obj), sha256(&data[..FSYNCED]));
     let journals = files_under(staging.path(), ".journal");
@@ -340,7 +330,7 @@ fn full_staging_disk_gives_enospc_and_keeps_acknowledged_data() {
             .expect("a sequential writer needs room for about one part");
     }
     drop(f);
-    assert_eq!(sha256(&get(&server, "acme/second.bin").unwrap()), sha256(&data));
+    assert_eq!(sha256(&server.object("acme/second.bin").unwrap()), sha256(&data));
 
     // A writer going backwards completes no part, so nothing can be uploaded and dropped:
     // once the disk is full it gets ENOSPC, and what it was told was written is kept.
@@ -367,16 +357,16 @@ fn full_staging_disk_gives_enospc_and_keeps_acknowledged_data() {
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     // Closing commits everything that was acknowledged.
     drop(f);
-    let obj = get(&server, "acme/backwards.bin").expect("committed");
+    let obj = server.object("acme/backwards.bin").expect("committed");
     assert_eq!(obj.len(), reference.len());
     assert_eq!(sha256(&obj), sha256(&reference));
-    assert_eq!(sha256(&get(&server, "acme/first.bin").unwrap()), sha256(&first));
+    assert_eq!(sha256(&server.object("acme/first.bin").unwrap()), sha256(&first));
 
     // With space back the mount writes again.
     std::fs::remove_file(&filler).unwrap();
     std::fs::write(m.path().join("acme/third.bin"), &data[..12 * MIB]).unwrap();
     assert_eq!(
-        sha256(&get(&server, "acme/third.bin").unwrap()),
+        sha256(&server.object("acme/third.bin").unwrap()),
         sha256(&data[..12 * MIB])
     );
     drop(m);
@@ -407,7 +397,7 @@ fn sigterm_waits_for_a_file_being_written() {
         log.contains("unmounted") && !log.contains("could not be committed"),
         "{log}"
     );
-    let obj = get(&server, "acme/during-term.bin").expect("committed on close");
+    let obj = server.object("acme/during-term.bin").expect("committed on close");
     assert_eq!(sha256(&obj), sha256(&data));
     assert!(upload_part_files(&server).is_empty());
 }
@@ -439,7 +429,7 @@ fn sigterm_reports_a_file_left_open_past_the_timeout() {
     assert!(failed, "writer must see an error after the mount went away");
     drop(f);
     assert!(
-        get(&server, "acme/held.bin").is_none(),
+        server.object("acme/held.bin").is_none(),
         "no partial object:\n{}",
         m.log()
     );
@@ -529,16 +519,16 @@ fn sigkill_during_shell_redirects_keeps_the_old_objects() {
             .all(|n| std::fs::metadata(acme.join(n)).is_ok_and(|md| md.len() >= 20 * MIB as u64))
     });
     assert_eq!(
-        get(&server, "acme/redirect.bin").map(|d| sha256(&d)),
+        server.object("acme/redirect.bin").map(|d| sha256(&d)),
         Some(sha256(&old_a)),
         "while writing"
     );
     assert_eq!(
-        get(&server, "acme/exec3.bin").map(|d| sha256(&d)),
+        server.object("acme/exec3.bin").map(|d| sha256(&d)),
         Some(sha256(&old_b)),
         "while writing"
     );
-    assert_eq!(get(&server, "acme/fresh.bin").map(|d| d.len()), None, "while writing");
+    assert_eq!(server.object("acme/fresh.bin").map(|d| d.len()), None, "while writing");
     assert!(upload_part_files(&server).len() >= 3, "uploads in flight");
 
     let st = Command::new("kill")
@@ -558,11 +548,14 @@ fn sigkill_during_shell_redirects_keeps_the_old_objects() {
     drop(m);
 
     assert_eq!(
-        get(&server, "acme/redirect.bin").map(|d| sha256(&d)),
+        server.object("acme/redirect.bin").map(|d| sha256(&d)),
         Some(sha256(&old_a))
     );
-    assert_eq!(get(&server, "acme/exec3.bin").map(|d| sha256(&d)), Some(sha256(&old_b)));
-    assert_eq!(get(&server, "acme/fresh.bin").map(|d| d.len()), None);
+    assert_eq!(
+        server.object("acme/exec3.bin").map(|d| sha256(&d)),
+        Some(sha256(&old_b))
+    );
+    assert_eq!(server.object("acme/fresh.bin").map(|d| d.len()), None);
     // The next mount aborts the three orphaned uploads and serves the old content.
     let m = start(&server, staging.path(), &[]);
     assert!(upload_part_files(&server).is_empty(), "orphaned uploads aborted");
@@ -664,7 +657,7 @@ fn mounts_in_other_pid_namespaces_never_abort_live_uploads() {
     f.write_all(&data[20 * MIB..]).unwrap();
     f.sync_all().expect("A's upload survived B's startup");
     drop(f);
-    assert_eq!(sha256(&get(&server, "acme/live.bin").unwrap()), sha256(&data));
+    assert_eq!(sha256(&server.object("acme/live.bin").unwrap()), sha256(&data));
 
     // Mount A2 crashes with an upload open; its root is then named with a pid that is alive
     // here (1, as a reused pid would be).
@@ -696,7 +689,7 @@ fn mounts_in_other_pid_namespaces_never_abort_live_uploads() {
     );
     assert!(!reused.exists());
     assert!(upload_part_files(&server).is_empty(), "no upload left open");
-    assert!(get(&server, "acme/crashed.bin").is_none(), "nothing partial published");
+    assert!(server.object("acme/crashed.bin").is_none(), "nothing partial published");
     assert!(std::fs::read_dir(a.path()).is_ok(), "A still serves");
     drop(c);
     drop(a);

@@ -53,16 +53,6 @@ prefix = "acme/"
     Mount::start_s3(&s3_config(&server.endpoint, backend, rest), server)
 }
 
-/// Object content straight from the server, bypassing byosfs.
-fn get(server: &TestS3Server, key: &str) -> Option<Vec<u8>> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = server.client();
-    rt.block_on(async {
-        let out = client.get_object().bucket("media").key(key).send().await.ok()?;
-        Some(out.body.collect().await.ok()?.into_bytes().to_vec())
-    })
-}
-
 /// SplitMix64: deterministic, seedable, no dependency.
 struct Rng(u64);
 
@@ -209,7 +199,10 @@ impl Fsx<'_> {
         let fresh = std::fs::read(&self.path).unwrap_or_else(|e| self.fail(&format!("read path: {e}")));
         self.compare("whole file via fresh open", 0, &fresh, &self.model);
         if server {
-            let direct = get(self.server, &self.key).unwrap_or_else(|| self.fail("object missing on the server"));
+            let direct = self
+                .server
+                .object(&self.key)
+                .unwrap_or_else(|| self.fail("object missing on the server"));
             self.compare("object on the server", 0, &direct, &self.model);
         }
     }
@@ -335,7 +328,10 @@ impl Fsx<'_> {
         self.fsync();
         self.record("close + reopen".into());
         drop(self.file.take());
-        let direct = get(self.server, &self.key).unwrap_or_else(|| self.fail("object missing after close"));
+        let direct = self
+            .server
+            .object(&self.key)
+            .unwrap_or_else(|| self.fail("object missing after close"));
         self.compare("object on the server after close", 0, &direct, &self.model);
         self.file = Some(self.open());
         self.check_whole(false);

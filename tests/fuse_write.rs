@@ -39,16 +39,6 @@ prefix = "acme/"
     Mount::start_s3(&s3_config(&server.endpoint, backend, rest), server)
 }
 
-/// Object content straight from the server, bypassing byosfs.
-fn get(server: &TestS3Server, key: &str) -> Option<Vec<u8>> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = server.client();
-    rt.block_on(async {
-        let out = client.get_object().bucket("media").key(key).send().await.ok()?;
-        Some(out.body.collect().await.ok()?.into_bytes().to_vec())
-    })
-}
-
 /// A tree of `n` files of mixed sizes (1 B .. 50 MiB), returns path → sha256.
 fn make_tree(root: &Path, n: usize) -> BTreeMap<String, String> {
     let mut sums = BTreeMap::new();
@@ -74,7 +64,9 @@ fn verify(server: &TestS3Server, m: &Mount, dest: &str, sums: &BTreeMap<String, 
     for (rel, sum) in sums {
         let through_mount = sha256_file(&m.path().join("acme").join(dest).join(rel));
         assert_eq!(&through_mount, sum, "{dest}/{rel} through the mount");
-        let direct = get(server, &format!("acme/{dest}/{rel}")).unwrap_or_else(|| panic!("{dest}/{rel} missing"));
+        let direct = server
+            .object(&format!("acme/{dest}/{rel}"))
+            .unwrap_or_else(|| panic!("{dest}/{rel} missing"));
         assert_eq!(&sha256(&direct), sum, "{dest}/{rel} in the bucket");
     }
 }
@@ -185,7 +177,7 @@ fn cp_r_into_a_new_directory_sends_one_request_per_object() {
     );
     for d in 0..dirs {
         for f in [0, files - 1] {
-            let got = get(&server, &format!("acme/tree/d{d}/f{f}")).unwrap();
+            let got = server.object(&format!("acme/tree/d{d}/f{f}")).unwrap();
             assert_eq!(got, pattern(1000 + f, f as u64));
         }
     }
@@ -218,7 +210,7 @@ fn files_created_after_ls_send_one_request_each() {
     }
     let sent = server.requests() - before;
     assert!(sent <= 5, "{sent} requests for 5 new files");
-    assert_eq!(get(&server, "acme/listed/new4").unwrap(), b"new");
+    assert_eq!(server.object("acme/listed/new4").unwrap(), b"new");
 }
 
 #[test]
@@ -243,7 +235,7 @@ fn seek_back_patches_and_random_writes_produce_correct_objects() {
     }
     expect[..12].copy_from_slice(b"moov-patched");
     expect[11 * MIB + 5..11 * MIB + 14].copy_from_slice(b"mdat-size");
-    assert_eq!(sha256(&get(&server, "acme/out.mp4").unwrap()), sha256(&expect));
+    assert_eq!(sha256(&server.object("acme/out.mp4").unwrap()), sha256(&expect));
     assert_eq!(sha256_file(&acme.join("out.mp4")), sha256(&expect));
 
     // Random 4 KiB writes over a 20 MiB file, against a reference.
@@ -269,7 +261,7 @@ fn seek_back_patches_and_random_writes_produce_correct_objects() {
             }
         }
     }
-    assert_eq!(sha256(&get(&server, "acme/db.bin").unwrap()), sha256(&reference));
+    assert_eq!(sha256(&server.object("acme/db.bin").unwrap()), sha256(&reference));
 
     // Truncate then extend.
     {
@@ -280,7 +272,7 @@ fn seek_back_patches_and_random_writes_produce_correct_objects() {
     let mut t = reference[..1000].to_vec();
     t.resize(2000, 0);
     t.extend_from_slice(b"tail");
-    assert_eq!(get(&server, "acme/db.bin").unwrap(), t);
+    assert_eq!(server.object("acme/db.bin").unwrap(), t);
 }
 
 #[test]
@@ -301,8 +293,8 @@ fn editor_rename_and_directory_operations() {
     }
     std::fs::rename(acme.join(".notes.txt.swp"), acme.join("notes.txt")).unwrap();
     assert_eq!(std::fs::read(acme.join("notes.txt")).unwrap(), b"version 2, longer");
-    assert_eq!(get(&server, "acme/notes.txt").unwrap(), b"version 2, longer");
-    assert!(get(&server, "acme/.notes.txt.swp").is_none());
+    assert_eq!(server.object("acme/notes.txt").unwrap(), b"version 2, longer");
+    assert!(server.object("acme/.notes.txt.swp").is_none());
 
     // Directories: mkdir, rename with contents, rmdir only when empty.
     std::fs::create_dir_all(acme.join("a/b")).unwrap();
@@ -312,8 +304,8 @@ fn editor_rename_and_directory_operations() {
     assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
     std::fs::rename(acme.join("a"), acme.join("c")).unwrap();
     assert_eq!(std::fs::read(acme.join("c/b/x")).unwrap(), b"x");
-    assert_eq!(get(&server, "acme/c/y").unwrap(), b"y");
-    assert!(get(&server, "acme/a/y").is_none());
+    assert_eq!(server.object("acme/c/y").unwrap(), b"y");
+    assert!(server.object("acme/a/y").is_none());
     std::fs::remove_file(acme.join("c/b/x")).unwrap();
     std::fs::remove_file(acme.join("c/y")).unwrap();
     std::fs::remove_dir(acme.join("c/b")).unwrap();
@@ -338,11 +330,11 @@ fn close_of_a_duplicated_descriptor_before_writing_publishes_nothing() {
     let original = File::create(m.path().join("acme/dup.bin")).unwrap();
     let mut dup = original.try_clone().unwrap();
     drop(original);
-    assert_eq!(get(&server, "acme/dup.bin"), None, "after the first close");
+    assert_eq!(server.object("acme/dup.bin"), None, "after the first close");
     let data = pattern(3 * MIB, 9);
     dup.write_all(&data).unwrap();
     drop(dup);
-    assert_eq!(get(&server, "acme/dup.bin").map(|d| sha256(&d)), Some(sha256(&data)));
+    assert_eq!(server.object("acme/dup.bin").map(|d| sha256(&d)), Some(sha256(&data)));
     assert_eq!(server.publishes() - before, 1);
 }
 
@@ -412,7 +404,7 @@ fn shell_redirects_publish_each_file_once() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert_eq!(server.publishes() - before, publishes, "{script}: objects published");
-        let got = get(&server, key).unwrap_or_else(|| panic!("{script}: no object"));
+        let got = server.object(key).unwrap_or_else(|| panic!("{script}: no object"));
         match want {
             Some(w) => assert_eq!(got, w, "{script}"),
             None => assert_eq!(sha256(&got), sha256(&big_data), "{script}"),
@@ -572,7 +564,7 @@ fn ffmpeg_mp4_and_sqlite_write_correct_files() {
             m.log()
         );
         let want = sha256_file(&local.path().join("ref.mp4"));
-        assert_eq!(sha256(&get(&server, "acme/clip.mp4").unwrap()), want);
+        assert_eq!(sha256(&server.object("acme/clip.mp4").unwrap()), want);
         let probe = Command::new("ffprobe")
             .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
             .arg(acme.join("clip.mp4"))
@@ -604,7 +596,7 @@ fn ffmpeg_mp4_and_sqlite_write_correct_files() {
         assert_eq!(text, "ok\n4546|650\n", "{}", String::from_utf8_lossy(&out.stderr));
         // The bucket holds the same database.
         let copy = local.path().join("copy.db");
-        std::fs::write(&copy, get(&server, "acme/app.db").unwrap()).unwrap();
+        std::fs::write(&copy, server.object("acme/app.db").unwrap()).unwrap();
         let out = Command::new("sqlite3")
             .arg(&copy)
             .arg("PRAGMA integrity_check; SELECT count(*) FROM t;")

@@ -134,6 +134,17 @@ impl TestS3Server {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    /// The object `key` of bucket `media`, straight from the server (bypassing byosfs);
+    /// `None` if it does not exist.
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let client = self.client();
+        rt.block_on(async {
+            let out = client.get_object().bucket("media").key(key).send().await.ok()?;
+            Some(out.body.collect().await.ok()?.into_bytes().to_vec())
+        })
+    }
+
     /// Backend configuration for `bucket` on this server, with short timeouts.
     pub fn s3_config(&self, bucket: &str) -> S3BackendConfig {
         S3BackendConfig {
