@@ -17,6 +17,7 @@ use crate::backend::retry::{RetryBackend, RetryConfig};
 use crate::backend::s3::{S3BackendConfig, S3ClientPool, S3Credentials};
 use crate::backend::swap::SwapBackend;
 use crate::backend::Backend;
+use crate::cache::disk::{DiskCache, DiskCacheConfig, DiskCacheError};
 use crate::cache::BlockCache;
 use crate::config::{BackendConfig, Config, Credentials, TenantConfig};
 use crate::control;
@@ -232,6 +233,34 @@ fn staging_dir(config: &Config) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Longest an unmount waits for the disk cache's queue (at most 64 MiB of blocks, well under a
+/// second on a working disk).
+const DISK_CACHE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The disk cache of `[cache] disk_dir`, if set. A directory that is not private (or not a
+/// cache) fails the mount; one in use by another mount is skipped with a warning, since the
+/// mount works without it.
+fn disk_cache(config: &Config) -> anyhow::Result<Option<Arc<DiskCache>>> {
+    let Some(path) = &config.cache.disk_dir else {
+        return Ok(None);
+    };
+    let dir = crate::upload::root::open_private_dir(path, "disk cache directory", "[cache] disk_dir")
+        .map_err(anyhow::Error::msg)?;
+    let disk_config = DiskCacheConfig {
+        path: path.clone(),
+        capacity: config.cache.disk_size,
+        block_size: config.cache.block_size,
+    };
+    match DiskCache::open(dir, disk_config) {
+        Ok(d) => Ok(Some(d)),
+        Err(e @ DiskCacheError::InUse(_)) => {
+            warn!(error = %e, "running without the disk cache");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Build the filesystem for `config` (used by `mount` and by tests that skip the kernel).
 pub async fn build_filesystem(config: &Config, owner: (u32, u32)) -> anyhow::Result<Filesystem> {
     Ok(build_with_uploader(config, owner).await?.0)
@@ -277,8 +306,9 @@ async fn build(config: &Config, owner: (u32, u32)) -> anyhow::Result<Built> {
         max_rename_entries: config.write.max_rename_entries,
         negative_ttl: config.cache.negative_ttl,
     };
+    let disk = disk_cache(config)?;
     Ok(Built {
-        fs: Filesystem::new(tenants, cache.clone(), uploader.clone(), fs_config),
+        fs: Filesystem::new(tenants, cache.clone(), uploader.clone(), fs_config).with_disk_cache(disk),
         uploader,
         cache,
         backends,
@@ -488,6 +518,13 @@ pub fn run_mount(
         left
     };
     rt.shutdown_timeout(Duration::from_secs(5));
+    if let Some(disk) = fs.disk_cache() {
+        // Blocks still queued for the disk cache are written, so the next mount has them;
+        // bounded, since the cache is an optimisation and exit must not hang on a slow disk.
+        if !disk.flush(DISK_CACHE_FLUSH_TIMEOUT) {
+            warn!("disk cache: blocks still queued at exit are not cached");
+        }
+    }
     if !left.is_empty() {
         bail!(
             "{} file(s) could not be committed before shutdown (see the log)",

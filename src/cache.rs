@@ -12,6 +12,10 @@
 //!
 //! Invariant: [`BlockCache::used_bytes`] never exceeds the budget. Least recently used blocks
 //! are evicted *before* an insert; a block larger than the whole budget is not cached at all.
+//!
+//! Below it, [`disk`] keeps whole blocks on local disk across remounts (the second tier).
+
+pub mod disk;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;

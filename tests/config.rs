@@ -957,3 +957,20 @@ fn tenants_dir_that_does_not_exist_is_an_error_at_its_line() {
     assert_eq!((issue.line, issue.field.as_str()), (Some(1), "tenants_dir"), "{err}");
     assert!(issue.message.contains("missing.d"), "{issue}");
 }
+
+#[test]
+fn disk_cache_keys_default_off_resolve_relative_and_hold_a_block() {
+    let config = load(BASE).unwrap();
+    assert_eq!(config.cache.disk_dir, None);
+    assert_eq!(config.cache.disk_size, 10 << 30);
+    let config = load(&format!(
+        "[cache]\ndisk_dir = \"../dcache\"\ndisk_size = \"2GiB\"\n{BASE}"
+    ))
+    .unwrap();
+    assert_eq!(config.cache.disk_dir, Some(PathBuf::from("/srv/dcache")));
+    assert_eq!(config.cache.disk_size, 2 << 30);
+    let text = format!("[cache]\nblock_size = \"1MiB\"\ndisk_dir = \"/d\"\ndisk_size = \"512KiB\"\n{BASE}");
+    let i = issue(&text, "cache.disk_size");
+    assert!(i.message.contains("at least one block"), "{i:?}");
+    assert_eq!(i.line, Some(line_of(&text, "disk_size")));
+}

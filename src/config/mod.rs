@@ -102,6 +102,11 @@ pub struct CacheConfig {
     pub metadata_ttl: Duration,
     /// How long "no such object" is trusted. Default 1s.
     pub negative_ttl: Duration,
+    /// Directory of the disk block cache (absolute), kept across mounts; `None`: no disk
+    /// cache (the default).
+    pub disk_dir: Option<PathBuf>,
+    /// Hard cap on the disk cache's bytes, ≥ `block_size`. Default 10 GiB.
+    pub disk_size: u64,
 }
 
 /// `[write]`: the write path.

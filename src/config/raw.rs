@@ -64,6 +64,8 @@ pub(crate) struct RawCache {
     pub(crate) max_streams: Option<Spanned<usize>>,
     pub(crate) metadata_ttl: Option<DurationValue>,
     pub(crate) negative_ttl: Option<DurationValue>,
+    pub(crate) disk_dir: Option<PathBuf>,
+    pub(crate) disk_size: Option<Spanned<ByteSize>>,
 }
 
 /// `[write]`.

@@ -126,7 +126,7 @@ impl Validator {
     fn config(&mut self, raw: RawConfig, source: PathBuf, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Config {
         let mut mount = self.mount(raw.mount);
         mount.control_socket = mount.control_socket.map(|p| normalize_path(&base.join(p)));
-        let cache = self.cache(raw.cache);
+        let cache = self.cache(raw.cache, base);
         let write = self.write(raw.write, base);
         let mut backends = BTreeMap::new();
         let mut locations = BTreeMap::new();
@@ -237,7 +237,7 @@ impl Validator {
         }
     }
 
-    fn cache(&mut self, raw: RawCache) -> CacheConfig {
+    fn cache(&mut self, raw: RawCache, base: &Path) -> CacheConfig {
         let memory = size(&raw.memory, 512 * MIB);
         // Same default as `cache::DEFAULT_BLOCK_SIZE` (config may not depend on cache; see STYLE).
         let block_size = size(&raw.block_size, MIB);
@@ -266,6 +266,11 @@ impl Validator {
             );
             self.push(span(&raw.readahead_max), "cache.readahead_max", msg);
         }
+        let disk_size = size(&raw.disk_size, 10 * GIB);
+        if disk_size < block_size {
+            let msg = format!("disk_size ({disk_size} bytes) must hold at least one block ({block_size} bytes)");
+            self.push(span(&raw.disk_size), "cache.disk_size", msg);
+        }
         CacheConfig {
             memory,
             block_size,
@@ -274,6 +279,8 @@ impl Validator {
             max_streams: self.range(raw.max_streams, "cache.max_streams", 4, 1, 1024),
             metadata_ttl: dur(raw.metadata_ttl, Duration::from_secs(1)),
             negative_ttl: dur(raw.negative_ttl, Duration::from_secs(1)),
+            disk_dir: raw.disk_dir.map(|d| normalize_path(&base.join(d))),
+            disk_size,
         }
     }
 

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use crate::backend::{BackendErrorKind, ListParams, ObjectMeta};
+use crate::cache::disk::DiskCache;
 use crate::cache::{BlockCache, ObjectId};
 use crate::namespace::name::{child_key, dir_prefix, validate_name, NameError};
 use crate::namespace::{Inode, InodeTable, Kind, Known, Stat, ROOT_INO};
@@ -75,6 +76,8 @@ pub struct Filesystem {
     inodes: Arc<InodeTable>,
     handles: HandleTable,
     cache: Arc<BlockCache>,
+    /// The disk tier below `cache`, if configured.
+    disk: Option<Arc<DiskCache>>,
     uploader: Arc<Uploader>,
     /// Inode → shared write state of the files open for writing. Lock held only for map access.
     writers: Mutex<HashMap<u64, Arc<WriteState>>>,
@@ -104,6 +107,7 @@ impl Filesystem {
             inodes: Arc::new(InodeTable::with_negative_ttl(config.negative_ttl)),
             handles: HandleTable::default(),
             cache,
+            disk: None,
             uploader,
             writers: Mutex::new(HashMap::new()),
             stat_ahead: Arc::new(StatAhead {
@@ -112,6 +116,17 @@ impl Filesystem {
             }),
             config,
         }
+    }
+
+    /// Keep blocks read also in `disk` (see [`crate::cache::disk`]).
+    pub fn with_disk_cache(mut self, disk: Option<Arc<DiskCache>>) -> Self {
+        self.disk = disk;
+        self
+    }
+
+    /// The disk cache, if the mount has one.
+    pub fn disk_cache(&self) -> Option<&Arc<DiskCache>> {
+        self.disk.as_ref()
     }
 
     /// The tenants of this mount.
@@ -420,7 +435,13 @@ impl Filesystem {
             release_passed: self.config.read.release_passed && keep_cache,
             ..self.config.read.clone()
         };
-        let reader = ObjectReader::new(tenant.backend.clone(), id, self.cache.clone(), config);
+        // The disk key space is the tenant's name and location: stable across mounts, and
+        // another for a tenant re-pointed elsewhere.
+        let disk = self
+            .disk
+            .as_ref()
+            .map(|d| d.object(&tenant.name, &tenant.backend.describe(), &id, self.cache.block_size()));
+        let reader = ObjectReader::with_disk(tenant.backend.clone(), id, self.cache.clone(), disk, config);
         self.inodes.open(ino);
         let fh = self.handles.insert(Handle::Read { ino, reader, tenant });
         debug!(ino, fh, key = ?inode.key, size = meta.size, "opened for read");

@@ -11,6 +11,9 @@
 //! are cached under the pinned version ([`ObjectId`]), so other handles of the same version share
 //! them and a new version never sees them.
 //!
+//! Blocks missing from memory are looked for in the disk tier ([`crate::cache::disk`]), when
+//! the mount has one, before they are fetched; blocks fetched whole are stored there.
+//!
 //! Depends only on [`crate::cache`] and the [`crate::backend`] trait and types.
 
 pub mod policy;
@@ -24,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use self::policy::{PolicyParams, ReadAheadPolicy, StreamId};
 use self::prefetch::{Fetcher, Spawned};
 use crate::backend::{Backend, BackendError, ByteRange};
+use crate::cache::disk::DiskObject;
 use crate::cache::{BlockCache, ObjectId};
 
 const MIB: u64 = 1024 * 1024;
@@ -111,6 +115,18 @@ pub struct ObjectReader {
 impl ObjectReader {
     /// A reader of `id` (whose ETag, if any, is pinned on every GET), caching blocks in `cache`.
     pub fn new(backend: Arc<dyn Backend>, id: ObjectId, cache: Arc<BlockCache>, config: ReadConfig) -> Self {
+        Self::with_disk(backend, id, cache, None, config)
+    }
+
+    /// [`ObjectReader::new`] with a disk tier: blocks missing from `cache` are looked for on
+    /// `disk` before the network, and blocks fetched are stored there.
+    pub fn with_disk(
+        backend: Arc<dyn Backend>,
+        id: ObjectId,
+        cache: Arc<BlockCache>,
+        disk: Option<DiskObject>,
+        config: ReadConfig,
+    ) -> Self {
         let block_size = cache.block_size();
         // Read-ahead beyond half the cache would evict itself before being read.
         let max_window = config.max_window.min((cache.budget_bytes() / 2).max(block_size));
@@ -123,7 +139,7 @@ impl ObjectReader {
             block_size,
         };
         let policy = ReadAheadPolicy::new(params, id.size());
-        let fetcher = Arc::new(Fetcher::new(backend, id, cache, policy.params().max_request));
+        let fetcher = Arc::new(Fetcher::new(backend, id, cache, disk, policy.params().max_request));
         Self {
             fetcher,
             release_passed: config.release_passed,
@@ -237,7 +253,7 @@ impl PendingRead {
     pub async fn finish(self) -> Result<Bytes, ReadError> {
         let fetcher = &self.fetcher;
         let parts = match self.wait {
-            Wait::Exact(range) => return fetcher.get(range).await,
+            Wait::Exact(range) => return fetcher.get_exact(range).await,
             Wait::Blocks(parts) => parts,
         };
         let pieces = futures::future::try_join_all(

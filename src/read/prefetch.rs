@@ -40,6 +40,7 @@ mod receive;
 use self::receive::{run_fetch, InflightGuard};
 use super::ReadError;
 use crate::backend::{Backend, BackendError, BackendErrorKind, ByteRange};
+use crate::cache::disk::DiskObject;
 use crate::cache::{BlockCache, ObjectId};
 
 /// Most GETs one read's own missing blocks are split into.
@@ -128,6 +129,8 @@ pub(super) struct Fetcher {
     backend: Arc<dyn Backend>,
     id: ObjectId,
     cache: Arc<BlockCache>,
+    /// The disk tier, tried before the network for whole blocks (see `receive`).
+    disk: Option<DiskObject>,
     block_size: u64,
     /// Largest GET, in blocks (at least 1).
     max_request_blocks: u64,
@@ -137,12 +140,19 @@ pub(super) struct Fetcher {
 }
 
 impl Fetcher {
-    pub(super) fn new(backend: Arc<dyn Backend>, id: ObjectId, cache: Arc<BlockCache>, max_request: u64) -> Self {
+    pub(super) fn new(
+        backend: Arc<dyn Backend>,
+        id: ObjectId,
+        cache: Arc<BlockCache>,
+        disk: Option<DiskObject>,
+        max_request: u64,
+    ) -> Self {
         let block_size = cache.block_size();
         Self {
             backend,
             id,
             cache,
+            disk,
             block_size,
             max_request_blocks: (max_request / block_size).max(1),
             inflight: Mutex::new(HashMap::new()),
@@ -418,13 +428,52 @@ impl Fetcher {
         self.id.size().saturating_sub(start).min(self.block_size)
     }
 
-    /// GET one block directly, without the in-flight table (fallback path).
+    /// Fetch one block directly, without the in-flight table (fallback path): from disk, else
+    /// with a GET.
     async fn fetch_block(&self, block: u64) -> Result<Bytes, ReadError> {
+        if let Some(data) = self.disk_block(block).await {
+            return Ok(data);
+        }
         let start = block * self.block_size;
         let range = ByteRange::new(start, start + self.block_len(block));
         let data = self.get(range).await?;
         self.cache.insert(&self.id, block, data.clone());
+        if let Some(disk) = &self.disk {
+            disk.put(block, data.clone());
+        }
         Ok(data)
+    }
+
+    /// Block `block` from the disk tier, put in the memory cache; `None` if the disk does not
+    /// have it (intact, in time).
+    pub(super) async fn disk_block(&self, block: u64) -> Option<Bytes> {
+        let disk = self.disk.as_ref()?;
+        let data = disk.get(block, self.block_len(block)).await?;
+        self.cache.insert(&self.id, block, data.clone());
+        Some(data)
+    }
+
+    /// Bytes `range` for a read that GETs exactly its own bytes (`policy::Plan::exact`):
+    /// sliced from the blocks on disk when the disk tier has them all, else a GET.
+    pub(super) async fn get_exact(&self, range: ByteRange) -> Result<Bytes, ReadError> {
+        let bs = self.block_size;
+        let blocks = range.start / bs..range.end.div_ceil(bs);
+        if self
+            .disk
+            .as_ref()
+            .is_some_and(|d| blocks.clone().all(|b| d.contains(b)))
+        {
+            let mut pieces = Vec::new();
+            for b in blocks {
+                let Some(data) = self.disk_block(b).await else { break };
+                let (lo, hi) = (range.start.max(b * bs) - b * bs, range.end.min((b + 1) * bs) - b * bs);
+                pieces.push(data.slice(to_usize(lo)..to_usize(hi)));
+            }
+            if u64::try_from(pieces.iter().map(Bytes::len).sum::<usize>()).ok() == Some(range.len()) {
+                return Ok(super::concat(pieces));
+            }
+        }
+        self.get(range).await
     }
 
     /// A ranged GET pinned to the version opened, checked for the expected length.

@@ -55,35 +55,40 @@ fn dir_flags() -> OFlags {
 /// unless the mounting user owns it and no one else may write to it. The error text is
 /// meant for the user.
 pub(crate) fn open_staging_dir(path: &Path) -> Result<OwnedFd, String> {
+    open_private_dir(path, "staging directory", "[write] staging_dir")
+}
+
+/// Open directory `path` (`what` it is, configured as `setting`, for the messages), creating
+/// it `0700` if missing, and refuse it unless the mounting user owns it and no one else may
+/// write to it. Used for every directory that holds customers' bytes (staging, disk cache).
+/// The last component is followed if it is a symlink, as configured; what matters is the
+/// directory reached, whose owner and mode are checked on the opened descriptor.
+pub fn open_private_dir(path: &Path, what: &str, setting: &str) -> Result<OwnedFd, String> {
     let shown = path.display();
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
     match std::fs::DirBuilder::new().mode(0o700).create(path) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-            return Err(format!("cannot create staging directory {shown}: {e}"))
-        }
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(format!("cannot create {what} {shown}: {e}")),
         _ => {}
     }
     let fd = rfs::open(path, dir_flags(), Mode::empty())
-        .map_err(|e| format!("cannot open staging directory {shown}: {}", io::Error::from(e)))?;
+        .map_err(|e| format!("cannot open {what} {shown}: {}", io::Error::from(e)))?;
     let fd = File::from(fd);
-    let meta = fd
-        .metadata()
-        .map_err(|e| format!("cannot stat staging directory {shown}: {e}"))?;
+    let meta = fd.metadata().map_err(|e| format!("cannot stat {what} {shown}: {e}"))?;
     let uid = euid();
     if meta.uid() != uid {
         return Err(format!(
-            "staging directory {shown} is owned by uid {}, not by the mounting user (uid {uid}); \
-             staged data must be private: use a directory of your own or leave [write] staging_dir unset",
+            "{what} {shown} is owned by uid {}, not by the mounting user (uid {uid}); \
+             its data must be private: use a directory of your own or leave {setting} unset",
             meta.uid()
         ));
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(format!(
-            "staging directory {shown} is writable by group or others (mode {mode:04o}); \
-             other local users could replace or read staged data: run `chmod 700 {shown}` \
+            "{what} {shown} is writable by group or others (mode {mode:04o}); \
+             other local users could replace or read its data: run `chmod 700 {shown}` \
              or use another directory"
         ));
     }

@@ -1,7 +1,8 @@
-//! The task of one fetch: its range GET's body is cut into blocks as it arrives, each block
-//! cached and published the moment it is complete, the pieces of the block being received
-//! published as they come (for the read after a seek), and the fetch leaves the in-flight
-//! table however the task ends (see the invariants in `prefetch.rs`).
+//! The task of one fetch: blocks the disk tier holds are read from it; for each run of blocks
+//! it lacks, a range GET's body is cut into blocks as it arrives, each block cached (in memory
+//! and on disk) and published the moment it is complete, the pieces of the block being
+//! received published as they come (for the read after a seek), and the fetch leaves the
+//! in-flight table however the task ends (see the invariants in `prefetch.rs`).
 
 use std::sync::Arc;
 
@@ -9,13 +10,45 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 
 use super::{len_u64, lock, to_usize, Fetch, FetchError, Fetcher};
+use crate::backend::ByteRange;
 use crate::read::ReadError;
 
 impl Fetcher {
-    /// Run the GET of `fetch`, publishing each block as it completes (and caching it), and the
-    /// pieces of the block being received as they arrive.
+    /// Bring the blocks of `fetch` in order: each from the disk tier if it has the block, the
+    /// others with one GET per run of blocks it lacks.
     async fn stream(&self, fetch: &Fetch) -> Result<(), ReadError> {
         let range = fetch.range;
+        let Some(disk) = &self.disk else {
+            return self.stream_get(fetch, range).await;
+        };
+        let bs = self.block_size;
+        let mut at = range.start;
+        while at < range.end {
+            let block = at / bs;
+            if disk.contains(block) {
+                if let Some(data) = self.disk_block(block).await {
+                    // Cached whole by `disk_block`; a headless fetch publishes its part.
+                    let piece = data.slice(to_usize(at - block * bs)..);
+                    fetch.tx.send_modify(|p| p.blocks.push(piece));
+                    at = ((block + 1) * bs).min(range.end);
+                    continue;
+                }
+            }
+            let mut end = block + 1;
+            while end * bs < range.end && !disk.contains(end) {
+                end += 1;
+            }
+            let end = (end * bs).min(range.end);
+            self.stream_get(fetch, ByteRange::new(at, end)).await?;
+            at = end;
+        }
+        Ok(())
+    }
+
+    /// Run the GET of `range` (whole blocks, but for a headless first one) for `fetch`,
+    /// publishing each block as it completes (and caching it), and the pieces of the block
+    /// being received as they arrive.
+    async fn stream_get(&self, fetch: &Fetch, range: ByteRange) -> Result<(), ReadError> {
         tracing::debug!(key = self.id.key(), start = range.start, len = range.len(), "range GET");
         let mut body = self
             .backend
@@ -85,6 +118,9 @@ impl Fetcher {
                 // fetches this block meanwhile. A headless block is cached as a tail, for the
                 // rest of its stream's reads.
                 if skip == 0 {
+                    if let Some(disk) = &self.disk {
+                        disk.put(block, complete.clone());
+                    }
                     self.cache.insert(&self.id, block, complete);
                 } else {
                     self.cache.insert_tail(&self.id, block, complete);
