@@ -228,6 +228,9 @@ EOF
 # The same tenant without per-object modes (peer byosfs-noposix): the cost of posix_metadata.
 BYO_CFG_NOPOSIX=$WORK/byosfs-noposix.toml
 { cat "$BYO_CFG"; echo 'posix_metadata = false'; } >"$BYO_CFG_NOPOSIX"
+# byosfs with the disk cache (issue 26), for the dc_* rows: room for the object twice.
+BYO_CFG_DISK=$WORK/byosfs-disk.toml
+sed "s|^\[cache\]\$|[cache]\ndisk_dir = \"$WORK/dcache\"\ndisk_size = \"$((2 * BIG_MIB))MiB\"|" "$BYO_CFG" >"$BYO_CFG_DISK"
 printf '%s:%s\n' "$BENCH_AK" "$BENCH_SK" >"$WORK/s3fs.passwd"
 chmod 600 "$WORK/s3fs.passwd"
 export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
@@ -240,9 +243,10 @@ mount_fs() {
   local peer=$1
   rm -rf "$WORK/rclone-cache" "$WORK/staging"
   case $peer in
-    byosfs|byosfs-noposix)
+    byosfs|byosfs-noposix|byosfs-disk)
       local cfg=$BYO_CFG
       [ "$peer" = byosfs-noposix ] && cfg=$BYO_CFG_NOPOSIX
+      [ "$peer" = byosfs-disk ] && cfg=$BYO_CFG_DISK
       RUST_LOG=byosfs=warn "$BYOSFS" mount --config "$cfg" "$MNT" 2>>"$WORK/byosfs.log" &
       FS_DIR=$MNT/t ;;
     rclone-off|rclone-full)
@@ -401,6 +405,27 @@ run_fs() {
     t=$(timed 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M status=none)
     record "$peer" seq_warm "$r" "$(mbps $size "$t")"
     umount_fs "$peer" "$r"
+    if [ "$peer" = byosfs ]; then
+      # Disk cache (issue 26): a cold read filling an empty cache, then a cold read (page cache
+      # dropped, so the cache's files come from the disk) after a remount; and the bytes the
+      # cache directory holds against its cap.
+      log "  $peer: disk cache"
+      rm -rf "$WORK/dcache"
+      drop_caches
+      mount_fs byosfs-disk
+      t=$(timed 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M status=none)
+      record "$peer" dc_first "$r" "$(mbps $size "$t")"
+      umount_fs "$peer" "$r"
+      drop_caches
+      mount_fs byosfs-disk
+      t=$(timed 600 dd if="$FS_DIR/big.bin" of=/dev/null bs=1M status=none)
+      record "$peer" dc_remount "$r" "$(mbps $size "$t")"
+      umount_fs "$peer" "$r"
+      local held; held=$(du -s -B1 "$WORK/dcache" | cut -f1)
+      held=$(( held > $(du -s -b "$WORK/dcache" | cut -f1) ? held : $(du -s -b "$WORK/dcache" | cut -f1) ))
+      record "$peer" dc_dir_mib "$r" "$(echo "$held / $MIB" | bc -l)"
+      record "$peer" dc_cap_mib "$r" $((2 * BIG_MIB))
+    fi
     log "  $peer: random reads"
     # 2. random reads, each size on a fresh mount so no cache carries over.
     for spec in 4k:rand4k 256k:rand256k 1m:rand1m; do

@@ -119,6 +119,7 @@ def hwm(pid):
 # (metric, unit, higher_is_better)
 ROWS = [
     ("seq_cold", "MB/s", True), ("seq_warm", "MB/s", True),
+    ("dc_first", "MB/s", True), ("dc_remount", "MB/s", True), ("dc_dir_mib", "MiB", False),
     ("rand4k_iops", "IOPS", True), ("rand4k_p50", "us", False), ("rand4k_p99", "us", False),
     ("rand256k_mbps", "MB/s", True), ("rand256k_p50", "us", False), ("rand256k_p99", "us", False),
     ("rand1m_mbps", "MB/s", True), ("rand1m_p50", "us", False), ("rand1m_p99", "us", False),
@@ -237,6 +238,12 @@ def targets(med):
         b, bp = g("byosfs", m), best(m, False)
         if b is not None and bp:
             chk("%s <= best peer" % name, b <= bp, "%s vs %s" % (fmt(b), fmt(bp)))
+    f, s, held, cap = (g("byosfs", m) for m in ("dc_first", "dc_remount", "dc_dir_mib", "dc_cap_mib"))
+    if f and s is not None:
+        chk("disk cache: cold read after a remount >= 5x the first (issue 26)", s >= 5 * f,
+            "%s vs %s MB/s (%sx)" % (fmt(s), fmt(f), fmt(s / f)))
+    if held is not None and cap:
+        chk("disk cache directory <= its cap (issue 26)", held <= cap, "%s MiB vs %s MiB" % (fmt(held), fmt(cap)))
     r = g("byosfs", "peak_rss")
     if r is not None:
         budget = float(os.environ.get("BENCH_RSS_BUDGET_MIB", "868"))
