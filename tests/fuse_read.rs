@@ -269,3 +269,32 @@ fn check_reports_success_and_named_failures() {
     assert!(!missing.status.success());
     assert!(out.contains("bucket not found"), "{out}");
 }
+
+/// An object replaced at the server with one of the same size: after the TTLs, a new open
+/// reads the new bytes, not the kernel's pages of the old version, even when a lookup saw
+/// the new ETag before the open.
+#[test]
+fn replaced_object_is_not_served_from_stale_kernel_pages() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let old = pattern(MIB, 1);
+    let new: Vec<u8> = old.iter().map(|b| b ^ 0x5a).collect();
+    put(&server, "acme/v.bin", old.clone());
+    let m = mount(&server, "");
+    let path = m.path().join("acme/v.bin");
+    assert_eq!(sha256_file(&path), sha256(&old));
+    put(&server, "acme/v.bin", new.clone());
+    // Past attr_ttl, entry_ttl and metadata_ttl (1 s each): the stat's lookup sees the new
+    // ETag, then the open must not keep the old pages.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), new.len() as u64);
+    assert_eq!(
+        sha256_file(&path),
+        sha256(&new),
+        "stale pages of the replaced object were served"
+    );
+    // The same version again keeps its pages and still reads right.
+    assert_eq!(sha256_file(&path), sha256(&new));
+}

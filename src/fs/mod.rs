@@ -427,12 +427,16 @@ impl Filesystem {
             return Ok(Opened { fh, keep_cache: false });
         }
         let meta = tenant.backend.head(&inode.key).await?;
-        let keep_cache = meta.etag.is_some() && meta.etag == inode.stat.etag && meta.size == inode.stat.size;
+        // Pages of the version pinned by the previous open may be kept; the stat's ETag is no
+        // proof, since a lookup may have refreshed it after the object was replaced.
+        let unchanged = meta.etag.is_some() && meta.etag == inode.stat.etag && meta.size == inode.stat.size;
+        let keep_cache = self.inodes.pin_pages(ino, meta.etag.as_ref()) && unchanged;
         self.inodes.set_stat(ino, stat_of(&meta));
         let id = ObjectId::new(tenant.id, &meta);
         let config = ReadConfig {
-            // Without kept pages, a re-read of this file comes back through the block cache.
-            release_passed: self.config.read.release_passed && keep_cache,
+            // Pages of an unchanged version are kept by the next open (pinned above), so a
+            // re-read need not come back through the block cache.
+            release_passed: self.config.read.release_passed && unchanged,
             ..self.config.read.clone()
         };
         // The disk key space is the tenant's name and location: stable across mounts, and

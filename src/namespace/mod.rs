@@ -165,6 +165,11 @@ struct Node {
     /// then put every entry in the table). Cleared when a child leaves the table for any
     /// reason other than a removal done here.
     complete: Option<Instant>,
+    /// For a file: the version (ETag) whose pages the kernel may hold, i.e. the version the
+    /// last open for reading pinned. Kept apart from `stat`, which a lookup refreshes without
+    /// the kernel's pages changing: an open compares against this, or a replaced object's
+    /// stale pages would be kept.
+    pages: Option<ETag>,
 }
 
 #[derive(Debug)]
@@ -230,6 +235,7 @@ impl InodeTable {
             open: 0,
             linked: true,
             complete: None,
+            pages: None,
         };
         let mut nodes = HashMap::new();
         nodes.insert(ROOT_INO, root);
@@ -335,6 +341,7 @@ impl InodeTable {
                 open: 0,
                 linked: true,
                 complete: None,
+                pages: None,
             },
         );
         t.children.insert(key, ino);
@@ -361,6 +368,19 @@ impl InodeTable {
             n.stat = Stat::refreshed(&n.stat, stat);
             n.validated = Instant::now();
         }
+    }
+
+    /// An open for reading pins version `etag` of `ino`: returns whether the kernel's pages
+    /// of `ino` are of that version already (so the open may keep them), and records that
+    /// they are from now on.
+    pub fn pin_pages(&self, ino: u64, etag: Option<&ETag>) -> bool {
+        let mut t = self.lock();
+        let Some(n) = t.nodes.get_mut(&ino) else {
+            return false;
+        };
+        let same = etag.is_some() && n.pages.as_ref() == etag;
+        n.pages = etag.cloned();
+        same
     }
 
     /// Mark the cached attributes of `ino` as stale.
