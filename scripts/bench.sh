@@ -4,7 +4,9 @@
 # ratios byosfs/direct and byosfs/best-peer, and the issue's targets as PASS/MISS.
 #
 #   scripts/bench.sh [--quick] [--runs N] [--peers "direct byosfs rclone-off rclone-full s3fs"]
-#                    (peer byosfs-noposix: byosfs with posix_metadata = false)
+#                    (peer byosfs-noposix: byosfs with posix_metadata = false;
+#                     byosfs-nosum / byosfs-sum: unsigned payloads with checksum "none" /
+#                     "crc32c", for the CPU cost of upload checksums, issue 22)
 #                    [--only read|write|meta] [--no-install] [--out FILE]
 #
 # --only runs the read rows (1, 2, 5, 7, ls -l) or the write rows (3, cp -r) alone, for work
@@ -231,6 +233,12 @@ BYO_CFG_NOPOSIX=$WORK/byosfs-noposix.toml
 # byosfs with the disk cache (issue 26), for the dc_* rows: room for the object twice.
 BYO_CFG_DISK=$WORK/byosfs-disk.toml
 sed "s|^\[cache\]\$|[cache]\ndisk_dir = \"$WORK/dcache\"\ndisk_size = \"$((2 * BIG_MIB))MiB\"|" "$BYO_CFG" >"$BYO_CFG_DISK"
+# Unsigned payloads with and without upload checksums (peers byosfs-nosum, byosfs-sum): the
+# CPU a CRC32C per body costs, without the SHA-256 of signing hiding it.
+BYO_CFG_NOSUM=$WORK/byosfs-nosum.toml
+BYO_CFG_SUM=$WORK/byosfs-sum.toml
+sed 's/^payload_signing = .*/payload_signing = "never"\nchecksum = "none"/' "$BYO_CFG" >"$BYO_CFG_NOSUM"
+sed 's/^payload_signing = .*/payload_signing = "never"\nchecksum = "crc32c"/' "$BYO_CFG" >"$BYO_CFG_SUM"
 printf '%s:%s\n' "$BENCH_AK" "$BENCH_SK" >"$WORK/s3fs.passwd"
 chmod 600 "$WORK/s3fs.passwd"
 export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
@@ -243,10 +251,12 @@ mount_fs() {
   local peer=$1
   rm -rf "$WORK/rclone-cache" "$WORK/staging"
   case $peer in
-    byosfs|byosfs-noposix|byosfs-disk)
+    byosfs|byosfs-noposix|byosfs-disk|byosfs-nosum|byosfs-sum)
       local cfg=$BYO_CFG
       [ "$peer" = byosfs-noposix ] && cfg=$BYO_CFG_NOPOSIX
       [ "$peer" = byosfs-disk ] && cfg=$BYO_CFG_DISK
+      [ "$peer" = byosfs-nosum ] && cfg=$BYO_CFG_NOSUM
+      [ "$peer" = byosfs-sum ] && cfg=$BYO_CFG_SUM
       RUST_LOG=byosfs=warn "$BYOSFS" mount --config "$cfg" "$MNT" 2>>"$WORK/byosfs.log" &
       FS_DIR=$MNT/t ;;
     rclone-off|rclone-full)

@@ -9,6 +9,7 @@ command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
 command -v s3fs >/dev/null 2>&1 || need+=(s3fs)   # tests/interop_s3fs.rs
 command -v git >/dev/null 2>&1 || need+=(git)     # tests/posix.rs (git clone into the mount)
+command -v curl >/dev/null 2>&1 || need+=(curl)   # tests/fuse_web.rs (fetches `byosfs url` URLs)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -14,12 +14,12 @@ use tracing::{error, info, warn};
 use crate::backend::local::LocalBackend;
 use crate::backend::prefix::PrefixBackend;
 use crate::backend::retry::{RetryBackend, RetryConfig};
-use crate::backend::s3::{S3BackendConfig, S3ClientPool, S3Credentials};
+use crate::backend::s3::{S3BackendConfig, S3ClientPool, S3Credentials, UploadChecksum};
 use crate::backend::swap::SwapBackend;
 use crate::backend::Backend;
 use crate::cache::disk::{DiskCache, DiskCacheConfig, DiskCacheError};
 use crate::cache::BlockCache;
-use crate::config::{BackendConfig, Config, Credentials, TenantConfig};
+use crate::config::{BackendConfig, ChecksumSetting, Config, Credentials, TenantConfig};
 use crate::control;
 use crate::fs::{Filesystem, FsConfig};
 use crate::fuse::session::{mount, MountOptions};
@@ -32,7 +32,8 @@ use crate::status::MountControl;
 use crate::tenant::TenantTable;
 use crate::upload::{UploadConfig, Uploader};
 
-fn s3_config(c: &crate::config::S3Config) -> S3BackendConfig {
+/// The client settings of an S3 backend as configured.
+pub(crate) fn s3_config(c: &crate::config::S3Config) -> S3BackendConfig {
     S3BackendConfig {
         endpoint: c.endpoint.clone(),
         region: c.region.clone(),
@@ -55,6 +56,28 @@ fn s3_config(c: &crate::config::S3Config) -> S3BackendConfig {
         // Retries happen in one place, `RetryBackend`; SDK retries would multiply with ours.
         max_attempts: 1,
         sign_payload: c.payload_signing.signs(c.endpoint.as_deref()),
+    }
+}
+
+/// The checksum uploads to `c` carry. `auto`: none when payloads are signed (the service
+/// verifies the SigV4 SHA-256 of every body already), else CRC32C where the provider verifies
+/// it and Content-MD5 elsewhere, so an unsigned upload is still verified end to end.
+fn upload_checksum(c: &crate::config::S3Config) -> UploadChecksum {
+    resolve_checksum(
+        c.checksum,
+        c.payload_signing.signs(c.endpoint.as_deref()),
+        c.provider.checksum_crc32c(),
+    )
+}
+
+fn resolve_checksum(setting: ChecksumSetting, signed: bool, crc32c: bool) -> UploadChecksum {
+    match setting {
+        ChecksumSetting::None => UploadChecksum::None,
+        ChecksumSetting::Md5 => UploadChecksum::Md5,
+        ChecksumSetting::Crc32c => UploadChecksum::Crc32c,
+        ChecksumSetting::Auto if signed => UploadChecksum::None,
+        ChecksumSetting::Auto if crc32c => UploadChecksum::Crc32c,
+        ChecksumSetting::Auto => UploadChecksum::Md5,
     }
 }
 
@@ -88,7 +111,8 @@ pub async fn build_backend(name: &str, b: &BackendConfig, pool: &S3ClientPool) -
             Arc::new(
                 pool.backend(&s3_config(c))
                     .await
-                    .with_context(|| format!("backend {name}: creating S3 client"))?,
+                    .with_context(|| format!("backend {name}: creating S3 client"))?
+                    .with_checksum(upload_checksum(c)),
             ),
             s3_retry(c),
         ),
@@ -158,6 +182,19 @@ fn tenant_table(
         }
     }
     Ok(TenantTable::new(specs))
+}
+
+/// Count (and periodically recount) the usage of every tenant with a quota, until the
+/// filesystem is gone.
+async fn quota_counts(fs: std::sync::Weak<Filesystem>) {
+    loop {
+        let Some(f) = fs.upgrade() else { return };
+        f.recount_quotas().await;
+        // Tenants with a quota may appear by reload: look again at least once a minute.
+        let tick = f.quota_tick().unwrap_or(Duration::from_secs(60));
+        drop(f);
+        tokio::time::sleep(tick).await;
+    }
 }
 
 /// The user running byosfs (effective uid and gid): the default owner of every file.
@@ -364,6 +401,8 @@ pub fn run_mount(
         backends,
     } = rt.block_on(build(&config, owner))?;
     let fs = Arc::new(fs);
+    // Quota usage is counted in the background: the mount does not wait for the listing.
+    rt.spawn(quota_counts(Arc::downgrade(&fs)));
     // Before serving: abort what a crashed earlier run left (see `recovery`).
     if let Some(staging) = uploader.root().parent() {
         let report = rt.block_on(recover_staging(staging, fs.tenants(), RECOVERY_ABORT_TIMEOUT));
@@ -654,6 +693,16 @@ pub fn run_check(config: Config, only: Option<&str>) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_checksums_only_unsigned_payloads_with_the_providers_best() {
+        use ChecksumSetting as S;
+        assert_eq!(resolve_checksum(S::Auto, true, true), UploadChecksum::None);
+        assert_eq!(resolve_checksum(S::Auto, false, true), UploadChecksum::Crc32c);
+        assert_eq!(resolve_checksum(S::Auto, false, false), UploadChecksum::Md5);
+        assert_eq!(resolve_checksum(S::Md5, true, true), UploadChecksum::Md5);
+        assert_eq!(resolve_checksum(S::None, false, true), UploadChecksum::None);
+    }
 
     #[test]
     fn default_staging_dir_is_stable_and_per_config() {

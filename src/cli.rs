@@ -49,6 +49,32 @@ pub enum Command {
     Reload(ReloadArgs),
     /// Show a running mount's tenants, traffic, uploads and budgets.
     Status(StatusArgs),
+    /// Print a URL for a file in a mounted tenant: public_url_base + key when one is set,
+    /// else a presigned GET.
+    Url(UrlArgs),
+}
+
+/// `byosfs url`.
+#[derive(Debug, Args)]
+pub struct UrlArgs {
+    /// A file inside a running byosfs mount.
+    pub path: PathBuf,
+
+    /// How long a presigned URL stays valid (at most 7d).
+    #[arg(long, default_value = "1h", value_parser = parse_expiry)]
+    pub expires: std::time::Duration,
+
+    /// Make browsers save the file (Content-Disposition: attachment) instead of showing it.
+    #[arg(long)]
+    pub download: bool,
+}
+
+fn parse_expiry(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::config::units::parse_duration(s)?;
+    if d < std::time::Duration::from_secs(1) || d > crate::url::MAX_EXPIRY {
+        return Err(format!("{s}: must be between 1s and 7d"));
+    }
+    Ok(d)
 }
 
 /// How to reach a running mount's control socket.

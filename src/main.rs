@@ -76,6 +76,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             std::thread::sleep(Duration::from_secs(1));
         },
+        Command::Url(args) => {
+            let req = byosfs::url::UrlRequest {
+                expires: args.expires,
+                download: args.download,
+            };
+            let url = byosfs::url::ask_mount(&args.path, req).map_err(anyhow::Error::msg)?;
+            println!("{url}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check(args) => {
             let config = load(&args.config)?;
             let ok = byosfs::app::run_check(config, args.tenant.as_deref())?;

@@ -276,6 +276,7 @@ mod tests {
             mode: 0o755,
             posix_metadata: false,
             exclusive_create: false,
+            policy: Default::default(),
         };
         TenantTable::new(vec![spec("acme", "acme/"), spec("beta", "beta/")])
     }

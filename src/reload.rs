@@ -26,6 +26,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::backend::headers::{HeaderPolicy, HeadersBackend};
 use crate::backend::metered::MeteredBackend;
 use crate::backend::prefix::PrefixBackend;
 use crate::backend::s3::S3ClientPool;
@@ -34,7 +35,9 @@ use crate::backend::Backend;
 use crate::config::{BackendConfig, Config, TenantConfig};
 use crate::fs::Filesystem;
 use crate::fuse::session::KernelCache;
-use crate::tenant::{TenantChange, TenantSpec};
+use crate::limits::LimitRules;
+use crate::tenant::{TenantChange, TenantPolicy, TenantSpec};
+use crate::url::UrlMaker;
 
 /// Probes run at once during a reload.
 const PROBE_CONCURRENCY: usize = 16;
@@ -132,6 +135,9 @@ pub fn plan(old: &Config, new: &Config, owner: (u32, u32)) -> Plan {
         let step = match old_tenants.get(t.name.as_str()) {
             None => Some(TenantStep::Add),
             Some(o) if o.backend != t.backend || o.prefix != t.prefix => Some(TenantStep::Repoint),
+            // Headers and limits live in the tenant's backend view and policy, which only a
+            // new binding replaces.
+            Some(o) if o.web != t.web => Some(TenantStep::Repoint),
             Some(_) if changes.get(t.backend.as_str()) == Some(&BackendChange::Move) => Some(TenantStep::Repoint),
             Some(o) if effective(old, o, owner) != effective(new, t, owner) => Some(TenantStep::Update),
             Some(_) => None,
@@ -274,10 +280,35 @@ impl std::fmt::Debug for Reloader {
     }
 }
 
-/// A tenant's spec on `backend`: the view confined to its prefix, counted for `status`.
+/// The Content-Type and Cache-Control rules of a tenant.
+fn header_policy(w: &crate::config::TenantWeb) -> HeaderPolicy {
+    HeaderPolicy {
+        cache_control: w.cache_control.clone(),
+        content_types: w.content_types.clone(),
+        cache_control_by_extension: w.cache_control_by_extension.clone(),
+    }
+}
+
+/// How the URLs of `t`'s files are made: its own base, its backend's, or presigned GETs.
+fn url_maker(config: &Config, t: &TenantConfig) -> UrlMaker {
+    let s3 = match config.backends.get(&t.backend) {
+        Some(BackendConfig::S3(s3)) => Some(s3),
+        _ => None,
+    };
+    UrlMaker::new(
+        t.web.public_url_base.clone(),
+        s3.and_then(|s| s.public_url_base.clone()),
+        t.prefix.clone(),
+        s3.map(crate::app::s3_config),
+    )
+}
+
+/// A tenant's spec on `backend`: the view confined to its prefix, with its upload headers,
+/// counted for `status`.
 pub fn tenant_spec(config: &Config, t: &TenantConfig, backend: Arc<dyn Backend>, owner: (u32, u32)) -> TenantSpec {
     let (read_only, uid, gid, mode, posix_metadata, exclusive_create) = effective(config, t, owner);
     let view: Arc<dyn Backend> = Arc::new(PrefixBackend::new(backend, &t.prefix));
+    let view: Arc<dyn Backend> = Arc::new(HeadersBackend::new(view, header_policy(&t.web)));
     TenantSpec {
         name: t.name.clone(),
         backend: Arc::new(MeteredBackend::new(view, crate::metrics::tenant(&t.name))),
@@ -287,6 +318,17 @@ pub fn tenant_spec(config: &Config, t: &TenantConfig, backend: Arc<dyn Backend>,
         mode,
         posix_metadata,
         exclusive_create,
+        policy: Arc::new(TenantPolicy {
+            rules: LimitRules {
+                max_file_size: t.web.max_file_size,
+                quota: t.web.quota,
+                allowed_extensions: t.web.allowed_extensions.clone(),
+                denied_extensions: t.web.denied_extensions.clone(),
+            },
+            usage: Default::default(),
+            recount: t.web.quota_recount,
+            urls: url_maker(config, t),
+        }),
     }
 }
 

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, Weak};
 
 use crate::backend::Backend;
+use crate::limits::{LimitRules, Usage};
 use crate::metrics::TenantMetrics;
 use crate::namespace::TenantId;
 
@@ -47,6 +48,8 @@ pub struct Tenant {
     pub posix_metadata: bool,
     /// The backend makes `create_only` writes atomic (`If-None-Match: *`).
     pub exclusive_create: bool,
+    /// Platform limits and the quota usage (shared with the binding's background recount).
+    pub policy: Arc<TenantPolicy>,
     /// Its counters (by name: they outlive reloads that re-point or update it).
     pub metrics: Arc<TenantMetrics>,
 }
@@ -70,6 +73,21 @@ pub struct TenantSpec {
     pub posix_metadata: bool,
     /// The backend makes `create_only` writes atomic.
     pub exclusive_create: bool,
+    /// Limits and quota usage (`Default`: none).
+    pub policy: Arc<TenantPolicy>,
+}
+
+/// A tenant's platform limits and what it uses of its quota.
+#[derive(Debug, Default)]
+pub struct TenantPolicy {
+    /// The rules.
+    pub rules: LimitRules,
+    /// Bytes counted against the quota.
+    pub usage: Usage,
+    /// How often usage is recounted from a listing.
+    pub recount: std::time::Duration,
+    /// How URLs of the tenant's files are made.
+    pub urls: crate::url::UrlMaker,
 }
 
 /// One change of a reload.
@@ -145,6 +163,7 @@ impl Tables {
             mode: s.mode,
             posix_metadata: s.posix_metadata,
             exclusive_create: s.exclusive_create,
+            policy: s.policy,
         });
         self.by_id.insert(id, t.clone());
         self.by_name.insert(t.name.clone(), t.clone());
@@ -268,6 +287,8 @@ impl TenantTable {
                     // object (connections, open uploads).
                     let spec = TenantSpec {
                         backend: old.backend.clone(),
+                        // Same rules (a change of limits re-points); keep the usage counted.
+                        policy: old.policy.clone(),
                         ..s
                     };
                     t.bind(spec, Some(old.id));
@@ -296,6 +317,7 @@ mod tests {
             mode,
             posix_metadata: false,
             exclusive_create: false,
+            policy: Default::default(),
         }
     }
 

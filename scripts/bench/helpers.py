@@ -132,7 +132,9 @@ ROWS = [
 ]
 CAPPED = ("seq_cold", "interleave", "seq_write")
 HIGHER_IS_BETTER = {m for m, _, hib in ROWS if hib}
-PEERS = ["direct", "byosfs", "byosfs-noposix", "rclone-off", "rclone-full", "s3fs"]
+PEERS = ["direct", "byosfs", "byosfs-noposix", "byosfs-nosum", "byosfs-sum", "rclone-off", "rclone-full", "s3fs"]
+# byosfs variants: not peers in the ratios.
+BYOSFS_VARIANTS = ("byosfs", "byosfs-noposix", "byosfs-nosum", "byosfs-sum", "direct")
 
 
 def parse(v):
@@ -183,7 +185,7 @@ def report(path):
         cells = "".join("%13s" % (shown.get((p, m)) or ("-" if row[p] is None else fmt(row[p])))
                         for p in peers)
         b, d = row.get("byosfs"), row.get("direct")
-        others = [row[p] for p in peers if p not in ("byosfs", "byosfs-noposix", "direct") and row[p] is not None]
+        others = [row[p] for p in peers if p not in BYOSFS_VARIANTS and row[p] is not None]
         best = (max(others) if hib else min(others)) if others else None
         r_dir = "%10s" % (fmt(b / d) if b is not None and d else "-")
         r_peer = "%10s" % (fmt(b / best) if b is not None and best else "-")

@@ -50,6 +50,10 @@ pub enum BackendErrorKind {
     /// The server's answer broke the protocol: a listing that repeats its continuation token
     /// or never ends, a body longer than the range asked for. Not retried: it would again.
     Protocol,
+    /// The service refused a body whose checksum did not match the one sent with it
+    /// (BadDigest), or assembled an object of another size than the parts sent. Not retried:
+    /// the upload fails and publishes nothing, so a corrupting path is noticed, not hidden.
+    Corrupted,
     /// Anything else.
     Other,
 }
@@ -83,6 +87,7 @@ impl BackendErrorKind {
             Self::NoSpace => "no space left on local storage",
             Self::Unsupported => "operation not supported by this backend",
             Self::Protocol => "the server broke the S3 protocol",
+            Self::Corrupted => "upload corrupted in transit (checksum or size mismatch)",
             Self::Other => "backend error",
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod fault;
+pub mod headers;
 
 pub mod local;
 pub mod memory;
@@ -80,6 +81,8 @@ pub struct ObjectMeta {
     /// Mode, owner and group stored with the object (see [`posix`]); like `mtime`, only
     /// `head` reports them on S3.
     pub posix: PosixAttrs,
+    /// The stored Content-Type, where the backend keeps one (S3 `head` only).
+    pub content_type: Option<String>,
 }
 
 impl ObjectMeta {
@@ -92,7 +95,14 @@ impl ObjectMeta {
             etag,
             mtime: None,
             posix: PosixAttrs::default(),
+            content_type: None,
         }
+    }
+
+    /// The same metadata with a stored Content-Type.
+    pub fn with_content_type(mut self, content_type: Option<String>) -> Self {
+        self.content_type = content_type;
+        self
     }
 
     /// The same metadata with a stored modification time.
@@ -121,6 +131,11 @@ pub struct PutOptions {
     /// (`If-None-Match: *`, on PutObject and on the completion of a multipart upload
     /// started with it). Backends that cannot tell atomically (local) ignore it.
     pub create_only: bool,
+    /// Content-Type to store; `None` leaves it to the service (new objects) or keeps the
+    /// object's own (`update_metadata`). Backends without headers (local) ignore it.
+    pub content_type: Option<String>,
+    /// Cache-Control to store; `None` as for `content_type`.
+    pub cache_control: Option<String>,
 }
 
 impl PutOptions {
@@ -133,6 +148,13 @@ impl PutOptions {
     /// Store `posix` with the object.
     pub fn with_posix(mut self, posix: PosixAttrs) -> Self {
         self.posix = posix;
+        self
+    }
+
+    /// Store these HTTP headers with the object (see [`PutOptions::content_type`]).
+    pub fn with_headers(mut self, content_type: Option<String>, cache_control: Option<String>) -> Self {
+        self.content_type = content_type;
+        self.cache_control = cache_control;
         self
     }
 
@@ -391,9 +413,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// [`Backend::create_multipart`] with options; they apply to the completed object.
     async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId>;
 
-    /// Store the mtime and the POSIX attributes set in `opts` with the existing object `key`,
-    /// keeping its content and every field `opts` leaves unset (and, on S3, its
-    /// Content-Type and other user metadata). The result carries the object's ETag
+    /// Store the mtime, the POSIX attributes and the headers set in `opts` with the existing
+    /// object `key`, keeping its content and every field `opts` leaves unset (on S3, its
+    /// Content-Type, Cache-Control and other user metadata unless `opts` replaces them). The result carries the object's ETag
     /// afterwards, which may differ from before. [`BackendErrorKind::NotFound`] if absent;
     /// [`BackendErrorKind::Unsupported`] where the backend cannot do it (S3 objects above
     /// 5 GiB, which would need a multipart copy; POSIX attributes on the local backend).

@@ -19,7 +19,7 @@ mod provider;
 mod raw;
 mod tenant_files;
 mod tenants;
-mod units;
+pub(crate) mod units;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -166,6 +166,27 @@ pub struct S3Config {
     /// exclusive creates are atomic across clients. Default: the provider preset's
     /// [`Provider::conditional_writes`].
     pub conditional_writes: bool,
+    /// Checksum each upload body carries (`checksum`; see [`ChecksumSetting`]).
+    pub checksum: ChecksumSetting,
+    /// Base URL of public reads (an R2 custom domain, a CDN) for `byosfs url`; ends in `/`.
+    pub public_url_base: Option<String>,
+}
+
+/// `checksum` of an S3 backend: what each PutObject and UploadPart carries for the service to
+/// verify the body it received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksumSetting {
+    /// CRC32C where the provider verifies it (aws, r2, minio), else Content-MD5; none when
+    /// payloads are signed, whose SigV4 SHA-256 the service verifies already.
+    #[default]
+    Auto,
+    /// `x-amz-checksum-crc32c` (hardware CRC: cheap).
+    Crc32c,
+    /// `Content-MD5` (~1.5 s of CPU per GiB).
+    Md5,
+    /// None.
+    None,
 }
 
 /// `payload_signing` of an S3 backend: whether SigV4 signs the SHA-256 of each upload body.
@@ -229,6 +250,33 @@ pub struct TenantConfig {
     /// Store mode, owner and group per file and directory (s3fs's `x-amz-meta-mode`/`uid`/
     /// `gid`), and keep symlinks and special files. Default on; effective on S3 backends only.
     pub posix_metadata: bool,
+    /// Headers for the web, URLs and limits (issue 22).
+    pub web: TenantWeb,
+}
+
+/// A tenant's web-serving settings and platform limits. Limits are platform policy for what
+/// is written through this mount, not protection against writers that reach the bucket
+/// directly.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantWeb {
+    /// Cache-Control stored with every object.
+    pub cache_control: Option<String>,
+    /// Content-Type by lower-case extension, ahead of the built-in table.
+    pub content_types: BTreeMap<String, String>,
+    /// Cache-Control by lower-case extension, ahead of `cache_control`.
+    pub cache_control_by_extension: BTreeMap<String, String>,
+    /// Base URL for `byosfs url` (ends in `/`), ahead of the backend's.
+    pub public_url_base: Option<String>,
+    /// Largest file a write may make (EFBIG beyond).
+    pub max_file_size: Option<u64>,
+    /// Bytes the tenant may hold (EDQUOT beyond).
+    pub quota: Option<u64>,
+    /// How often usage is recounted from a listing (objects written by other clients).
+    pub quota_recount: Duration,
+    /// Only these lower-case extensions may be created (`None`: any).
+    pub allowed_extensions: Option<Vec<String>>,
+    /// These lower-case extensions may not be created.
+    pub denied_extensions: Vec<String>,
 }
 
 impl TenantConfig {

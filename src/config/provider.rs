@@ -59,6 +59,16 @@ impl Provider {
         }
     }
 
+    /// Whether the service verifies `x-amz-checksum-crc32c` on PutObject and UploadPart.
+    /// AWS (since the 2022 checksum launch), Cloudflare R2 and MinIO document it; the others
+    /// get Content-MD5, which every S3-compatible service verifies.
+    pub fn checksum_crc32c(self) -> bool {
+        match self {
+            Provider::Aws | Provider::R2 | Provider::Minio => true,
+            Provider::B2 | Provider::Spaces | Provider::Wasabi | Provider::Supabase | Provider::Custom => false,
+        }
+    }
+
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {

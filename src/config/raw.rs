@@ -117,6 +117,8 @@ pub(crate) struct RawBackend {
     pub(crate) max_attempts: Option<Spanned<u32>>,
     pub(crate) payload_signing: Option<super::PayloadSigning>,
     pub(crate) conditional_writes: Option<bool>,
+    pub(crate) checksum: Option<super::ChecksumSetting>,
+    pub(crate) public_url_base: Option<Spanned<String>>,
     // local
     pub(crate) root: Option<Spanned<PathBuf>>,
 }
@@ -139,6 +141,8 @@ impl RawBackend {
             ("max_attempts", self.max_attempts.is_some()),
             ("payload_signing", self.payload_signing.is_some()),
             ("conditional_writes", self.conditional_writes.is_some()),
+            ("checksum", self.checksum.is_some()),
+            ("public_url_base", self.public_url_base.is_some()),
         ];
         flags
             .into_iter()
@@ -160,4 +164,14 @@ pub(crate) struct RawTenant {
     pub(crate) gid: Option<u32>,
     pub(crate) mode: Option<Spanned<String>>,
     pub(crate) posix_metadata: Option<bool>,
+    // issue 22: web serving and limits
+    pub(crate) cache_control: Option<String>,
+    pub(crate) content_types: Option<BTreeMap<String, String>>,
+    pub(crate) cache_control_by_extension: Option<BTreeMap<String, String>>,
+    pub(crate) public_url_base: Option<Spanned<String>>,
+    pub(crate) max_file_size: Option<Spanned<ByteSize>>,
+    pub(crate) quota: Option<Spanned<ByteSize>>,
+    pub(crate) quota_recount: Option<DurationValue>,
+    pub(crate) allowed_extensions: Option<Vec<String>>,
+    pub(crate) denied_extensions: Option<Vec<String>>,
 }

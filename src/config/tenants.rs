@@ -187,6 +187,7 @@ impl Validator {
                 gid: t.gid.or(mount.gid),
                 mode,
                 posix_metadata: t.posix_metadata.unwrap_or(true),
+                web: web_of(t),
             });
         }
         tenants
@@ -195,4 +196,40 @@ impl Validator {
 
 fn tenants_name(tenants: &[TenantConfig], index: usize) -> String {
     tenants.get(index).map(|t| t.name.clone()).unwrap_or_default()
+}
+
+/// Lower-case extensions without a leading dot (`".MP4"` and `"mp4"` are the same rule).
+fn extensions(v: &[String]) -> Vec<String> {
+    v.iter()
+        .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+        .collect()
+}
+
+/// The URL base with exactly one trailing `/`.
+fn url_base(s: &str) -> String {
+    format!("{}/", s.trim_end_matches('/'))
+}
+
+/// The web settings of `t` (see [`super::TenantWeb`]; defaults documented there).
+fn web_of(t: &super::raw::RawTenant) -> super::TenantWeb {
+    let lower = |m: &Option<std::collections::BTreeMap<String, String>>| {
+        m.iter()
+            .flatten()
+            .map(|(k, v)| (k.trim_start_matches('.').to_ascii_lowercase(), v.clone()))
+            .collect()
+    };
+    super::TenantWeb {
+        cache_control: t.cache_control.clone(),
+        content_types: lower(&t.content_types),
+        cache_control_by_extension: lower(&t.cache_control_by_extension),
+        public_url_base: t.public_url_base.as_ref().map(|u| url_base(u.get_ref())),
+        max_file_size: t.max_file_size.as_ref().map(|s| s.get_ref().0),
+        quota: t.quota.as_ref().map(|s| s.get_ref().0),
+        quota_recount: t
+            .quota_recount
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(3600), |d| d.0),
+        allowed_extensions: t.allowed_extensions.as_deref().map(extensions),
+        denied_extensions: t.denied_extensions.as_deref().map(extensions).unwrap_or_default(),
+    }
 }

@@ -509,6 +509,11 @@ impl Validator {
             max_attempts: self.range(raw.max_attempts.clone(), &field("max_attempts"), 3, 1, 20),
             payload_signing: raw.payload_signing.unwrap_or_default(),
             conditional_writes: raw.conditional_writes.unwrap_or(provider.conditional_writes()),
+            checksum: raw.checksum.unwrap_or_default(),
+            public_url_base: raw
+                .public_url_base
+                .as_ref()
+                .map(|u| format!("{}/", u.get_ref().trim_end_matches('/'))),
         }
     }
 

@@ -362,16 +362,19 @@ impl Filesystem {
         let tenant = self.writable_tenant(&dir)?;
         let name = validate_name(name)?;
         let key = child_key(&dir.key, name);
+        let mut freed = 0;
         if let Some(child) = self.inodes.child(parent, name) {
             if child.kind.is_dir() {
                 return Err(Error::expected(libc::EISDIR, "is a directory"));
             }
+            freed = child.stat.size;
             if let Some(w) = self.writer(child.ino) {
                 w.unlinked.store(true, Ordering::Release);
+                freed = w.accounted.load(Ordering::Acquire);
             }
         }
         match tenant.backend.delete(&key).await {
-            Ok(()) => {}
+            Ok(()) => tenant.policy.usage.resize(None, freed, 0).unwrap_or(()),
             Err(e) if e.kind() == BackendErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }

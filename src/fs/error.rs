@@ -6,10 +6,12 @@
 use std::fmt;
 
 use crate::backend::{BackendError, BackendErrorKind};
+use crate::limits::LimitError;
 use crate::namespace::name::NameError;
 use crate::namespace::InodeError;
 use crate::read::ReadError;
 use crate::upload::UploadError;
+use crate::url::UrlError;
 
 /// An error answered to the kernel: an errno plus what to log.
 pub struct Error {
@@ -117,6 +119,8 @@ pub fn backend_errno(kind: BackendErrorKind) -> i32 {
         | BackendErrorKind::Transient
         | BackendErrorKind::NoSuchUpload
         | BackendErrorKind::Protocol
+        // A body the service refused as corrupted, or a completed object of the wrong size.
+        | BackendErrorKind::Corrupted
         | BackendErrorKind::Other => libc::EIO,
     }
 }
@@ -165,6 +169,33 @@ impl From<ReadError> for Error {
     }
 }
 
+impl From<LimitError> for Error {
+    fn from(e: LimitError) -> Self {
+        // Refusals by platform policy are answers, not failures of the mount (the refusal is
+        // logged once, naming the rule, where it is decided).
+        let errno = match e {
+            LimitError::TooLarge { .. } => libc::EFBIG,
+            LimitError::OverQuota { .. } => libc::EDQUOT,
+            LimitError::Extension { .. } => libc::EPERM,
+        };
+        let message = e.to_string();
+        let mut err = Self::with_source(errno, message, e);
+        err.expected = true;
+        err
+    }
+}
+
+impl From<UrlError> for Error {
+    fn from(e: UrlError) -> Self {
+        match e {
+            // Not ENODATA or ENOTSUP: `byosfs url` tells them from "not a byosfs file".
+            UrlError::NoUrl => Self::expected(libc::EADDRNOTAVAIL, e.to_string()),
+            UrlError::Expiry(_) => Self::expected(libc::EINVAL, e.to_string()),
+            UrlError::Backend(b) => b.into(),
+        }
+    }
+}
+
 impl From<UploadError> for Error {
     fn from(e: UploadError) -> Self {
         match e {
@@ -186,6 +217,27 @@ impl From<UploadError> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_and_corruption_have_their_own_errnos() {
+        let e = Error::from(LimitError::TooLarge { size: 2, max: 1 });
+        assert_eq!(e.errno(), libc::EFBIG);
+        let e = Error::from(LimitError::OverQuota {
+            used: 1,
+            more: 1,
+            quota: 1,
+        });
+        assert_eq!(e.errno(), libc::EDQUOT);
+        let e = Error::from(LimitError::Extension {
+            name: "a.exe".into(),
+            rule: "denied_extensions".into(),
+        });
+        assert_eq!(e.errno(), libc::EPERM);
+        assert!(e.to_string().contains("denied_extensions"));
+        let e = Error::from(BackendError::new(BackendErrorKind::Corrupted, "put a"));
+        assert_eq!(e.errno(), libc::EIO);
+        assert!(!BackendErrorKind::Corrupted.is_retryable());
+    }
 
     #[test]
     fn expired_session_tokens_are_eacces_and_say_so() {

@@ -31,6 +31,12 @@ pub struct WriteState {
     pub unlinked: AtomicBool,
     /// Open handles sharing this state.
     pub handles: AtomicUsize,
+    /// Size of the object the session started from (0 for a new or truncated file).
+    pub base_size: u64,
+    /// Bytes of this file counted in the tenant's quota usage (see `fs/limits.rs`).
+    pub accounted: AtomicU64,
+    /// A limit refused a write: nothing of this session may be published (see `fs/limits.rs`).
+    pub refused: Mutex<Option<crate::limits::LimitError>>,
 }
 
 /// What a file handle refers to.

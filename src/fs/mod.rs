@@ -12,8 +12,10 @@ pub mod attr;
 pub mod dir;
 pub mod error;
 pub mod handles;
+mod limits;
 pub mod posix;
 pub mod write;
+pub mod xattr;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

@@ -11,7 +11,7 @@
 //! one file share one upload session.
 
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -51,6 +51,7 @@ impl Filesystem {
             return Err(Error::read_only(&tenant.name));
         }
         let name = validate_name(name)?;
+        self.check_name(&tenant, name)?;
         if let Some(existing) = self.inodes.child(parent, name) {
             if flags & libc::O_EXCL != 0 {
                 return Err(Error::expected(libc::EEXIST, "file exists"));
@@ -101,6 +102,7 @@ impl Filesystem {
         key: String,
         base: Option<BaseObject>,
     ) -> Arc<WriteState> {
+        let base_size = base.as_ref().map_or(0, |b| b.size);
         let mut session = self.uploader.start_for(&tenant.name, tenant.backend.clone(), key, base);
         if let Some(posix) = inode.stat.posix.filter(|_| tenant.posix_metadata) {
             // A data commit replaces the object's metadata: carry the mode and owner over.
@@ -116,6 +118,9 @@ impl Filesystem {
             written: AtomicBool::new(false),
             unlinked: AtomicBool::new(false),
             handles: AtomicUsize::new(0),
+            base_size,
+            accounted: AtomicU64::new(inode.stat.size),
+            refused: Default::default(),
         })
     }
 
@@ -144,6 +149,7 @@ impl Filesystem {
             if truncate {
                 w.session.lock().await.truncate(0).await?;
                 w.needs_commit.store(true, Ordering::Release);
+                self.account(&w, 0);
             }
             return Ok(self.attach_writer(inode, w, pid));
         }
@@ -167,6 +173,9 @@ impl Filesystem {
         };
         let inode = &self.inodes.get(inode.ino)?;
         let state = self.new_writer(inode, tenant, inode.key.clone(), base);
+        if truncate {
+            self.account(&state, 0);
+        }
         // Opening an existing file without O_TRUNC changes nothing until the first write.
         state.needs_commit.store(truncate, Ordering::Release);
         Ok(self.attach_writer(inode, state, pid))
@@ -193,6 +202,10 @@ impl Filesystem {
         let w = self.write_state(fh)?;
         let mut s = w.session.lock().await;
         let len = data.len();
+        let end = offset.saturating_add(len as u64).max(s.size());
+        if let Err(e) = self.admit_size(&w, end) {
+            return Err(self.refuse(&w, &mut s, e).await);
+        }
         s.write_bytes(offset, data).await?;
         w.mark_written();
         let stat = Stat::local(s.size(), SystemTime::now(), None);
@@ -210,6 +223,10 @@ impl Filesystem {
             Err(e) => return Some(Err(e)),
         };
         let mut s = w.session.try_lock().ok()?;
+        // Limits are checked (and a refusal aborts the upload) on the slow path.
+        if w.tenant.policy.rules != crate::limits::LimitRules::default() {
+            return None;
+        }
         if !s.try_write_now(offset, data) {
             return None;
         }
@@ -256,6 +273,9 @@ impl Filesystem {
             return Ok(());
         }
         let mut s = w.session.lock().await;
+        if let Some(e) = w.refused_error() {
+            return Err(e.into());
+        }
         // Both flags change only under the session lock, so this pair of reads is consistent.
         if when == Commit::IfWritten && !w.written.load(Ordering::Acquire) {
             return Ok(());
@@ -307,7 +327,7 @@ impl Filesystem {
     /// `utimensat` and `rename` of the empty file it has just closed) must wait for that
     /// commit through the session lock rather than find neither a writer nor an object.
     async fn finish_writer(&self, w: &Arc<WriteState>) {
-        if w.unlinked.load(Ordering::Acquire) {
+        if w.unlinked.load(Ordering::Acquire) || w.refused_error().is_some() {
             self.forget_writer(w);
             w.session.lock().await.abort().await;
             return;
@@ -360,6 +380,9 @@ impl Filesystem {
                 }
             };
             let mut s = w.session.lock().await;
+            if let Err(e) = self.admit_size(&w, size) {
+                return Err(self.refuse(&w, &mut s, e).await);
+            }
             s.truncate(size).await?;
             // Cutting to zero is what O_TRUNC does: published at the last release unless data
             // follows. Any other size is content the writer chose.

@@ -38,7 +38,8 @@ fail_reply!(
     ReplyEmpty,
     ReplyEntry,
     ReplyOpen,
-    ReplyWrite
+    ReplyWrite,
+    fuser::ReplyXattr
 );
 
 /// Where a request task is first polled.

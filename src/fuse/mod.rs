@@ -477,8 +477,8 @@ impl fuser::Filesystem for FuseAdapter {
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let s = self.d.fs.statfs();
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.d.fs.statfs_of(ino.0);
         reply.statfs(
             s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
         );
@@ -514,15 +514,57 @@ impl fuser::Filesystem for FuseAdapter {
         );
     }
 
-    // Extended attributes are not stored. ENOSYS (not ENOTSUP) makes the kernel stop asking
-    // for the life of the mount, so `ls -l` does not pay a round trip per file for
-    // security.selinux / system.posix_acl_access.
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    // Only `user.content_type` and `user.byosfs.url` exist (see `fs/xattr.rs`). Other names
+    // (security.selinux, system.posix_acl_access, asked by `ls -l`) are answered here on the
+    // FUSE thread without a request. Never ENOSYS: the kernel would stop asking for good.
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: fuser::ReplyXattr) {
+        if !crate::fs::xattr::is_ours(name) {
+            reply.error(Errno::ENODATA);
+            return;
+        }
+        let name = name.to_owned();
+        self.d.run(
+            "getxattr",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.getxattr(ino.0, &name).await },
+            move |r, value| match u32::try_from(value.len()) {
+                Ok(len) if size == 0 => r.size(len),
+                Ok(len) if len <= size => r.data(&value),
+                _ => r.error(Errno::ERANGE),
+            },
+        );
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let name = name.to_owned();
+        let value = value.to_vec();
+        self.d.run(
+            "setxattr",
+            req.unique().0,
+            reply,
+            move |fs| async move { fs.setxattr(ino.0, &name, &value).await },
+            |r, ()| r.ok(),
+        );
+    }
+
+    // Names are not listed: `cp -a` and `rsync -X` would copy a URL (or a Content-Type that
+    // the destination derives from its own name) onto other files.
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
     }
 
     fn destroy(&mut self) {

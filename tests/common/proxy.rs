@@ -11,7 +11,8 @@
 //! after reading the request head, [`Fault::Status`] answers an S3-style error (503 SlowDown,
 //! 500 InternalError, ...), [`Fault::Delay`] forwards after a pause, [`Fault::Hang`] never
 //! answers, [`Fault::StallBody`] forwards only the first bytes of the response and then
-//! stalls. Hung connections end when the proxy stops.
+//! stalls, [`Fault::FlipBody`] flips one bit of the request body. Hung connections end when
+//! the proxy stops.
 //!
 //! Bounded: heads over 64 KiB are refused, at most 256 connections are served at once,
 //! draining a refused request gives up after 5 s, and [`FaultProxy::stop`] (also on drop)
@@ -49,6 +50,9 @@ pub enum Fault {
         /// Response bytes (head included) passed before stalling.
         after: usize,
     },
+    /// Forward with one bit of the request body flipped (corruption in transit that TLS
+    /// would have caught, and only a body checksum catches without it).
+    FlipBody,
 }
 
 /// Which requests fail and how.
@@ -298,6 +302,18 @@ async fn handle(mut client: TcpStream, shared: Arc<Shared>) {
         return;
     };
     let _ = upstream.set_nodelay(true);
+    let mut rest = rest;
+    if fault == Some(Fault::FlipBody) {
+        if rest.is_empty() {
+            let mut buf = vec![0u8; 64 * 1024];
+            if let Ok(n) = client.read(&mut buf).await {
+                rest.extend_from_slice(&buf[..n]);
+            }
+        }
+        if let Some(b) = rest.last_mut() {
+            *b ^= 0x01;
+        }
+    }
     let mut out = force_close(&head).into_bytes();
     out.extend_from_slice(&rest);
     if upstream.write_all(&out).await.is_err() {

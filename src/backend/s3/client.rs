@@ -168,6 +168,8 @@ impl S3ClientPool {
             body_attempts: cfg.max_attempts.max(1),
             sign_payload: cfg.sign_payload,
             create_only_uploads: Default::default(),
+            checksum: Default::default(),
+            part_sizes: Default::default(),
         })
     }
 }

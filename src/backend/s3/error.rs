@@ -59,6 +59,9 @@ pub(super) fn kind_from_response(status: Option<u16>, code: Option<&str>) -> Bac
             return K::Transient
         }
         Some("NotImplemented") => return K::Unsupported,
+        Some("BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch" | "XAmzContentSHA256Mismatch") => {
+            return K::Corrupted
+        }
         _ => {}
     }
     match status {

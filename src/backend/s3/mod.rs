@@ -40,13 +40,16 @@ use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 
 mod body;
+mod checksum;
 mod client;
 mod error;
 mod get;
 
+pub use self::checksum::UploadChecksum;
 pub use self::client::{S3BackendConfig, S3ClientPool, S3Credentials};
 
 use self::body::{to_usize, BodyReader, GetBody, OpenedGet};
+use self::checksum::PartSizes;
 pub use self::error::classify;
 use self::error::{chain_mentions_tls, is_invalid_range, kind_from_response};
 use super::posix;
@@ -81,6 +84,10 @@ pub struct S3Backend {
     sign_payload: bool,
     /// Multipart uploads started with `create_only`: their completion is conditional.
     create_only_uploads: Arc<Mutex<HashSet<String>>>,
+    /// The checksum every upload body carries (see [`checksum`]).
+    checksum: UploadChecksum,
+    /// Bytes sent per part, to check completed sizes (only while `checksum` is on).
+    part_sizes: Arc<PartSizes>,
 }
 
 impl fmt::Debug for S3Backend {
@@ -175,6 +182,48 @@ impl S3Backend {
         &self.bucket
     }
 
+    /// The same backend, with every upload body carrying `checksum` for the service to
+    /// verify and every multipart completion checked against the bytes sent (unless `None`).
+    pub fn with_checksum(mut self, checksum: UploadChecksum) -> Self {
+        self.checksum = checksum;
+        self
+    }
+
+    /// A presigned GET URL of `key` (SigV4 query signing, valid for `expires`, at most 7
+    /// days), with `Content-Disposition: attachment` in the response when `download` names
+    /// the file. Signs locally; nothing is sent.
+    pub async fn presign_get(&self, key: &str, expires: Duration, download: Option<&str>) -> BackendResult<String> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
+            .map_err(|e| BackendError::new(BackendErrorKind::InvalidRequest, format!("presign {key}: {e}")))?;
+        let disposition = download.map(|name| {
+            // RFC 6266: an ASCII fallback plus the UTF-8 name, percent-encoded.
+            let ascii: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!(
+                "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
+                encode_copy_key(name)
+            )
+        });
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_response_content_disposition(disposition)
+            .presigned(config)
+            .await
+            .map_err(|e| classify("presign", key, e))?;
+        Ok(req.uri().to_owned())
+    }
+
     fn forget_create_only(&self, upload: &UploadId) {
         self.create_only_uploads
             .lock()
@@ -184,6 +233,34 @@ impl S3Backend {
 
     fn copy_source(&self, src: &str) -> String {
         format!("{}/{}", self.bucket, encode_copy_key(src))
+    }
+
+    /// After a multipart completion: the object must hold the `expected` bytes sent. A
+    /// mismatch means the service assembled something else; the object is then published
+    /// already (S3 has no way back), so the error says so.
+    async fn check_completed_size(&self, key: &str, expected: u64, etag: Option<&str>) -> BackendResult<()> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_if_match(etag.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| classify("check completed size", key, e));
+        let size = match head {
+            Ok(h) => to_size(h.content_length()),
+            // Replaced by another writer in between: its size says nothing about ours.
+            Err(e) if e.kind() == BackendErrorKind::PreconditionFailed => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if size == expected {
+            return Ok(());
+        }
+        Err(BackendError::new(
+            BackendErrorKind::Corrupted,
+            format!("complete multipart {key}: the service stored {size} bytes, {expected} were sent"),
+        ))
     }
 
     /// Send a ranged GET, up to the response headers. `Ok(None)` = range not satisfiable.
@@ -269,7 +346,8 @@ impl Backend for S3Backend {
             out.e_tag().map(ETag::new),
         )
         .with_mtime(mtime)
-        .with_posix(posix))
+        .with_posix(posix)
+        .with_content_type(out.content_type().map(str::to_owned)))
     }
 
     async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
@@ -365,13 +443,18 @@ impl Backend for S3Backend {
 
     async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
         let len = i64::try_from(data.len()).unwrap_or(i64::MAX);
+        let sum = self.checksum.of(&data);
         let req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .set_metadata(metadata_of(opts))
+            .set_content_type(opts.content_type.clone())
+            .set_cache_control(opts.cache_control.clone())
             .set_if_none_match(none_match(opts.create_only))
+            .set_content_md5(sum.md5)
+            .set_checksum_crc32_c(sum.crc32c)
             .content_length(len)
             .body(ByteStream::from(data));
         let out = send_body!(self, req).map_err(|e| classify("put", key, e))?;
@@ -385,6 +468,8 @@ impl Backend for S3Backend {
             .bucket(&self.bucket)
             .key(key)
             .set_metadata(metadata_of(opts))
+            .set_content_type(opts.content_type.clone())
+            .set_cache_control(opts.cache_control.clone())
             .send()
             .await
             .map_err(|e| classify("create multipart", key, e))?;
@@ -410,6 +495,8 @@ impl Backend for S3Backend {
     ) -> BackendResult<CompletedPart> {
         let part = part_no(part_number)?;
         let len = i64::try_from(data.len()).unwrap_or(i64::MAX);
+        let sum = self.checksum.of(&data);
+        let sent = data.len() as u64;
         let req = self
             .client
             .upload_part()
@@ -417,10 +504,15 @@ impl Backend for S3Backend {
             .key(key)
             .upload_id(&upload.0)
             .part_number(part)
+            .set_content_md5(sum.md5)
+            .set_checksum_crc32_c(sum.crc32c)
             .content_length(len)
             .body(ByteStream::from(data));
         let out = send_body!(self, req).map_err(|e| classify("upload part", key, e))?;
         let etag = out.e_tag().ok_or_else(|| missing("upload part", "ETag"))?;
+        if self.checksum != UploadChecksum::None {
+            self.part_sizes.record(&upload.0, part_number, sent);
+        }
         Ok(CompletedPart {
             part_number,
             etag: ETag::new(etag),
@@ -458,6 +550,9 @@ impl Backend for S3Backend {
             .copy_part_result()
             .and_then(|r| r.e_tag())
             .ok_or_else(|| missing("upload part copy", "ETag"))?;
+        if self.checksum != UploadChecksum::None {
+            self.part_sizes.record(&upload.0, part_number, range.len());
+        }
         Ok(CompletedPart {
             part_number,
             etag: ETag::new(etag),
@@ -484,6 +579,12 @@ impl Backend for S3Backend {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(&upload.0);
+        let expected = match self.checksum {
+            UploadChecksum::None => None,
+            _ => self
+                .part_sizes
+                .take_total(&upload.0, parts.iter().map(|p| p.part_number)),
+        };
         let out = self
             .client
             .complete_multipart_upload()
@@ -496,6 +597,9 @@ impl Backend for S3Backend {
             .await
             .map_err(|e| classify("complete multipart", key, e))?;
         self.forget_create_only(upload);
+        if let Some(expected) = expected {
+            self.check_completed_size(key, expected, out.e_tag()).await?;
+        }
         Ok(PutResult::new(out.e_tag().map(ETag::new)))
     }
 
@@ -509,6 +613,7 @@ impl Backend for S3Backend {
             .send()
             .await;
         self.forget_create_only(upload);
+        self.part_sizes.forget(&upload.0);
         match res.map_err(|e| classify("abort multipart", key, e)) {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.kind(), BackendErrorKind::NoSuchUpload | BackendErrorKind::NotFound) => Ok(()),
@@ -607,11 +712,19 @@ impl Backend for S3Backend {
             .set_copy_source_if_match(head.e_tag().map(str::to_owned))
             .metadata_directive(MetadataDirective::Replace)
             .set_metadata(Some(metadata))
-            .set_content_type(head.content_type().map(str::to_owned))
+            .set_content_type(
+                opts.content_type
+                    .clone()
+                    .or_else(|| head.content_type().map(str::to_owned)),
+            )
             .set_content_encoding(head.content_encoding().map(str::to_owned))
             .set_content_disposition(head.content_disposition().map(str::to_owned))
             .set_content_language(head.content_language().map(str::to_owned))
-            .set_cache_control(head.cache_control().map(str::to_owned))
+            .set_cache_control(
+                opts.cache_control
+                    .clone()
+                    .or_else(|| head.cache_control().map(str::to_owned)),
+            )
             .send()
             .await
             .map_err(|e| classify("update metadata", key, e))?;
@@ -671,6 +784,8 @@ mod tests {
     #[test_case(Some(502), None => BackendErrorKind::Transient)]
     #[test_case(Some(400), Some("InvalidArgument") => BackendErrorKind::InvalidRequest)]
     #[test_case(Some(501), Some("NotImplemented") => BackendErrorKind::Unsupported)]
+    #[test_case(Some(400), Some("BadDigest") => BackendErrorKind::Corrupted)]
+    #[test_case(Some(400), Some("XAmzContentChecksumMismatch") => BackendErrorKind::Corrupted)]
     fn response_kinds(status: Option<u16>, code: Option<&str>) -> BackendErrorKind {
         kind_from_response(status, code)
     }
