@@ -11,12 +11,20 @@
 //! ```
 //!
 //! Prints nothing; writes `http://127.0.0.1:PORT` to `--endpoint-file` once accepting.
+//! `GET /_bench/requests` (no signature; `_` is not valid in a bucket name, so no bucket can
+//! collide) answers the requests served so far by operation, one line of `name=value` pairs
+//! (`tests/common/opcount.rs`): the bench's requests-per-operation rows.
 
 use std::path::PathBuf;
 
 #[path = "../tests/common/fastfs.rs"]
 #[allow(unreachable_pub)]
 mod fastfs;
+#[path = "../tests/common/opcount.rs"]
+#[allow(unreachable_pub, dead_code)]
+mod opcount;
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -76,6 +84,19 @@ async fn serve(args: Args, ak: String, sk: String) -> anyhow::Result<()> {
     let tmp = args.endpoint_file.with_extension("tmp");
     std::fs::write(&tmp, &endpoint)?;
     std::fs::rename(&tmp, &args.endpoint_file)?;
+    let counts = Arc::new(opcount::OpCounts::default());
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let service = service.clone();
+        let counts = counts.clone();
+        async move {
+            if req.uri().path() == "/_bench/requests" {
+                let body = format!("{}\n", counts.snapshot());
+                return Ok(hyper::Response::new(s3s::Body::from(body)));
+            }
+            counts.count(&req);
+            hyper::service::Service::call(&service, req).await
+        }
+    });
     let http = ConnBuilder::new(TokioExecutor::new());
     loop {
         let socket = match listener.accept().await {

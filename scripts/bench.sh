@@ -8,6 +8,13 @@
 #                     byosfs-nosum / byosfs-sum: unsigned payloads with checksum "none" /
 #                     "crc32c", for the CPU cost of upload checksums, issue 22)
 #                    [--only read|write|meta] [--no-install] [--out FILE]
+#                    [--rtt MS [--rate MBIT]]
+#
+# --rtt puts the server behind a simulated wide-area link (examples/wanproxy.rs: each
+# direction delayed by MS/2 per chunk in flight, a new connection costs one round trip, and
+# --rate caps each direction in Mbit/s); every peer and the direct client go through it,
+# setup uploads do not. With --rtt the sizes are those of issue 26 (256 MiB object, 200
+# files, 10,000 listed) and the table gains requests per operation, counted at the server.
 #
 # --only runs the read rows (1, 2, 5, 7, ls -l) or the write rows (3, cp -r) alone, for work
 # on one path, or the metadata rows (ls -l, cp -r) alone, e.g. to compare byosfs with
@@ -26,6 +33,8 @@ PEERS="direct byosfs rclone-off rclone-full s3fs"
 INSTALL=1
 OUT=""
 ONLY=all
+RTT=""
+RATE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -34,13 +43,17 @@ while [ $# -gt 0 ]; do
     --only) ONLY=$2; shift ;;
     --no-install) INSTALL=0 ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --rtt) RTT=$2; shift ;;
+    --rate) RATE=$2; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
 done
 
 case "$ONLY" in all|read|write|meta) ;; *) echo "--only takes read, write or meta" >&2; exit 2 ;; esac
+[[ -z $RTT || $RTT =~ ^[0-9]+$ ]] || { echo "--rtt takes whole milliseconds" >&2; exit 2; }
+[[ $RATE =~ ^[0-9]+$ ]] || { echo "--rate takes whole Mbit/s" >&2; exit 2; }
 # `meta` rows are part of read and write in a full run; `want meta` is their run alone.
 want() { [ "$ONLY" = "$1" ] || { [ "$ONLY" = all ] && [ "$1" != meta ]; }; }
 
@@ -52,6 +65,15 @@ if [ "$QUICK" = 1 ]; then
 else
   BIG_MIB=1024; WRITE_MIB=1024; NFILES=6400; NLIST=10000; MP4_SECS=200; FIO_SECS=5; LIMIT=120; IL_SECS=30
 fi
+if [ -n "$RTT" ]; then
+  # Issue 26's sizes: at 20-80 ms a round trip per file or entry is what is measured, and
+  # 6,400 files one PUT at a time would take minutes for every peer. 200 files one round
+  # trip each take 16 s at 80 ms: quick mode's 6 s bound would cut that row.
+  if [ "$QUICK" = 0 ]; then BIG_MIB=256; WRITE_MIB=256; NFILES=200; NLIST=10000; IL_SECS=5; FIO_SECS=3; fi
+  LIMIT=60
+fi
+# Objects read once each after a fresh open (ttfb_open row): never looked up before.
+NFRESH=5
 # byosfs budgets: the RSS target is cache + write memory + 100 MiB.
 CACHE_MIB=512; WMEM_MIB=256
 export BENCH_RSS_BUDGET_MIB=$((CACHE_MIB + WMEM_MIB + 100))
@@ -82,10 +104,11 @@ if ! command -v fusermount >/dev/null 2>&1; then
   ln -s "$(command -v fusermount3)" /usr/local/bin/fusermount
 fi
 log "building release binaries"
-(cd "$ROOT" && cargo build --release --quiet --bin byosfs --example s3server --example s3direct)
+(cd "$ROOT" && cargo build --release --quiet --bin byosfs --example s3server --example s3direct --example wanproxy)
 BYOSFS=$ROOT/target/release/byosfs
 S3SERVER=$ROOT/target/release/examples/s3server
 S3DIRECT=$ROOT/target/release/examples/s3direct
+WANPROXY=$ROOT/target/release/examples/wanproxy
 
 # ---------------------------------------------------------------------------- cleanup
 WORK=$(mktemp -d /var/tmp/byosfs-bench.XXXXXX)
@@ -93,6 +116,7 @@ CACHE=$ROOT/target/bench-cache
 mkdir -p "$CACHE"
 rm -f "$CACHE/ops.log"
 SERVER_PID=""
+PROXY_PID=""
 FS_PID=""
 WSRC=""
 DATA=""
@@ -107,6 +131,7 @@ cleanup() {
     kill "$FS_PID" 2>/dev/null; sleep 1; kill -9 "$FS_PID" 2>/dev/null
   fi
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
+  [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
   wait 2>/dev/null
   [ -s "$WORK/ops.log" ] && cp "$WORK/ops.log" "$CACHE/ops.log"
   # Every run's figure per peer and row (the table shows medians only).
@@ -138,17 +163,28 @@ SERVER_PID=$!
 for _ in $(seq 100); do [ -s "$WORK/endpoint" ] && break; sleep 0.1; done
 [ -s "$WORK/endpoint" ] || die "S3 server did not start"
 export BENCH_ENDPOINT
-BENCH_ENDPOINT=$(cat "$WORK/endpoint")
-log "s3s-fs server at $BENCH_ENDPOINT (pid $SERVER_PID), data in $DATA"
+SERVER_ENDPOINT=$(cat "$WORK/endpoint")
+BENCH_ENDPOINT=$SERVER_ENDPOINT
+log "s3s-fs server at $SERVER_ENDPOINT (pid $SERVER_PID), data in $DATA"
+if [ -n "$RTT" ]; then
+  "$WANPROXY" --upstream "$SERVER_ENDPOINT" --rtt-ms "$RTT" --rate-mbit "$RATE" --endpoint-file "$WORK/proxy" &
+  PROXY_PID=$!
+  for _ in $(seq 100); do [ -s "$WORK/proxy" ] && break; sleep 0.1; done
+  [ -s "$WORK/proxy" ] || die "link proxy did not start"
+  BENCH_ENDPOINT=$(cat "$WORK/proxy")
+  log "every peer through a link of RTT $RTT ms, rate $([ "$RATE" = 0 ] && echo unlimited || echo "$RATE Mbit/s") at $BENCH_ENDPOINT"
+fi
 direct() {
   if [ "$PAYLOAD_SIGNING" = never ]; then set -- --unsigned "$@"; fi
   timeout 600 "$S3DIRECT" --bucket "$BUCKET" "$@"
 }
+# Setup uploads go straight to the server: only measurements cross the link.
+setup_direct() { BENCH_ENDPOINT=$SERVER_ENDPOINT direct "$@"; }
 field() { tr ' ' '\n' | sed -n "s/^$1=//p"; }
 
 # ---------------------------------------------------------------------------- inputs
 log "setup: ${BIG_MIB} MiB object, mp4, $NFILES-file tree, $NLIST objects to list"
-direct put --key big.bin --size $((BIG_MIB * MIB)) >/dev/null
+setup_direct put --key big.bin --size $((BIG_MIB * MIB)) >/dev/null
 MP4=$CACHE/movie-${MP4_SECS}s.mp4
 MP4_DUR=0
 if want read; then
@@ -161,13 +197,16 @@ if want read; then
       -g 60 -pix_fmt yuv420p -movflags +faststart "$MP4.tmp.mp4"
     mv "$MP4.tmp.mp4" "$MP4"
   fi
-  direct put --key movie.mp4 --file "$MP4" >/dev/null
+  setup_direct put --key movie.mp4 --file "$MP4" >/dev/null
   MP4_DUR=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$MP4")
 fi
 TREE=$CACHE/tree-$NFILES
 if [ ! -d "$TREE" ]; then $H mktree "$TREE.tmp" "$NFILES" >/dev/null && mv "$TREE.tmp" "$TREE"; fi
 # s3s-fs objects are plain files: the listing objects go straight into the bucket directory.
 if want read || want meta; then $H mklist "$DATA/$BUCKET/list" "$NLIST" >/dev/null; fi
+if want read; then
+  for i in $(seq 0 $((NFRESH - 1))); do head -c $((4 * MIB)) "$DATA/$BUCKET/big.bin" >"$DATA/$BUCKET/fresh-$i.bin"; done
+fi
 # The bytes every client writes in row 3: the same patterned data for direct (read into memory
 # before its clock starts) and for dd into each mount. On tmpfs, so dd's reads never wait on
 # the disk or compete with the server's writes to it.
@@ -204,6 +243,16 @@ num() { [[ $1 =~ ^[0-9.]+$ ]]; }
 # MB/s from bytes and a `timed` result (failures pass through).
 mbps() { if num "$2"; then echo "scale=1; $1 / $2 / 1000000" | bc -l; else echo "$2"; fi; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# Requests the server has served so far, by operation (one line of name=value pairs).
+req_snap() { $H reqs "$SERVER_ENDPOINT"; }
+# Record row $2 of peer $1, run $3: requests since snapshot $4, per $5 operations; the
+# breakdown by operation goes to ops.log.
+req_row() {
+  local v
+  v=$($H reqdiff "$4" "$(req_snap)" "$5")
+  echo "requests $1 $2 run $3: $v" >>"$WORK/ops.log"
+  record "$1" "$2" "$3" "$(field per <<<"$v")"
+}
 
 # ---------------------------------------------------------------------------- mounts
 BYO_CFG=$WORK/byosfs.toml
@@ -315,7 +364,7 @@ export DATA BUCKET WSRC
 
 # ---------------------------------------------------------------------------- workloads
 run_direct() {
-  local r=$1 v
+  local r=$1 v q
   if want read; then
     drop_caches
     # The server's own CPU per GiB it serves: the cost every row shares on these 2 cores.
@@ -340,11 +389,15 @@ run_direct() {
     v=$(direct put --key "w-direct-$r.bin" --file "$WSRC"); record direct seq_write "$r" "$(field mbps <<<"$v")"
     echo "direct seq_write run $r: server completion took $(field complete_secs <<<"$v") s" >>"$WORK/ops.log"
     rm -f "$DATA/$BUCKET/w-direct-$r.bin"
+    q=$(req_snap)
     v=$(direct putdir --prefix "cp-direct-$r/" --dir "$TREE" | field secs); record direct cp_tree "$r" "$v"
+    req_row direct rq_cp_file "$r" "$q" "$NFILES"
     rm -rf "$DATA/$BUCKET/cp-direct-$r"
   fi
   if want meta; then
+    q=$(req_snap)
     v=$(direct putdir --prefix "cp-direct-$r/" --dir "$TREE" | field secs); record direct cp_tree "$r" "$v"
+    req_row direct rq_cp_file "$r" "$q" "$NFILES"
     rm -rf "$DATA/$BUCKET/cp-direct-$r"
     v=$(direct list --prefix list/ | field secs); record direct ls_l "$r" "$v"
   fi
@@ -354,6 +407,8 @@ run_direct() {
     record direct ffprobe "$r" "$(timed "$LIMIT" ffprobe -v error -show_format -show_streams "$url")"
     record direct seek_frame "$r" "$(media_seeks "$url")"
     v=$(direct ttfb --key movie.mp4 | field median_ms); record direct ttfb_seek "$r" "$v"
+    # A direct client that knows the key needs no open: the same ranged GET, of another object.
+    v=$(direct ttfb --key fresh-0.bin | field median_ms); record direct ttfb_open "$r" "$v"
   fi
 }
 
@@ -400,7 +455,7 @@ tally() {
 }
 
 run_fs() {
-  local peer=$1 r=$2 v c0 t size=$((BIG_MIB * MIB))
+  local peer=$1 r=$2 v c0 t q size=$((BIG_MIB * MIB))
   PEER=$peer RCPU=0 RBYTES=0 WCPU=0 WBYTES=0
   PEAK=0
   if want read; then
@@ -454,24 +509,38 @@ run_fs() {
     il_mbps=$(field mbps <<<"$v"); il_bytes=$(field bytes <<<"$v")
     record "$peer" interleave "$r" "${il_mbps:-fail}"
     tally read "$c0" "${il_bytes:-0}" interleave
-    v=$(timeout -k 5 "$LIMIT" $H ttfb "$FS_DIR/movie.mp4" 5 65536 2>>"$WORK/ops.log" | field median_ms)
-    record "$peer" ttfb_seek "$r" "${v:-fail}"
+    # The open happens in the helper before its clock starts: reads at new offsets only.
+    v=$(timeout -k 5 "$LIMIT" $H ttfb "$FS_DIR/movie.mp4" 5 65536 "$SERVER_ENDPOINT" 2>>"$WORK/ops.log")
+    echo "requests $peer ttfb_seek run $r: $v" >>"$WORK/ops.log"
+    record "$peer" ttfb_seek "$r" "$(field median_ms <<<"$v")"
+    record "$peer" rq_seek_read "$r" "$(field reqs_per_read <<<"$v")"
+    # Open (and look up) a file nothing has touched, read 64 KiB at an offset: first byte.
+    q=$(req_snap)
+    v=$(timeout -k 5 "$LIMIT" $H ttfbopen "$FS_DIR" "$NFRESH" 65536 2>>"$WORK/ops.log" | field median_ms)
+    record "$peer" ttfb_open "$r" "${v:-fail}"
+    req_row "$peer" rq_open_read "$r" "$q" "$NFRESH"
     record "$peer" ffprobe "$r" "$(timed "$LIMIT" ffprobe -v error -show_format -show_streams "$FS_DIR/movie.mp4")"
     record "$peer" seek_frame "$r" "$(media_seeks "$FS_DIR/movie.mp4")"
+    q=$(req_snap)
     record "$peer" ls_l "$r" "$(timed "$LIMIT" ls -l "$FS_DIR/list")"
+    req_row "$peer" rq_ls_l "$r" "$q" 1
     umount_fs "$peer" "$r"
   fi
   if want meta; then
     log "  $peer: cp -r, ls -l"
     mount_fs "$peer"
+    q=$(req_snap)
     t=$(timed "$LIMIT" bash -c 'cp -r "$1" "$2" && "$3" "$4" "$5"' _ \
       "$TREE" "$FS_DIR/cp-$peer-$r" wait_tree "cp-$peer-$r" "$NFILES")
     record "$peer" cp_tree "$r" "$t"
+    req_row "$peer" rq_cp_file "$r" "$q" "$NFILES"
     umount_fs "$peer" "$r"
     rm -rf "$DATA/$BUCKET/cp-$peer-$r"
     # A fresh mount: nothing of the listed directory is known yet.
     mount_fs "$peer"
+    q=$(req_snap)
     record "$peer" ls_l "$r" "$(timed "$LIMIT" ls -l "$FS_DIR/list")"
+    req_row "$peer" rq_ls_l "$r" "$q" 1
     umount_fs "$peer" "$r"
   fi
   if want write; then
@@ -485,9 +554,11 @@ run_fs() {
     if num "$t"; then tally write "$c0" "$wsize" seq_write; fi
     rm -f "$FS_DIR/w-$peer-$r.bin" 2>/dev/null || true
     # 4. cp -r of the small-file tree, until every file is on the server.
+    q=$(req_snap)
     t=$(timed "$LIMIT" bash -c 'cp -r "$1" "$2" && "$3" "$4" "$5"' _ \
       "$TREE" "$FS_DIR/cp-$peer-$r" wait_tree "cp-$peer-$r" "$NFILES")
     record "$peer" cp_tree "$r" "$t"
+    req_row "$peer" rq_cp_file "$r" "$q" "$NFILES"
     umount_fs "$peer" "$r"
     rm -rf "$DATA/$BUCKET/cp-$peer-$r" "$DATA/$BUCKET/w-$peer-$r.bin"
   fi
@@ -511,6 +582,7 @@ log "done in $(($(date +%s) - START)) s (setup excluded)"
 {
   echo "byosfs bench: $( [ "$QUICK" = 1 ] && echo quick || echo full ) mode, object ${BIG_MIB} MiB, write ${WRITE_MIB} MiB, $NFILES files, $NLIST listed, mp4 $(du -m "$MP4" 2>/dev/null | cut -f1) MB"
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), loopback s3s-fs server, payload signing (byosfs, direct): $PAYLOAD_SIGNING"
+  if [ -n "$RTT" ]; then echo "link: RTT $RTT ms, rate $([ "$RATE" = 0 ] && echo unlimited || echo "$RATE Mbit/s") each way (examples/wanproxy.rs); requests counted at the server"; fi
   echo
-  $H report "$RES"
+  BENCH_RTT_MS=$RTT $H report "$RES"
 } | tee "${OUT:-/dev/null}"

@@ -5,7 +5,12 @@ Subcommands (each prints one line of name=value pairs, except `report`):
   mktree DIR NFILES                 tree of NFILES files of 4-64 KiB (64 per directory)
   mklist DIR N                      N tiny files (objects for the ls -l row)
   interleave FILE CHUNK [BUDGET]    two sequential readers on ONE open fd (stop after BUDGET s)
-  ttfb FILE COUNT LEN               pread LEN at COUNT fixed random offsets: median ms
+  ttfb FILE COUNT LEN [URL]         pread LEN at COUNT fixed random offsets: median ms
+                                    (with the bench server's URL: also requests per read)
+  ttfbopen DIR COUNT LEN            open DIR/fresh-I.bin (I < COUNT), pread LEN at an offset:
+                                    median ms from open to data
+  reqs URL                          requests the bench server has served, by operation
+  reqdiff BEFORE AFTER N            requests between two `reqs` lines, per N operations
   fio JSONFILE                      iops/mbps/p50/p99 from fio --output-format=json
   cpu PID                           utime+stime seconds of PID (from /proc/PID/stat)
   hwm PID                           peak RSS (VmHWM) of PID in MiB
@@ -13,6 +18,7 @@ Subcommands (each prints one line of name=value pairs, except `report`):
 """
 import json
 import os
+import urllib.request
 import random
 import statistics
 import sys
@@ -72,19 +78,65 @@ def interleave(path, chunk, budget="0"):
     print("bytes=%d secs=%.3f mbps=%.1f" % (n, secs, n / secs / 1e6))
 
 
-def ttfb(path, count, length):
+def ttfb(path, count, length, url=None):
     count, length = int(count), int(length)
     rnd = random.Random(7)
     fd = os.open(path, os.O_RDONLY)
     size = os.fstat(fd).st_size
+    before = server_reqs(url) if url else None
     lat = []
     for _ in range(count):
         off = rnd.randrange(0, max(1, size - length))
         t = time.monotonic()
         os.pread(fd, length, off)
         lat.append(time.monotonic() - t)
+    extra = ""
+    if url:
+        # Read-ahead a read started may still be arriving; it counts for the reads.
+        time.sleep(0.5)
+        d = parse_reqs(server_reqs(url), before)
+        extra = " reqs_per_read=%.2f %s" % (d["total"] / count, fmt_reqs(d))
     os.close(fd)
+    print("median_ms=%.2f%s" % (statistics.median(lat) * 1e3, extra))
+
+
+def ttfbopen(d, count, length):
+    count, length = int(count), int(length)
+    rnd = random.Random(11)
+    lat = []
+    for i in range(count):
+        path = os.path.join(d, "fresh-%d.bin" % i)
+        t = time.monotonic()
+        fd = os.open(path, os.O_RDONLY)
+        size = os.fstat(fd).st_size
+        os.pread(fd, length, rnd.randrange(0, max(1, size - length)))
+        lat.append(time.monotonic() - t)
+        os.close(fd)
     print("median_ms=%.2f" % (statistics.median(lat) * 1e3))
+
+
+def server_reqs(url):
+    with urllib.request.urlopen(url.rstrip("/") + "/_bench/requests", timeout=10) as r:
+        return r.read().decode().strip()
+
+
+def parse_reqs(after, before=None):
+    a = dict(kv.split("=") for kv in after.split())
+    b = dict(kv.split("=") for kv in before.split()) if before else {}
+    return {k: int(v) - int(b.get(k, 0)) for k, v in a.items()}
+
+
+def fmt_reqs(d):
+    return "by_op=" + ",".join("%s:%d" % (k, v) for k, v in d.items() if k != "total" and v)
+
+
+def reqs(url):
+    print(server_reqs(url))
+
+
+def reqdiff(before, after, n):
+    d = parse_reqs(after, before)
+    print("per=%.2f total=%d %s" % (d["total"] / float(n), d["total"], fmt_reqs(d)))
 
 
 def fio(path):
@@ -126,6 +178,8 @@ ROWS = [
     ("interleave", "MB/s", True), ("seq_write", "MB/s", True),
     ("cp_tree", "s", False), ("ls_l", "s", False),
     ("ffprobe", "s", False), ("seek_frame", "s", False), ("ttfb_seek", "ms", False),
+    ("ttfb_open", "ms", False), ("rq_cp_file", "req", False), ("rq_open_read", "req", False),
+    ("rq_seek_read", "req", False), ("rq_ls_l", "req", False),
     ("peak_rss", "MiB", False), ("cpu_read_gib", "s/GiB", False),
     ("cpu_write_gib", "s/GiB", False), ("cpu_per_gib", "s/GiB", False),
     ("srv_cpu_gib", "s/GiB", False),
@@ -204,7 +258,44 @@ def report(path):
                "t/o: timed out; fail: the operation failed (see target/bench-cache/ops.log)" %
                "/".join(str(x) for x in nruns))
     out.extend(targets(med))
+    rtt = os.environ.get("BENCH_RTT_MS", "")
+    if rtt:
+        out.extend(wan_targets(med, float(rtt)))
     print("\n".join(out))
+
+
+def wan_targets(med, rtt):
+    """The targets of issue 26 at this round-trip time."""
+    g = lambda p, m: med.get((p, m))
+    peers = ["rclone-off", "rclone-full", "s3fs"]
+    res = ["", "targets (issue 26, RTT %g ms):" % rtt]
+
+    def chk(name, ok, detail):
+        res.append("  [%s] %s: %s" % ("PASS" if ok else "MISS", name, detail))
+
+    b, d = g("byosfs", "cp_tree"), g("direct", "cp_tree")
+    if b is not None and d:
+        chk("cp -r durable <= 1.2x direct one PUT at a time", b <= 1.2 * d,
+            "%s vs %s s (%.2fx)" % (fmt(b), fmt(d), b / d))
+    b = g("byosfs", "ttfb_seek")
+    if b is not None:
+        lim = 1.2 * rtt + 2
+        chk("64 KiB read at a new offset of an open file <= 1.2 RTT + 2 ms", b <= lim,
+            "%s vs %s ms" % (fmt(b), fmt(lim)))
+    b = g("byosfs", "ttfb_open")
+    if b is not None:
+        lim = 2.2 * rtt + 2
+        chk("64 KiB read after a fresh open <= 2.2 RTT + 2 ms", b <= lim, "%s vs %s ms" % (fmt(b), fmt(lim)))
+    b = g("byosfs", "ls_l")
+    o = [g(p, "ls_l") for p in peers if g(p, "ls_l") is not None]
+    if b is not None and o:
+        chk("ls -l ahead of every peer", b < min(o), "%s vs best peer %s s" % (fmt(b), fmt(min(o))))
+    b, d = g("byosfs", "seq_cold"), g("direct", "seq_cold")
+    o = [g(p, "seq_cold") for p in peers if g(p, "seq_cold") is not None]
+    if b is not None and d and o:
+        chk("cold seq read >= 0.8x direct and ahead of every peer", b >= 0.8 * d and b > max(o),
+            "%s vs direct %s, best peer %s MB/s" % (fmt(b), fmt(d), fmt(max(o))))
+    return res
 
 
 def targets(med):
@@ -272,4 +363,5 @@ def fmt(x):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"mktree": mktree, "mklist": mklist, "interleave": interleave, "ttfb": ttfb, "fio": fio,
-     "cpu": cpu, "hwm": hwm, "report": report}[cmd](*args)
+     "cpu": cpu, "hwm": hwm, "report": report, "ttfbopen": ttfbopen, "reqs": reqs,
+     "reqdiff": reqdiff}[cmd](*args)

@@ -262,20 +262,21 @@ impl InodeTable {
         snapshot(&t, ino).ok_or(InodeError::Unknown(ino))
     }
 
-    /// Up to `n` names of files in `parent` after `after` (in key order) whose stored mtime is
-    /// not known yet: the entries `ls -l` will stat next.
+    /// The names among the `n` children of `parent` after `after` (in key order) that are
+    /// files whose stored mtime is not known yet: the entries `ls -l` will stat next. Looks at
+    /// `n` entries at most, so a lookup pays the same whatever the directory holds.
     pub fn files_missing_mtime_after(&self, parent: u64, after: &str, n: usize) -> Vec<String> {
         use std::ops::Bound::{Excluded, Unbounded};
         let t = self.lock();
         t.children
             .range((Excluded((parent, after.to_owned())), Unbounded))
             .take_while(|((p, _), _)| *p == parent)
+            .take(n)
             .filter(|(_, ino)| {
                 t.nodes
                     .get(ino)
                     .is_some_and(|node| node.kind == Kind::File && !node.stat.mtime_known && node.open == 0)
             })
-            .take(n)
             .map(|((_, name), _)| name.clone())
             .collect()
     }
@@ -479,6 +480,21 @@ impl InodeTable {
             .since(&key, ttl)
             .max(listed)
             .map_or(Known::Unknown, Known::Absent)
+    }
+
+    /// Since when directory `dir` is known complete (every child of it on the backend is in
+    /// the table), if that proof is still within `negative_ttl`.
+    pub fn complete_since(&self, dir: u64) -> Option<Instant> {
+        let t = self.lock();
+        t.nodes
+            .get(&dir)
+            .and_then(|n| n.complete)
+            .filter(|at| at.elapsed() < self.negative_ttl)
+    }
+
+    /// Children of `dir` in the table (a bound for how much a re-listing would fetch).
+    pub fn child_count(&self, dir: u64) -> u64 {
+        self.lock().nodes.get(&dir).map_or(0, |n| n.children)
     }
 
     /// Directory `dir` had no children at `since` (created here while its name was proven

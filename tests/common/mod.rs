@@ -8,5 +8,6 @@ pub mod fastfs;
 pub mod hostile;
 pub mod moto;
 pub mod mount;
+pub mod opcount;
 pub mod proxy;
 pub mod s3server;

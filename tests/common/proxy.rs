@@ -14,23 +14,121 @@
 //! stalls, [`Fault::FlipBody`] flips one bit of the request body. Hung connections end when
 //! the proxy stops.
 //!
-//! Bounded: heads over 64 KiB are refused, at most 256 connections are served at once,
+//! Bounded: heads over 64 KiB are refused, at most 256 connections are served at once (4096 on a link),
 //! draining a refused request gives up after 5 s, and [`FaultProxy::stop`] (also on drop)
 //! drops the runtime, cutting every connection.
+//!
+//! A [`Link`] makes the proxy a simulated wide-area link ([`FaultProxy::start_link`]): every
+//! chunk of bytes is held for the one-way delay in each direction, a new connection first
+//! waits one round trip (the TCP handshake), and an optional rate caps each direction for all
+//! connections together. Delays are per chunk in flight, so a long transfer is delayed, not
+//! slowed: bytes read at `t` are released at `t + delay` while later chunks are already on
+//! their way (up to [`WINDOW`] bytes per connection and direction, like a TCP window). In
+//! this mode connections are kept alive and no faults are drawn: it is a network, not a
+//! fault injector. `examples/wanproxy.rs` runs the same code for `scripts/bench.sh --rtt`.
 
 use std::net::TcpListener as StdListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_CONNECTIONS: usize = 256;
+/// Connections of a [`Link`] served at once: clients keep idle connections open in their
+/// pools, so the bound is far above what they use at once.
+const MAX_LINK_CONNECTIONS: usize = 4096;
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// Bytes a [`Link`] holds in flight per connection and direction (a TCP window): a single
+/// connection moves at most this much per one-way delay, 1.6 GB/s at 10 ms.
+pub const WINDOW: usize = 16 << 20;
+/// Largest chunk read at once by a [`Link`] pipe.
+const CHUNK: usize = 64 * 1024;
+
+/// A simulated network between the clients and the server (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Link {
+    /// Delay of each direction (half the round trip).
+    pub one_way: Duration,
+    /// Bytes per second per direction, shared by all connections; `None`: unlimited.
+    pub rate: Option<u64>,
+}
+
+impl Link {
+    /// A link with round trip `rtt` and an optional rate in bytes per second.
+    pub fn new(rtt: Duration, rate: Option<u64>) -> Self {
+        Self {
+            one_way: rtt / 2,
+            rate: rate.filter(|&r| r > 0),
+        }
+    }
+}
+
+/// One direction of a [`Link`]: when the wire is free again (for the rate).
+#[derive(Debug)]
+struct Wire {
+    link: Link,
+    busy_until: Mutex<Instant>,
+}
+
+impl Wire {
+    fn new(link: Link) -> Self {
+        Self {
+            link,
+            busy_until: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// When `n` bytes read now arrive at the other end: after the wire has sent everything
+    /// queued before them at the rate, plus the one-way delay.
+    fn arrival(&self, n: usize) -> Instant {
+        let now = Instant::now();
+        let Some(rate) = self.link.rate else {
+            return now + self.link.one_way;
+        };
+        let mut busy = self.busy_until.lock().unwrap();
+        let start = (*busy).max(now);
+        let done = start + Duration::from_secs_f64(n as f64 / rate as f64);
+        *busy = done;
+        done + self.link.one_way
+    }
+}
+
+/// Copy `src` to `dst`, each chunk released at its arrival time on `wire`. Chunks are
+/// timestamped when read, so throughput is not divided by the delay. Ends (shutting `dst`
+/// down after the last chunk) when `src` closes or `dst` fails.
+async fn delayed_copy<R, W>(mut src: R, mut dst: W, wire: Arc<Wire>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(WINDOW / CHUNK);
+    let writer = tokio::spawn(async move {
+        while let Some((at, data)) = rx.recv().await {
+            tokio::time::sleep_until(at.into()).await;
+            if dst.write_all(&data).await.is_err() {
+                return;
+            }
+        }
+        let _ = dst.shutdown().await;
+    });
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match src.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if tx.send((wire.arrival(n), buf[..n].to_vec())).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
 
 /// One way to fail a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +198,10 @@ impl FaultPlan {
 #[derive(Debug)]
 struct Shared {
     upstream: String,
+    /// Simulated network (link mode); `None`: plain loopback, one request per connection.
+    link: Option<Link>,
+    /// The two directions of the link: client to server, server to client.
+    wires: Option<(Arc<Wire>, Arc<Wire>)>,
     plan: Mutex<FaultPlan>,
     /// Faults forced on the next requests, ahead of the plan: (how many, which).
     forced: Mutex<Option<(u64, Fault)>>,
@@ -164,12 +266,29 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Proxy to `upstream` (`http://127.0.0.1:PORT`), with no faults until [`Self::set_plan`].
     pub fn start(upstream: &str) -> FaultProxy {
+        Self::start_with(upstream, None, "127.0.0.1:0")
+    }
+
+    /// A simulated network link to `upstream` (see the module docs), listening on `addr`
+    /// (loopback).
+    pub fn start_link(upstream: &str, link: Link, addr: &str) -> FaultProxy {
+        Self::start_with(upstream, Some(link), addr)
+    }
+
+    fn start_with(upstream: &str, link: Option<Link>, addr: &str) -> FaultProxy {
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
-        let listener = StdListener::bind("127.0.0.1:0").expect("bind loopback");
+        let listener = StdListener::bind(addr).expect("bind loopback");
+        assert!(
+            listener.local_addr().expect("local addr").ip().is_loopback(),
+            "the proxy listens on loopback only"
+        );
         listener.set_nonblocking(true).expect("nonblocking");
         let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
+        let wires = link.map(|l| (Arc::new(Wire::new(l)), Arc::new(Wire::new(l))));
         let shared = Arc::new(Shared {
             upstream,
+            link,
+            wires,
             plan: Mutex::new(FaultPlan::none()),
             forced: Mutex::new(None),
             rng: Mutex::new(0x2545_F491_4F6C_DD1D),
@@ -238,7 +357,12 @@ impl Drop for FaultProxy {
 
 async fn accept_loop(listener: StdListener, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let max = if shared.link.is_some() {
+        MAX_LINK_CONNECTIONS
+    } else {
+        MAX_CONNECTIONS
+    };
+    let slots = Arc::new(Semaphore::new(max));
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -260,7 +384,26 @@ async fn accept_loop(listener: StdListener, shared: Arc<Shared>, mut stop: onesh
     }
 }
 
-async fn handle(mut client: TcpStream, shared: Arc<Shared>) {
+async fn handle(client: TcpStream, shared: Arc<Shared>) {
+    if let (Some(link), Some((up, down))) = (shared.link, shared.wires.clone()) {
+        shared.requests.fetch_add(1, Ordering::Relaxed);
+        // The TCP handshake: the client's first bytes leave one round trip after it connected.
+        tokio::time::sleep(link.one_way * 2).await;
+        let Ok(upstream) = TcpStream::connect(&shared.upstream).await else {
+            return;
+        };
+        let _ = upstream.set_nodelay(true);
+        let (cr, cw) = client.into_split();
+        let (ur, uw) = upstream.into_split();
+        let to_server = tokio::spawn(delayed_copy(cr, uw, up));
+        delayed_copy(ur, cw, down).await;
+        let _ = to_server.await;
+        return;
+    }
+    handle_request(client, shared).await;
+}
+
+async fn handle_request(mut client: TcpStream, shared: Arc<Shared>) {
     shared.requests.fetch_add(1, Ordering::Relaxed);
     let plan = shared.plan();
     // Without a method filter the fault is drawn before reading, so Reset can hit a

@@ -112,6 +112,28 @@ impl TestS3Server {
         self.counters.publishes.load(Ordering::Relaxed)
     }
 
+    /// Requests served so far, by operation (subtract two snapshots to count an operation).
+    pub fn ops(&self) -> super::opcount::OpSnapshot {
+        self.counters.ops.snapshot()
+    }
+
+    /// Hold every request for `d` before serving it (a distant server, without a proxy): the
+    /// requests a client keeps in flight then show in [`Self::max_in_flight`].
+    pub fn set_delay(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.counters.delay_us.store(us, Ordering::Relaxed);
+    }
+
+    /// Most requests in flight at once since the last [`Self::reset_max_in_flight`].
+    pub fn max_in_flight(&self) -> u64 {
+        self.counters.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Start counting [`Self::max_in_flight`] afresh.
+    pub fn reset_max_in_flight(&self) {
+        self.counters.max_in_flight.store(0, Ordering::Relaxed);
+    }
+
     /// Stop listening and cut open connections. Idempotent.
     pub fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -201,6 +223,14 @@ pub struct Counters {
     /// Objects published: whole-object PUTs (not parts, not copies) and completed multipart
     /// uploads.
     pub publishes: AtomicU64,
+    /// All requests, by operation.
+    pub ops: super::opcount::OpCounts,
+    /// Delay before serving each request, in microseconds (see `set_delay`).
+    pub delay_us: AtomicU64,
+    /// Requests being served now, and the most at once.
+    pub in_flight: AtomicU64,
+    /// See `in_flight`.
+    pub max_in_flight: AtomicU64,
 }
 
 async fn serve(
@@ -237,8 +267,20 @@ async fn serve(
             counters.publishes.fetch_add(1, Ordering::Relaxed);
         }
         counters.requests.fetch_add(1, Ordering::Relaxed);
+        counters.ops.count(&req);
         let service = service.clone();
-        async move { hyper::service::Service::call(&service, req).await }
+        let counters = counters.clone();
+        async move {
+            let now = counters.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+            counters.max_in_flight.fetch_max(now, Ordering::Relaxed);
+            let delay = counters.delay_us.load(Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_micros(delay)).await;
+            }
+            let res = hyper::service::Service::call(&service, req).await;
+            counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+            res
+        }
     });
     let http = ConnBuilder::new(TokioExecutor::new());
     loop {
