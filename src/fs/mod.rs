@@ -27,7 +27,7 @@ use tracing::debug;
 use crate::backend::{BackendErrorKind, ListParams, ObjectMeta};
 use crate::cache::{BlockCache, ObjectId};
 use crate::namespace::name::{child_key, dir_prefix, validate_name, NameError};
-use crate::namespace::{Inode, InodeTable, Kind, Known, Stat, ROOT_INO};
+use crate::namespace::{Inode, InodeTable, Kind, Known, Stat, TenantId, ROOT_INO};
 use crate::read::{ObjectReader, ReadConfig};
 use crate::tenant::{Applied, Tenant, TenantChange, TenantTable};
 use crate::upload::Uploader;
@@ -88,13 +88,15 @@ struct StatAhead {
     /// (parent inode, name) being fetched, and a channel that turns true when it is done, so a
     /// lookup of that entry waits for it instead of sending a second HEAD.
     inflight: Mutex<HashMap<(u64, String), tokio::sync::watch::Receiver<bool>>>,
-    limit: Arc<tokio::sync::Semaphore>,
+    /// HEADs in flight, each tenant holding at most half: a lookup waits for the stat-ahead
+    /// of its own name, which must never wait behind another tenant's hung HEADs.
+    limit: crate::fair::Shares<TenantId>,
 }
 
 /// Siblings stat-ahead keeps resolved beyond the entry being looked up.
 const STAT_AHEAD_WINDOW: usize = 64;
 /// HEADs in flight for stat-ahead, per mount.
-const STAT_AHEAD_CONCURRENCY: usize = 16;
+const STAT_AHEAD_CONCURRENCY: u32 = 16;
 
 impl Filesystem {
     /// Build a filesystem over `tenants`.
@@ -108,7 +110,8 @@ impl Filesystem {
             writers: Mutex::new(HashMap::new()),
             stat_ahead: Arc::new(StatAhead {
                 inflight: Mutex::new(HashMap::new()),
-                limit: Arc::new(tokio::sync::Semaphore::new(STAT_AHEAD_CONCURRENCY)),
+                limit: crate::fair::Shares::new(STAT_AHEAD_CONCURRENCY, crate::fair::DEFAULT_SHARE_PERCENT)
+                    .idle_first(),
             }),
             config,
         }
@@ -131,7 +134,14 @@ impl Filesystem {
         applied
     }
 
+    /// The tenant inode `ino` belongs to; `None` for the root (answered from memory) and for
+    /// an inode we do not know (its request fails without touching a backend).
+    pub(crate) fn tenant_of_ino(&self, ino: u64) -> Option<TenantId> {
+        self.inodes.tenant(ino)
+    }
+
     /// Number of inodes held (tests: memory is released on forget).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
     }
@@ -139,11 +149,6 @@ impl Filesystem {
     /// How long a failed lookup may be cached by the kernel.
     pub fn negative_ttl(&self) -> Duration {
         self.config.negative_ttl
-    }
-
-    /// Number of open handles.
-    pub fn open_handles(&self) -> usize {
-        self.handles.len()
     }
 
     /// The live tenant of `inode`: resolved once per request, so the request works against
@@ -297,13 +302,10 @@ impl Filesystem {
             let (inodes, ahead, tenant) = (self.inodes.clone(), self.stat_ahead.clone(), tenant.clone());
             let (parent_ino, key) = (parent.ino, child_key(&parent.key, &sibling));
             tokio::spawn(async move {
-                let permit = ahead.limit.clone().acquire_owned().await;
-                if permit.is_ok() {
-                    // A failure is not an error here: the lookup, if it comes, asks again.
-                    if let Ok(meta) = tenant.backend.head(&key).await {
-                        let _ =
-                            inodes.upsert_child(parent_ino, &sibling, Some(tenant.id), Kind::File, stat_of(&meta), 0);
-                    }
+                let _permit = ahead.limit.acquire(tenant.id, 1).await;
+                // A failure is not an error here: the lookup, if it comes, asks again.
+                if let Ok(meta) = tenant.backend.head(&key).await {
+                    let _ = inodes.upsert_child(parent_ino, &sibling, Some(tenant.id), Kind::File, stat_of(&meta), 0);
                 }
                 ahead
                     .inflight

@@ -112,8 +112,9 @@ impl ObjectReader {
     /// A reader of `id` (whose ETag, if any, is pinned on every GET), caching blocks in `cache`.
     pub fn new(backend: Arc<dyn Backend>, id: ObjectId, cache: Arc<BlockCache>, config: ReadConfig) -> Self {
         let block_size = cache.block_size();
-        // Read-ahead beyond half the cache would evict itself before being read.
-        let max_window = config.max_window.min((cache.budget_bytes() / 2).max(block_size));
+        // Read-ahead beyond half the cache (half the tenant's share of it) would evict itself
+        // before being read.
+        let max_window = config.max_window.min((cache.tenant_budget_bytes() / 2).max(block_size));
         let params = PolicyParams {
             initial_window: config.initial_window,
             max_window,
