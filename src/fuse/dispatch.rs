@@ -99,6 +99,9 @@ impl Dispatcher {
     /// [`Dispatcher::run`], first polled where `poll` says: an operation already known to
     /// wait (a read that found its bytes neither cached nor arrived) goes straight to the
     /// runtime, since a first poll here would only be repeated there.
+    // Where to poll, the request's name, id and inode, its reply and two closures: a struct
+    // would only rename them at every call site.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_with<R, T, Fut>(
         &self,
         poll: Poll,
