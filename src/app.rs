@@ -319,15 +319,20 @@ async fn build_with_uploader(config: &Config, owner: (u32, u32)) -> anyhow::Resu
 async fn build(config: &Config, owner: (u32, u32)) -> anyhow::Result<Built> {
     let backends = swappable(build_backends(config).await?);
     let tenants = tenant_table(config, &backends, owner)?;
-    let cache = Arc::new(BlockCache::new(config.cache.memory, config.cache.block_size));
+    let cache = Arc::new(
+        BlockCache::new(config.cache.memory, config.cache.block_size).with_tenant_share(config.mount.tenant_share),
+    );
     let staging_dir = staging_dir(config)?;
-    let uploader = Uploader::new(UploadConfig {
-        part_size: config.write.part_size,
-        max_concurrent_parts: config.write.max_concurrent_parts,
-        memory_budget: config.write.memory,
-        staging_dir,
-        staging_limit: config.write.staging_limit,
-    })
+    let uploader = Uploader::with_tenant_share(
+        UploadConfig {
+            part_size: config.write.part_size,
+            max_concurrent_parts: config.write.max_concurrent_parts,
+            memory_budget: config.write.memory,
+            staging_dir,
+            staging_limit: config.write.staging_limit,
+        },
+        config.mount.tenant_share,
+    )
     .context("setting up the write staging area")?;
     let read = ReadConfig {
         initial_window: config.cache.readahead_initial,
@@ -455,7 +460,13 @@ pub fn run_mount(
         }
     });
     let max_ra = u32::try_from(config.cache.readahead_initial.min(1 << 20)).unwrap_or(1 << 20);
-    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone(), 1024, max_ra);
+    let adapter = FuseAdapter::new(
+        fs.clone(),
+        rt.handle().clone(),
+        config.mount.max_requests,
+        config.mount.tenant_share,
+        max_ra,
+    );
     let opts = MountOptions {
         allow_other: config.mount.allow_other,
         read_only: config.mount.read_only,

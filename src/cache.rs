@@ -13,10 +13,16 @@
 //! Invariant: [`BlockCache::used_bytes`] never exceeds the budget. Least recently used blocks
 //! are evicted *before* an insert; a block larger than the whole budget is not cached at all.
 //!
+//! With a tenant share ([`BlockCache::with_tenant_share`]), one tenant's blocks also never take
+//! more than that share of the budget: a tenant over it evicts its own least recently used
+//! blocks first, so one tenant streaming a large object cannot flush every other tenant's
+//! blocks (see [`crate::fair`]).
+//!
 //! Below it, [`disk`] keeps whole blocks on local disk across remounts (the second tier).
 
 pub mod disk;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -103,12 +109,52 @@ struct Inner {
     /// Key: object, block index, and whether the entry is the block's tail only.
     blocks: LruCache<(ObjectId, u64, bool), Bytes>,
     used: u64,
+    /// Bytes cached per tenant; a tenant with nothing cached has no entry.
+    by_tenant: HashMap<u32, u64>,
+}
+
+impl Inner {
+    fn remove(&mut self, key: &(ObjectId, u64, bool)) {
+        if let Some(old) = self.blocks.pop(key) {
+            self.uncount(key.0.tenant, len_u64(&old));
+        }
+    }
+
+    fn uncount(&mut self, tenant: u32, len: u64) {
+        self.used -= len;
+        if let Some(t) = self.by_tenant.get_mut(&tenant) {
+            *t = t.saturating_sub(len);
+            if *t == 0 {
+                self.by_tenant.remove(&tenant);
+            }
+        }
+    }
+
+    /// Evict the least recently used entry of `tenant` (a walk from the LRU end, done only
+    /// while that tenant is over its share); `false` if it has none.
+    fn evict_lru_of(&mut self, tenant: u32) -> bool {
+        let key = self
+            .blocks
+            .iter()
+            .rev()
+            .find(|(k, _)| k.0.tenant == tenant)
+            .map(|(k, _)| k.clone());
+        match key {
+            Some(k) => {
+                self.remove(&k);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// A byte-budgeted LRU cache of fixed-size object blocks. See the module docs.
 #[derive(Debug)]
 pub struct BlockCache {
     budget: u64,
+    /// Most bytes one tenant's blocks may hold.
+    tenant_budget: u64,
     block_size: u64,
     inner: Mutex<Inner>,
 }
@@ -119,12 +165,25 @@ impl BlockCache {
     pub fn new(budget_bytes: u64, block_size: u64) -> Self {
         Self {
             budget: budget_bytes,
+            tenant_budget: budget_bytes,
             block_size: block_size.max(1),
             inner: Mutex::new(Inner {
                 blocks: LruCache::unbounded(),
                 used: 0,
+                by_tenant: HashMap::new(),
             }),
         }
+    }
+
+    /// One tenant's blocks hold at most `percent` of the budget (see the module docs).
+    pub fn with_tenant_share(mut self, percent: u8) -> Self {
+        self.tenant_budget = crate::fair::share_of(self.budget, percent);
+        self
+    }
+
+    /// The most bytes one tenant's blocks may hold.
+    pub fn tenant_budget_bytes(&self) -> u64 {
+        self.tenant_budget
     }
 
     /// Size of a block; block `i` of an object holds bytes `[i * block_size, (i + 1) * block_size)`
@@ -170,10 +229,7 @@ impl BlockCache {
     }
 
     fn drop_entry(&self, key: &(ObjectId, u64, bool)) {
-        let mut inner = self.lock();
-        if let Some(old) = inner.blocks.pop(key) {
-            inner.used -= len_u64(&old);
-        }
+        self.lock().remove(key);
     }
 
     /// The cached tail of block `block` of `id`, marking it most recently used.
@@ -183,21 +239,26 @@ impl BlockCache {
 
     fn put(&self, key: (ObjectId, u64, bool), data: Bytes) {
         let len = len_u64(&data);
+        let tenant = key.0.tenant;
         let mut inner = self.lock();
-        if let Some(old) = inner.blocks.pop(&key) {
-            inner.used -= len_u64(&old);
-        }
-        if len > self.budget {
+        inner.remove(&key);
+        if len > self.budget.min(self.tenant_budget) {
             return;
+        }
+        while inner.by_tenant.get(&tenant).copied().unwrap_or(0) + len > self.tenant_budget {
+            if !inner.evict_lru_of(tenant) {
+                break;
+            }
         }
         while inner.used + len > self.budget {
             match inner.blocks.pop_lru() {
-                Some((_, evicted)) => inner.used -= len_u64(&evicted),
+                Some((k, evicted)) => inner.uncount(k.0.tenant, len_u64(&evicted)),
                 // Unreachable while `used` is the sum of entry sizes; stop rather than spin.
                 None => break,
             }
         }
         inner.used += len;
+        *inner.by_tenant.entry(tenant).or_default() += len;
         inner.blocks.push(key, data);
     }
 
@@ -256,6 +317,28 @@ mod tests {
         assert_eq!(cache.get(&a, 3).as_deref(), Some(&b"0123456789"[..]));
         assert_eq!(cache.get(&a, 4), None);
         assert_eq!(cache.used_bytes(), 10);
+    }
+
+    #[test]
+    fn a_tenant_streaming_a_large_object_evicts_its_own_blocks_not_the_others() {
+        let cache = BlockCache::new(40, 10).with_tenant_share(50);
+        assert_eq!(cache.tenant_budget_bytes(), 20);
+        let quiet = ObjectId::new(2, &meta("q", 100, Some("\"q\"")));
+        cache.insert(&quiet, 0, Bytes::from(vec![1u8; 10]));
+        cache.insert(&quiet, 1, Bytes::from(vec![1u8; 10]));
+        let loud = id("big");
+        for b in 0..10 {
+            cache.insert(&loud, b, Bytes::from(vec![0u8; 10]));
+        }
+        // The loud tenant keeps its 2 most recent blocks; the quiet one keeps both of its own
+        // although they are the least recently used of the cache.
+        assert!(cache.contains(&quiet, 0) && cache.contains(&quiet, 1));
+        assert!(cache.contains(&loud, 9) && cache.contains(&loud, 8) && !cache.contains(&loud, 7));
+        assert_eq!(cache.used_bytes(), 40);
+        cache.remove(&quiet, 0);
+        cache.remove(&quiet, 1);
+        assert_eq!(cache.lock().by_tenant.get(&2), None, "an empty tenant leaves no entry");
+        assert_eq!(cache.lock().by_tenant.get(&1), Some(&20));
     }
 
     #[test]

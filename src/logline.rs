@@ -17,11 +17,11 @@ use tracing_subscriber::fmt::MakeWriter;
 
 /// [`MakeWriter`] whose writers escape line breaks inside each event (see the module docs).
 #[derive(Debug, Clone)]
-pub struct OneLine<M>(pub M);
+pub(crate) struct OneLine<M>(pub M);
 
 /// The writer of [`OneLine`].
 #[derive(Debug)]
-pub struct OneLineWriter<W>(W);
+pub(crate) struct OneLineWriter<W>(W);
 
 impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for OneLine<M> {
     type Writer = OneLineWriter<M::Writer>;
@@ -37,7 +37,7 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for OneLine<M> {
 
 /// `event` with every `\n`/`\r` but a final `\n` written as `\n`/`\r` escapes; borrowed
 /// when there is nothing to escape (the common case).
-pub fn escape_event(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+pub(crate) fn escape_event(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let (body, end) = match event.strip_suffix(b"\n") {
         Some(body) => (body, &b"\n"[..]),
         None => (event, &b""[..]),

@@ -36,15 +36,15 @@ use crate::upload::root::{self, Liveness};
 
 /// What [`recover_staging`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RecoveryReport {
+pub(crate) struct RecoveryReport {
     /// Staging directories of crashed processes found.
-    pub crashed_runs: usize,
+    pub(crate) crashed_runs: usize,
     /// Multipart uploads aborted (or found already gone).
-    pub aborted: usize,
+    pub(crate) aborted: usize,
     /// Journals kept for a later attempt (unknown tenant, or the abort failed).
-    pub kept: usize,
+    pub(crate) kept: usize,
     /// Bytes of staged, never acknowledged data deleted.
-    pub discarded_bytes: u64,
+    pub(crate) discarded_bytes: u64,
 }
 
 /// For a root without a lock file (made by an older byosfs): whether the process named by
@@ -91,7 +91,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 /// Recover every crashed run's staging root in `staging_dir`. Each abort is bounded by
 /// `timeout`; failures are logged and their journals kept, never fatal.
-pub async fn recover_staging(staging_dir: &Path, tenants: &TenantTable, timeout: Duration) -> RecoveryReport {
+pub(crate) async fn recover_staging(staging_dir: &Path, tenants: &TenantTable, timeout: Duration) -> RecoveryReport {
     let mut report = RecoveryReport::default();
     let entries = match std::fs::read_dir(staging_dir) {
         Ok(e) => e,

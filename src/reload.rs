@@ -73,7 +73,7 @@ fn backend_change(old: Option<&BackendConfig>, new: &BackendConfig) -> BackendCh
 
 /// One tenant's part of a [`Plan`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TenantStep {
+pub(crate) enum TenantStep {
     /// New name.
     Add,
     /// Name gone.
@@ -86,15 +86,15 @@ pub enum TenantStep {
 
 /// The difference between the running config and a new one.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Tenant name → what happens to it (only tenants that change).
-    pub tenants: Vec<(String, TenantStep)>,
+    pub(crate) tenants: Vec<(String, TenantStep)>,
     /// Backends whose client is rebuilt and swapped in place.
-    pub rotate: Vec<String>,
+    pub(crate) rotate: Vec<String>,
     /// Backends built anew (added, or moved to another location).
-    pub build: Vec<String>,
+    pub(crate) build: Vec<String>,
     /// Settings that differ but apply only at the next mount.
-    pub needs_remount: Vec<String>,
+    pub(crate) needs_remount: Vec<String>,
 }
 
 /// Effective per-tenant settings, as the tenant table gets them: read-only, uid, gid, mode,
@@ -116,7 +116,7 @@ fn effective(c: &Config, t: &TenantConfig, owner: (u32, u32)) -> (bool, u32, u32
 }
 
 /// Compare `old` (running) with `new`. See the module docs.
-pub fn plan(old: &Config, new: &Config, owner: (u32, u32)) -> Plan {
+pub(crate) fn plan(old: &Config, new: &Config, owner: (u32, u32)) -> Plan {
     let mut p = Plan::default();
     let mut changes = HashMap::new();
     for (name, b) in &new.backends {
@@ -162,6 +162,8 @@ pub fn plan(old: &Config, new: &Config, owner: (u32, u32)) -> Plan {
         ("mount.attr_ttl", om.attr_ttl != nm.attr_ttl),
         ("mount.entry_ttl", om.entry_ttl != nm.entry_ttl),
         ("mount.threads", om.threads != nm.threads),
+        ("mount.max_requests", om.max_requests != nm.max_requests),
+        ("mount.tenant_share", om.tenant_share != nm.tenant_share),
         ("mount.control_socket", om.control_socket != nm.control_socket),
         ("cache", old.cache != new.cache),
         ("write", old.write != new.write),
@@ -176,7 +178,7 @@ pub fn plan(old: &Config, new: &Config, owner: (u32, u32)) -> Plan {
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     /// The file does not load or validate (every problem, `file:line: field: message`).
     #[error("{0}")]
     Config(String),
@@ -195,23 +197,23 @@ fn probe_lines(failures: &[(String, String)]) -> String {
 
 /// What an applied reload did.
 #[derive(Debug, Default, Clone, Serialize)]
-pub struct ReloadReport {
+pub(crate) struct ReloadReport {
     /// The tenant table generation now current.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// Tenants that appeared.
-    pub added: Vec<String>,
+    pub(crate) added: Vec<String>,
     /// Tenants that went away.
-    pub removed: Vec<String>,
+    pub(crate) removed: Vec<String>,
     /// Tenants bound to a new storage location.
-    pub repointed: Vec<String>,
+    pub(crate) repointed: Vec<String>,
     /// Tenants whose owner, mode or read-only flag changed.
-    pub updated: Vec<String>,
+    pub(crate) updated: Vec<String>,
     /// Backends whose connection (credentials, ...) was replaced.
-    pub rotated: Vec<String>,
+    pub(crate) rotated: Vec<String>,
     /// Settings left as they are until the next mount.
-    pub needs_remount: Vec<String>,
+    pub(crate) needs_remount: Vec<String>,
     /// Tenants applied although their probe failed (`--force`), with the failure.
-    pub unreachable: Vec<(String, String)>,
+    pub(crate) unreachable: Vec<(String, String)>,
 }
 
 impl std::fmt::Display for ReloadReport {
@@ -243,7 +245,7 @@ impl std::fmt::Display for ReloadReport {
 
 /// Builds the client of one backend (given by `app`, which owns the translation of the user
 /// config into backend settings).
-pub type BuildBackend = Box<
+pub(crate) type BuildBackend = Box<
     dyn Fn(
             String,
             BackendConfig,
@@ -261,7 +263,7 @@ struct State {
 }
 
 /// Applies reloads to one mount.
-pub struct Reloader {
+pub(crate) struct Reloader {
     state: tokio::sync::Mutex<State>,
     fs: Arc<Filesystem>,
     kernel: std::sync::Mutex<Option<KernelCache>>,
@@ -305,7 +307,12 @@ fn url_maker(config: &Config, t: &TenantConfig) -> UrlMaker {
 
 /// A tenant's spec on `backend`: the view confined to its prefix, with its upload headers,
 /// counted for `status`.
-pub fn tenant_spec(config: &Config, t: &TenantConfig, backend: Arc<dyn Backend>, owner: (u32, u32)) -> TenantSpec {
+pub(crate) fn tenant_spec(
+    config: &Config,
+    t: &TenantConfig,
+    backend: Arc<dyn Backend>,
+    owner: (u32, u32),
+) -> TenantSpec {
     let (read_only, uid, gid, mode, posix_metadata, exclusive_create) = effective(config, t, owner);
     let view: Arc<dyn Backend> = Arc::new(PrefixBackend::new(backend, &t.prefix));
     let view: Arc<dyn Backend> = Arc::new(HeadersBackend::new(view, header_policy(&t.web)));
@@ -334,7 +341,7 @@ pub fn tenant_spec(config: &Config, t: &TenantConfig, backend: Arc<dyn Backend>,
 
 impl Reloader {
     /// A reloader for `fs`, mounted from `config` with `backends` (one per config entry).
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         backends: HashMap<String, Arc<SwapBackend>>,
         fs: Arc<Filesystem>,
@@ -354,17 +361,17 @@ impl Reloader {
     }
 
     /// Where to send kernel invalidations (set once mounted; tests without a kernel skip it).
-    pub fn set_kernel(&self, kernel: KernelCache) {
+    pub(crate) fn set_kernel(&self, kernel: KernelCache) {
         *self.kernel.lock().unwrap_or_else(|e| e.into_inner()) = Some(kernel);
     }
 
     /// The running config's file.
-    pub async fn source(&self) -> std::path::PathBuf {
+    pub(crate) async fn source(&self) -> std::path::PathBuf {
         self.state.lock().await.config.source.clone()
     }
 
     /// Re-read the config file and apply it; see the module docs.
-    pub async fn reload(&self, force: bool) -> Result<ReloadReport, ReloadError> {
+    pub(crate) async fn reload(&self, force: bool) -> Result<ReloadReport, ReloadError> {
         let mut state = self.state.lock().await;
         let source = state.config.source.clone();
         let new = Config::load(&source).map_err(|e| ReloadError::Config(e.to_string()));

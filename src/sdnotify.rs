@@ -5,7 +5,7 @@ use tracing::warn;
 /// Tell systemd (`Type=notify`) about the service's state: one datagram to `$NOTIFY_SOCKET`
 /// (`READY=1` once mounted, `RELOADING=1`/`READY=1` around a SIGHUP reload, `STOPPING=1`).
 /// Without the variable (not under systemd) nothing happens; a failure is only logged.
-pub fn notify_systemd(state: &str) {
+pub(crate) fn notify_systemd(state: &str) {
     if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
         notify(&path, state);
     }

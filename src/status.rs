@@ -78,7 +78,7 @@ pub struct StatusReport {
 #[derive(Debug)]
 pub struct MountControl {
     /// Applies reloads.
-    pub reloader: Arc<Reloader>,
+    pub(crate) reloader: Arc<Reloader>,
     /// The filesystem.
     pub fs: Arc<Filesystem>,
     /// Write sessions.

@@ -46,6 +46,7 @@ use super::{
     Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
     MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId, MIN_PART_SIZE,
 };
+use crate::key::ValidKey;
 
 /// Name of the hidden directory inside `root` holding temp files and multipart parts.
 pub const INTERNAL_DIR: &str = ".byosfs-internal";
@@ -100,18 +101,31 @@ impl LocalBackend {
         })
     }
 
-    /// Run `f` on the blocking pool.
+    /// Run `f` on the blocking pool, within [`LOCAL_DEADLINE`].
     async fn blocking<T, F>(&self, op: &'static str, key: &str, f: F) -> BackendResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> BackendResult<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| {
-            BackendError::new(BackendErrorKind::Other, format!("{op} {key}: task failed")).with_source(e)
-        })?
+        let task = tokio::task::spawn_blocking(move || f(&inner));
+        match tokio::time::timeout(LOCAL_DEADLINE, task).await {
+            Ok(done) => done.map_err(|e| {
+                BackendError::new(BackendErrorKind::Other, format!("{op} {key:?}: task failed")).with_source(e)
+            })?,
+            Err(_) => Err(BackendError::new(
+                BackendErrorKind::Timeout,
+                format!("{op} {key:?}: the local disk did not answer within {LOCAL_DEADLINE:?}"),
+            )),
+        }
     }
 }
+
+/// Total deadline of one operation. A root on a disk or network filesystem that stops
+/// answering (an NFS hard mount) would otherwise hold the request, and its tenant's slot,
+/// forever; the thread stuck in the kernel cannot be cancelled and is left to finish. Generous,
+/// since one operation may copy a multi-GiB part.
+const LOCAL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The one mapping of IO errors to kinds for this backend.
 fn io_err(op: &str, key: &str, e: io::Error) -> BackendError {
@@ -137,15 +151,10 @@ fn invalid(op: &str, key: &str, why: &str) -> BackendError {
     BackendError::new(BackendErrorKind::InvalidRequest, format!("{op} {key:?}: {why}"))
 }
 
-/// Whether `key` maps to a path strictly inside root and outside the internal directory.
+/// Whether `key` maps to a path strictly inside root (a [`ValidKey`]: no `..`, `.`, empty or
+/// absolute segment) and outside the internal directory.
 fn key_is_safe(key: &str) -> bool {
-    if key.is_empty() || key.starts_with('/') || key.contains('\0') {
-        return false;
-    }
-    let body = key.strip_suffix('/').unwrap_or(key);
-    !body.is_empty()
-        && body.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
-        && body.split('/').next() != Some(INTERNAL_DIR)
+    ValidKey::parse(key).is_ok_and(|k| k.segments().next() != Some(INTERNAL_DIR))
 }
 
 fn etag_of(m: &fs::Metadata) -> ETag {

@@ -2,27 +2,30 @@
 //!
 //! [`Backend`] speaks object semantics only (keys, ranges, multipart uploads); it knows
 //! nothing of inodes or tenants. Implementations: [`s3::S3Backend`] (aws-sdk-s3),
-//! [`local::LocalBackend`] (a directory used as a bucket), [`memory::InMemoryBackend`]
+//! [`local::LocalBackend`] (a directory used as a bucket), `memory::InMemoryBackend`
 //! (tests, with op counters). Wrappers: [`prefix::PrefixBackend`] confines a tenant to its
-//! key prefix; [`fault::FaultBackend`] injects failures in tests.
+//! key prefix; `fault::FaultBackend` injects failures in tests. The two test doubles exist
+//! only with the `test-support` feature (on for this crate's tests, off in the release build).
 //!
 //! Keys are plain `/`-separated strings. A backend never interprets `..` or `.`: those are
 //! ordinary characters in object keys, and the layers above refuse to produce them.
 
 pub mod error;
+#[cfg(any(test, feature = "test-support"))]
 pub mod fault;
 pub mod headers;
 
 pub mod local;
+#[cfg(any(test, feature = "test-support"))]
 pub mod memory;
 pub mod metered;
-pub mod mtime;
-pub mod paging;
+pub(crate) mod mtime;
+pub(crate) mod paging;
 pub mod posix;
 pub mod prefix;
 pub mod retry;
 pub mod s3;
-pub mod swap;
+pub(crate) mod swap;
 
 use std::fmt;
 use std::sync::Arc;

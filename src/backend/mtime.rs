@@ -9,10 +9,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The user-metadata name (without the `x-amz-meta-` prefix) holding the mtime.
-pub const MTIME_METADATA_KEY: &str = "mtime";
+pub(crate) const MTIME_METADATA_KEY: &str = "mtime";
 
 /// `t` as seconds since the epoch with nine fractional digits.
-pub fn format_mtime(t: SystemTime) -> String {
+pub(crate) fn format_mtime(t: SystemTime) -> String {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
         Err(e) => {
@@ -24,7 +24,7 @@ pub fn format_mtime(t: SystemTime) -> String {
 
 /// Parse seconds since the epoch, with an optional fraction (digits past nanoseconds are
 /// ignored). `None` for anything else, so a foreign or corrupt value is simply not used.
-pub fn parse_mtime(s: &str) -> Option<SystemTime> {
+pub(crate) fn parse_mtime(s: &str) -> Option<SystemTime> {
     let s = s.trim();
     let (negative, body) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),

@@ -10,7 +10,7 @@ use super::{BackendError, BackendErrorKind, BackendResult, ListPage};
 
 /// Entries one listing may hold: a directory handle keeps every entry it has shown (readdir
 /// offsets must stay stable), about 150 bytes each, so this caps one handle near 150 MiB.
-pub const MAX_LISTING_ENTRIES: usize = 1_000_000;
+pub(crate) const MAX_LISTING_ENTRIES: usize = 1_000_000;
 
 /// Pages without a single entry in a row that still say "truncated". S3 may send a few
 /// (delete markers, a scan cut short by time); a hundred in a row is a server looping.
@@ -21,7 +21,7 @@ const MAX_PAGES: u32 = 100_000;
 
 /// Checks each page of one listing (see the module doc).
 #[derive(Debug)]
-pub struct ListGuard {
+pub(crate) struct ListGuard {
     what: String,
     max_entries: usize,
     entries: usize,
@@ -33,7 +33,7 @@ pub struct ListGuard {
 impl ListGuard {
     /// A guard for the listing `what` (tenant and prefix, for the error message; already
     /// escaped) holding at most `max_entries` entries.
-    pub fn new(what: &str, max_entries: usize) -> Self {
+    pub(crate) fn new(what: &str, max_entries: usize) -> Self {
         Self {
             what: what.to_owned(),
             max_entries,
@@ -45,7 +45,7 @@ impl ListGuard {
     }
 
     /// Account for `page`: an error if the listing must stop here.
-    pub fn check(&mut self, page: &ListPage) -> BackendResult<()> {
+    pub(crate) fn check(&mut self, page: &ListPage) -> BackendResult<()> {
         self.pages += 1;
         let n = page.objects.len() + page.common_prefixes.len();
         self.entries = self.entries.saturating_add(n);

@@ -59,12 +59,9 @@ impl PrefixBackend {
 /// Whether `key` (relative to a prefix) is free of segments that a path normaliser could
 /// resolve outside the prefix. A trailing `/` (directory marker) is allowed; the empty key is
 /// allowed only for listings, which go through [`PrefixBackend::list`] separately.
+/// The rules are [`crate::key::ValidKey`]'s.
 pub fn is_safe_key(key: &str) -> bool {
-    if key.is_empty() || key.starts_with('/') || key.contains('\0') || key.contains('\\') {
-        return false;
-    }
-    let body = key.strip_suffix('/').unwrap_or(key);
-    !body.is_empty() && body.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+    crate::key::ValidKey::parse(key).is_ok()
 }
 
 #[async_trait]

@@ -20,26 +20,26 @@ use super::{
 
 /// `inner`, replaceable at any time by one with the same location.
 #[derive(Debug)]
-pub struct SwapBackend {
+pub(crate) struct SwapBackend {
     /// Read once per request (a pointer copy under a read lock), never held across an await.
     inner: RwLock<Arc<dyn Backend>>,
 }
 
 impl SwapBackend {
     /// Wrap `inner`.
-    pub fn new(inner: Arc<dyn Backend>) -> Self {
+    pub(crate) fn new(inner: Arc<dyn Backend>) -> Self {
         Self {
             inner: RwLock::new(inner),
         }
     }
 
     /// The backend requests go to now.
-    pub fn current(&self) -> Arc<dyn Backend> {
+    pub(crate) fn current(&self) -> Arc<dyn Backend> {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Send every later request to `next` (same location, other credentials).
-    pub fn swap(&self, next: Arc<dyn Backend>) {
+    pub(crate) fn swap(&self, next: Arc<dyn Backend>) {
         *self.inner.write().unwrap_or_else(|e| e.into_inner()) = next;
     }
 }

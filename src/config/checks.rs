@@ -29,6 +29,10 @@ pub(crate) fn check_tenant_name(name: &str) -> Result<(), String> {
     if has_control(name) {
         return Err(format!("{name:?} contains control characters"));
     }
+    // The name is the default key prefix of the tenant (`<name>/`): the key rules apply.
+    if !crate::key::is_valid_segment(name) {
+        return Err(format!("{name:?} contains '\\', which some storage reads as '/'"));
+    }
     Ok(())
 }
 
@@ -45,15 +49,20 @@ pub(crate) fn normalize_prefix(prefix: &str) -> Result<String, String> {
     if has_control(prefix) {
         return Err(format!("{prefix:?} contains control characters"));
     }
-    let body = prefix.strip_suffix('/').unwrap_or(prefix);
-    for segment in body.split('/') {
-        match segment {
-            "" => return Err(format!("{prefix:?} contains an empty segment (\"//\")")),
-            "." | ".." => return Err(format!("{prefix:?} contains a {segment:?} segment")),
-            _ => {}
+    // The key rules of `crate::key`, with the offending segment named.
+    let key = crate::key::ValidKey::parse(prefix).map_err(|e| {
+        let body = prefix.strip_suffix('/').unwrap_or(prefix);
+        let bad = body
+            .split('/')
+            .find(|s| !crate::key::is_valid_segment(s))
+            .unwrap_or(body);
+        match e {
+            crate::key::KeyError::EmptySegment => format!("{prefix:?} contains an empty segment (\"//\")"),
+            crate::key::KeyError::DotSegment => format!("{prefix:?} contains a {bad:?} segment"),
+            _ => format!("{prefix:?} is not a valid key prefix: {e} in {bad:?}"),
         }
-    }
-    Ok(format!("{body}/"))
+    })?;
+    Ok(format!("{}/", key.as_str().strip_suffix('/').unwrap_or(key.as_str())))
 }
 
 /// `endpoint` with any `userinfo@` of its authority replaced by `<redacted>@`.
@@ -228,7 +237,7 @@ mod tests {
             Ok("a..b/.c/".to_owned()),
             "dots inside names are fine"
         );
-        for bad in ["/", "/a", "a//b", "..", "a/./b", "a/..", "a\nb"] {
+        for bad in ["/", "/a", "a//b", "..", "a/./b", "a/..", "a\nb", "a\\..\\b/"] {
             assert!(normalize_prefix(bad).is_err(), "{bad:?}");
         }
     }
@@ -238,7 +247,7 @@ mod tests {
         for ok in ["acme", "a b", "ünï", ".hidden", "x".repeat(255).as_str()] {
             assert!(check_tenant_name(ok).is_ok(), "{ok:?}");
         }
-        for bad in ["", ".", "..", "a/b", "a\u{7f}", "x".repeat(256).as_str()] {
+        for bad in ["", ".", "..", "a/b", "a\u{7f}", "a\\b", "x".repeat(256).as_str()] {
             assert!(check_tenant_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -78,6 +78,11 @@ pub struct MountConfig {
     pub entry_ttl: Duration,
     /// FUSE event-loop threads. Default 4.
     pub threads: usize,
+    /// Requests handled at once, all tenants together. Default 1024.
+    pub max_requests: usize,
+    /// Percent of every shared limit (requests in flight, write memory, staging space) one
+    /// tenant may hold, so a tenant whose storage hangs cannot stall the others. Default 50.
+    pub tenant_share: u8,
     /// Control socket of `byosfs reload`/`status` (absolute); `None`: the default path
     /// named after the mount point (see `control::default_socket_path`).
     pub control_socket: Option<PathBuf>,

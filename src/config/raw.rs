@@ -50,6 +50,8 @@ pub(crate) struct RawMount {
     pub(crate) attr_ttl: Option<DurationValue>,
     pub(crate) entry_ttl: Option<DurationValue>,
     pub(crate) threads: Option<Spanned<usize>>,
+    pub(crate) max_requests: Option<Spanned<usize>>,
+    pub(crate) tenant_share: Option<Spanned<u8>>,
     pub(crate) control_socket: Option<PathBuf>,
 }
 

@@ -224,6 +224,9 @@ impl Validator {
             None => "byosfs".to_owned(),
         };
         let threads = self.range(raw.threads, "mount.threads", 4, 1, 256);
+        let max_requests = self.range(raw.max_requests, "mount.max_requests", 1024, 16, 65535);
+        let share = crate::fair::DEFAULT_SHARE_PERCENT;
+        let tenant_share = self.range(raw.tenant_share, "mount.tenant_share", share, 1, 100);
         MountConfig {
             allow_other: raw.allow_other.unwrap_or(false),
             read_only: raw.read_only.unwrap_or(false),
@@ -233,6 +236,8 @@ impl Validator {
             attr_ttl: dur(raw.attr_ttl, Duration::from_secs(1)),
             entry_ttl: dur(raw.entry_ttl, Duration::from_secs(1)),
             threads,
+            max_requests,
+            tenant_share,
             control_socket: raw.control_socket,
         }
     }

@@ -31,7 +31,7 @@ use crate::backend::{BackendErrorKind, ListParams, ObjectMeta};
 use crate::cache::disk::DiskCache;
 use crate::cache::{BlockCache, ObjectId};
 use crate::namespace::name::{child_key, dir_prefix, validate_name, NameError};
-use crate::namespace::{Inode, InodeTable, Kind, Known, Stat, ROOT_INO};
+use crate::namespace::{Inode, InodeTable, Kind, Known, Stat, TenantId, ROOT_INO};
 use crate::read::{ObjectReader, ReadConfig};
 use crate::tenant::{Applied, Tenant, TenantChange, TenantTable};
 use crate::upload::Uploader;
@@ -96,17 +96,19 @@ struct StatAhead {
     /// (parent inode, name) being fetched, and a channel that turns true when it is done, so a
     /// lookup of that entry waits for it instead of sending a second HEAD.
     inflight: Mutex<HashMap<(u64, String), tokio::sync::watch::Receiver<bool>>>,
-    limit: Arc<tokio::sync::Semaphore>,
+    /// HEADs in flight, each tenant holding at most half: a lookup waits for the stat-ahead
+    /// of its own name, which must never wait behind another tenant's hung HEADs.
+    limit: crate::fair::Shares<TenantId>,
 }
 
 /// Siblings after the entry being looked up that stat-ahead keeps resolved or in flight: twice
 /// the concurrency, so the HEADs in flight never wait for the lookups to catch up.
-const STAT_AHEAD_WINDOW: usize = 2 * STAT_AHEAD_CONCURRENCY;
-/// HEADs in flight for stat-ahead, per mount. A walk of N listed files then costs about
+const STAT_AHEAD_WINDOW: usize = 2 * STAT_AHEAD_CONCURRENCY as usize;
+/// HEADs in flight for stat-ahead, per mount (each tenant holding at most its share). A walk of N listed files then costs about
 /// N / 128 round trips (10,000 entries: ~80, 1.6 s at 20 ms) instead of N; 128 HEADs per
 /// round trip stays within what S3 serves per prefix (5,500 requests/s) up to ~23 ms RTT, and
 /// beyond that the retry layer's backoff on SlowDown paces it.
-const STAT_AHEAD_CONCURRENCY: usize = 128;
+const STAT_AHEAD_CONCURRENCY: u32 = 128;
 
 impl Filesystem {
     /// Build a filesystem over `tenants`.
@@ -121,7 +123,8 @@ impl Filesystem {
             writers: Mutex::new(HashMap::new()),
             stat_ahead: Arc::new(StatAhead {
                 inflight: Mutex::new(HashMap::new()),
-                limit: Arc::new(tokio::sync::Semaphore::new(STAT_AHEAD_CONCURRENCY)),
+                limit: crate::fair::Shares::new(STAT_AHEAD_CONCURRENCY, crate::fair::DEFAULT_SHARE_PERCENT)
+                    .idle_first(),
             }),
             relisting: Arc::default(),
             config,
@@ -156,7 +159,14 @@ impl Filesystem {
         applied
     }
 
+    /// The tenant inode `ino` belongs to; `None` for the root (answered from memory) and for
+    /// an inode we do not know (its request fails without touching a backend).
+    pub(crate) fn tenant_of_ino(&self, ino: u64) -> Option<TenantId> {
+        self.inodes.tenant(ino)
+    }
+
     /// Number of inodes held (tests: memory is released on forget).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
     }
@@ -164,11 +174,6 @@ impl Filesystem {
     /// How long a failed lookup may be cached by the kernel.
     pub fn negative_ttl(&self) -> Duration {
         self.config.negative_ttl
-    }
-
-    /// Number of open handles.
-    pub fn open_handles(&self) -> usize {
-        self.handles.len()
     }
 
     /// The live tenant of `inode`: resolved once per request, so the request works against
@@ -335,13 +340,10 @@ impl Filesystem {
             let (inodes, ahead, tenant) = (self.inodes.clone(), self.stat_ahead.clone(), tenant.clone());
             let (parent_ino, key) = (parent.ino, child_key(&parent.key, &sibling));
             tokio::spawn(async move {
-                let permit = ahead.limit.clone().acquire_owned().await;
-                if permit.is_ok() {
-                    // A failure is not an error here: the lookup, if it comes, asks again.
-                    if let Ok(meta) = tenant.backend.head(&key).await {
-                        let _ =
-                            inodes.upsert_child(parent_ino, &sibling, Some(tenant.id), Kind::File, stat_of(&meta), 0);
-                    }
+                let _permit = ahead.limit.acquire(tenant.id, 1).await;
+                // A failure is not an error here: the lookup, if it comes, asks again.
+                if let Ok(meta) = tenant.backend.head(&key).await {
+                    let _ = inodes.upsert_child(parent_ino, &sibling, Some(tenant.id), Kind::File, stat_of(&meta), 0);
                 }
                 ahead
                     .inflight

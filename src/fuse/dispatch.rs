@@ -10,10 +10,11 @@ use fuser::{
     Errno, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
     ReplyWrite,
 };
-use tokio::sync::Semaphore;
 use tracing::{debug, warn, Instrument};
 
+use crate::fair::{SharePermit, Shares};
 use crate::fs::{Error, Filesystem};
+use crate::namespace::TenantId;
 
 /// A reply that can carry an errno (each fuser reply type has its own `error`).
 pub(crate) trait FailReply: Send + 'static {
@@ -56,16 +57,25 @@ pub(crate) enum Poll {
 pub(crate) struct Dispatcher {
     pub(crate) fs: Arc<Filesystem>,
     rt: tokio::runtime::Handle,
-    /// Caps requests in flight so a flood of reads cannot exhaust memory.
-    limit: Arc<Semaphore>,
+    /// Caps requests in flight so a flood of reads cannot exhaust memory, and each tenant
+    /// to its share of them (see [`crate::fair`]): a tenant whose storage hangs holds at most
+    /// that share, and requests of the root (no tenant) never wait.
+    slots: Arc<Shares<TenantId>>,
 }
 
 impl Dispatcher {
-    pub(crate) fn new(fs: Arc<Filesystem>, rt: tokio::runtime::Handle, max_in_flight: usize) -> Self {
+    /// `max_in_flight` requests at once, one tenant holding at most `share_percent` of them.
+    pub(crate) fn new(
+        fs: Arc<Filesystem>,
+        rt: tokio::runtime::Handle,
+        max_in_flight: usize,
+        share_percent: u8,
+    ) -> Self {
+        let global = u32::try_from(max_in_flight).unwrap_or(u32::MAX);
         Self {
             fs,
             rt,
-            limit: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            slots: Arc::new(Shares::new(global, share_percent).idle_first()),
         }
     }
 
@@ -75,6 +85,7 @@ impl Dispatcher {
         &self,
         name: &'static str,
         req: u64,
+        ino: u64,
         reply: R,
         op: impl FnOnce(Arc<Filesystem>) -> Fut,
         ok: impl FnOnce(R, T) + Send + 'static,
@@ -83,17 +94,21 @@ impl Dispatcher {
         T: Send + 'static,
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
     {
-        self.run_with(Poll::Here, name, req, reply, op, ok);
+        self.run_with(Poll::Here, name, req, ino, reply, op, ok);
     }
 
     /// [`Dispatcher::run`], first polled where `poll` says: an operation already known to
     /// wait (a read that found its bytes neither cached nor arrived) goes straight to the
     /// runtime, since a first poll here would only be repeated there.
+    // Where to poll, the request's name, id and inode, its reply and two closures: a struct
+    // would only rename them at every call site.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_with<R, T, Fut>(
         &self,
         poll: Poll,
         name: &'static str,
         req: u64,
+        ino: u64,
         reply: R,
         op: impl FnOnce(Arc<Filesystem>) -> Fut,
         ok: impl FnOnce(R, T) + Send + 'static,
@@ -103,7 +118,7 @@ impl Dispatcher {
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
     {
         let fut = op(self.fs.clone());
-        self.start(poll, name, req, async move {
+        self.start(poll, name, req, ino, async move {
             match fut.await {
                 Ok(v) => ok(reply, v),
                 Err(e) => {
@@ -131,17 +146,30 @@ impl Dispatcher {
     /// a profile). The first poll only runs until the first wait, so the loop never waits on
     /// the network; a task woken before the runtime polls it loses nothing, since every tokio
     /// resource re-checks its state when polled.
-    pub(crate) fn spawn(&self, name: &'static str, req: u64, fut: impl Future<Output = ()> + Send + 'static) {
-        self.start(Poll::Here, name, req, fut);
+    pub(crate) fn spawn(&self, name: &'static str, req: u64, ino: u64, fut: impl Future<Output = ()> + Send + 'static) {
+        self.start(Poll::Here, name, req, ino, fut);
     }
 
-    fn start(&self, poll: Poll, name: &'static str, req: u64, fut: impl Future<Output = ()> + Send + 'static) {
-        let limit = self.limit.clone();
+    /// Start a request about inode `ino` (its parent for a name operation): it waits for a
+    /// slot of the tenant `ino` belongs to.
+    fn start(
+        &self,
+        poll: Poll,
+        name: &'static str,
+        req: u64,
+        ino: u64,
+        fut: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let slots = self.slots.clone();
+        let tenant = self.fs.tenant_of_ino(ino);
         let span = tracing::debug_span!("fuse", op = name, req);
         let mut task = Box::pin(
             async move {
-                // The semaphore is never closed, so acquire cannot fail; run anyway if it did.
-                let _permit = limit.acquire_owned().await.ok();
+                let _permit = match tenant {
+                    Some(t) => slots.acquire(t, 1).await,
+                    // The root is answered from memory: it never waits behind a tenant.
+                    None => SharePermit::none(),
+                };
                 fut.await;
             }
             .instrument(span),
@@ -199,7 +227,7 @@ mod tests {
         .unwrap();
         let cache = Arc::new(BlockCache::new(1 << 20, 1 << 20));
         let fs = Filesystem::new(TenantTable::new(Vec::new()), cache, uploader, FsConfig::default());
-        Dispatcher::new(Arc::new(fs), rt.handle().clone(), 8)
+        Dispatcher::new(Arc::new(fs), rt.handle().clone(), 8, 50)
     }
 
     #[test]
@@ -215,22 +243,22 @@ mod tests {
         let (tx, rx) = mpsc::channel::<(&str, ThreadId)>();
 
         let t = tx.clone();
-        d.spawn("ready", 1, async move {
+        d.spawn("ready", 1, 1, async move {
             t.send(("ready", thread::current().id())).unwrap();
         });
         // Answered before `spawn` returned, without a worker.
         assert_eq!(rx.try_recv().unwrap(), ("ready", here));
 
         // A request that panics does not take the FUSE thread with it.
-        d.spawn("panics", 4, async { panic!("a bug in one request") });
+        d.spawn("panics", 4, 1, async { panic!("a bug in one request") });
         let t = tx.clone();
-        d.spawn("after", 5, async move {
+        d.spawn("after", 5, 1, async move {
             t.send(("after", thread::current().id())).unwrap();
         });
         assert_eq!(rx.try_recv().unwrap(), ("after", here));
 
         let t = tx.clone();
-        d.spawn("waits", 2, async move {
+        d.spawn("waits", 2, 1, async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
             t.send(("waits", thread::current().id())).unwrap();
         });
@@ -241,7 +269,7 @@ mod tests {
 
         // Known to wait: never polled here, even if it would be ready.
         let t = tx.clone();
-        d.start(Poll::Runtime, "runtime", 3, async move {
+        d.start(Poll::Runtime, "runtime", 3, 1, async move {
             t.send(("runtime", thread::current().id())).unwrap();
         });
         let (name, on) = rx.recv_timeout(Duration::from_secs(10)).unwrap();

@@ -4,7 +4,7 @@
 //! and converts the result. No filesystem logic lives here.
 
 mod dispatch;
-pub mod session;
+pub(crate) mod session;
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -22,22 +22,27 @@ pub(crate) use dispatch::Dispatcher;
 
 /// `fuser::Filesystem` implementation.
 #[derive(Debug)]
-pub struct FuseAdapter {
+pub(crate) struct FuseAdapter {
     d: Dispatcher,
+    /// Requests the kernel may queue in the background (read-ahead, async reads).
+    max_background: u16,
     /// Kernel read-ahead to request (bytes); our own read-ahead does the heavy lifting.
     max_readahead: u32,
 }
 
 impl FuseAdapter {
-    /// Wrap a filesystem; requests run on `rt`, at most `max_in_flight` at once.
-    pub fn new(
+    /// Wrap a filesystem; requests run on `rt`, at most `max_in_flight` at once, one
+    /// tenant holding at most `tenant_share` percent of them (see [`crate::fair`]).
+    pub(crate) fn new(
         fs: std::sync::Arc<crate::fs::Filesystem>,
         rt: tokio::runtime::Handle,
         max_in_flight: usize,
+        tenant_share: u8,
         max_readahead: u32,
     ) -> Self {
         Self {
-            d: Dispatcher::new(fs, rt, max_in_flight),
+            d: Dispatcher::new(fs, rt, max_in_flight, tenant_share),
+            max_background: u16::try_from(max_in_flight).unwrap_or(u16::MAX),
             max_readahead,
         }
     }
@@ -134,6 +139,15 @@ impl fuser::Filesystem for FuseAdapter {
         if let Err(max) = config.set_max_readahead(self.max_readahead) {
             let _ = config.set_max_readahead(max);
         }
+        // The kernel queues async reads (read-ahead) of the whole mount in one queue and blocks
+        // every new one once `max_background` (16 by default) are unanswered: 16 reads hung on
+        // one tenant's storage would stall every tenant's reads in the kernel, before the
+        // per-tenant slots of the dispatcher could keep them apart. Let the kernel send as many
+        // as the dispatcher admits (unprivileged mounts are capped by the
+        // `max_user_bgreq` sysctl).
+        if let Err(max) = config.set_max_background(self.max_background) {
+            let _ = config.set_max_background(max);
+        }
         // 1 MiB writes: fewer round trips through the kernel for streaming writers.
         if let Err(max) = config.set_max_write(1 << 20) {
             let _ = config.set_max_write(max);
@@ -144,7 +158,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_owned();
         let fs = self.d.fs.clone();
-        self.d.spawn("lookup", req.unique().0, async move {
+        self.d.spawn("lookup", req.unique().0, parent.0, async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(e) => reply.entry(&e.ttl, &to_attr(&e.attr), Generation(0)),
                 // Node id 0 with a timeout is a negative entry: the kernel answers repeated
@@ -179,6 +193,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "getattr",
             req.unique().0,
+            ino.0,
             reply,
             move |fs| async move { fs.getattr(ino.0).await },
             |r, e| r.attr(&e.ttl, &to_attr(&e.attr)),
@@ -213,6 +228,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "setattr",
             req.unique().0,
+            ino.0,
             reply,
             move |fs| async move { fs.setattr(ino.0, fh.map(|f| f.0), set).await },
             |r, e| r.attr(&e.ttl, &to_attr(&e.attr)),
@@ -225,6 +241,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "mkdir",
             req.unique().0,
+            parent.0,
             reply,
             move |fs| async move { fs.mkdir(parent.0, &name, new).await },
             |r, e| r.entry(&e.ttl, &to_attr(&e.attr), Generation(0)),
@@ -237,6 +254,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "symlink",
             req.unique().0,
+            parent.0,
             reply,
             move |fs| async move { fs.symlink(parent.0, &name, &target, new).await },
             |r, e| r.entry(&e.ttl, &to_attr(&e.attr), Generation(0)),
@@ -247,6 +265,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "readlink",
             req.unique().0,
+            ino.0,
             reply,
             move |fs| async move { fs.readlink(ino.0).await },
             |r, target| r.data(&target),
@@ -268,6 +287,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "mknod",
             req.unique().0,
+            parent.0,
             reply,
             move |fs| async move { fs.mknod(parent.0, &name, mode, new).await },
             |r, e| r.entry(&e.ttl, &to_attr(&e.attr), Generation(0)),
@@ -284,6 +304,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "unlink",
             req.unique().0,
+            parent.0,
             reply,
             move |fs| async move { fs.unlink(parent.0, &name).await },
             |r, ()| r.ok(),
@@ -295,6 +316,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "rmdir",
             req.unique().0,
+            parent.0,
             reply,
             move |fs| async move { fs.rmdir(parent.0, &name).await },
             |r, ()| r.ok(),
@@ -315,6 +337,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "rename",
             req.unique().0,
+            parent.0,
             reply,
             move |fs| async move { fs.rename(parent.0, &name, newparent.0, &newname, flags.bits()).await },
             |r, ()| r.ok(),
@@ -326,6 +349,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "open",
             req.unique().0,
+            ino.0,
             reply,
             move |fs| async move { fs.open(ino.0, flags.0, pid).await },
             |r, o| r.opened(FileHandle(o.fh), open_flags(&o)),
@@ -335,7 +359,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn read(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -355,6 +379,7 @@ impl fuser::Filesystem for FuseAdapter {
                 dispatch::Poll::Runtime,
                 "read",
                 req.unique().0,
+                ino.0,
                 reply,
                 move |_| fut,
                 |r, data| r.data(&data),
@@ -365,7 +390,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn write(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -388,17 +413,19 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "write",
             req.unique().0,
+            ino.0,
             reply,
             move |fs| async move { fs.write_bytes(fh.0, offset, data).await },
             |r, n| r.written(n),
         );
     }
 
-    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         let pid = req.pid();
         self.d.run(
             "flush",
             req.unique().0,
+            ino.0,
             reply,
             move |fs| async move { fs.flush(fh.0, pid).await },
             |r, ()| r.ok(),
@@ -408,7 +435,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn release(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -418,16 +445,18 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "release",
             req.unique().0,
+            ino.0,
             reply,
             move |fs| async move { fs.release(fh.0).await },
             |r, ()| r.ok(),
         );
     }
 
-    fn fsync(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         self.d.run(
             "fsync",
             req.unique().0,
+            ino.0,
             reply,
             move |fs| async move { fs.fsync(fh.0).await },
             |r, ()| r.ok(),
@@ -438,15 +467,16 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "opendir",
             req.unique().0,
+            ino.0,
             reply,
             move |fs| async move { fs.opendir(ino.0).await },
             |r, fh| r.opened(FileHandle(fh), FopenFlags::empty()),
         );
     }
 
-    fn readdir(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+    fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
         let fs = self.d.fs.clone();
-        self.d.spawn("readdir", req.unique().0, async move {
+        self.d.spawn("readdir", req.unique().0, ino.0, async move {
             let mut p = Plain(reply);
             match fs.readdir(fh.0, offset, false, &mut p).await {
                 Ok(()) => p.0.ok(),
@@ -458,9 +488,9 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn readdirplus(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
         let fs = self.d.fs.clone();
-        self.d.spawn("readdirplus", req.unique().0, async move {
+        self.d.spawn("readdirplus", req.unique().0, ino.0, async move {
             let mut p = Plus(reply);
             match fs.readdir(fh.0, offset, true, &mut p).await {
                 Ok(()) => p.0.ok(),
@@ -500,6 +530,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "create",
             req.unique().0,
+            parent.0,
             reply,
             move |fs| async move { fs.create(parent.0, &name, flags, pid, new).await },
             |r, (e, o)| {
@@ -526,6 +557,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "getxattr",
             req.unique().0,
+            ino.0,
             reply,
             move |fs| async move { fs.getxattr(ino.0, &name).await },
             move |r, value| match u32::try_from(value.len()) {
@@ -551,6 +583,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.d.run(
             "setxattr",
             req.unique().0,
+            ino.0,
             reply,
             move |fs| async move { fs.setxattr(ino.0, &name, &value).await },
             |r, ()| r.ok(),

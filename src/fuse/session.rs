@@ -11,22 +11,22 @@ use super::FuseAdapter;
 
 /// How to mount.
 #[derive(Debug, Clone)]
-pub struct MountOptions {
+pub(crate) struct MountOptions {
     /// Let other local users in (the kernel then enforces each tenant's uid/gid/mode).
-    pub allow_other: bool,
+    pub(crate) allow_other: bool,
     /// Mount read-only.
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     /// Source name shown in `mount` / `/proc/mounts`.
-    pub fs_name: String,
+    pub(crate) fs_name: String,
     /// FUSE event-loop threads reading requests from the kernel.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// Kernel read-ahead to set for the mount, in bytes (`None`: leave the kernel's default).
-    pub kernel_readahead: Option<u32>,
+    pub(crate) kernel_readahead: Option<u32>,
 }
 
 /// A running mount.
 #[derive(Debug)]
-pub struct Mounted {
+pub(crate) struct Mounted {
     unmounter: SessionUnmounter,
     thread: JoinHandle<io::Result<()>>,
     kernel: KernelCache,
@@ -34,7 +34,7 @@ pub struct Mounted {
 
 /// Tells the kernel to drop what it caches about the root's entries (after a reload).
 #[derive(Debug, Clone)]
-pub struct KernelCache {
+pub(crate) struct KernelCache {
     notifier: fuser::Notifier,
 }
 
@@ -43,7 +43,7 @@ impl KernelCache {
     /// subtree the kernel cached below each), and the root's attributes. Blocks while the
     /// kernel waits for lookups in the root to finish: call it off the FUSE threads and off
     /// the async runtime's workers.
-    pub fn forget_root_entries<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn forget_root_entries<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
         let root = fuser::INodeNo::ROOT;
         for name in names {
             // ENOENT: the kernel had nothing cached under that name, which is fine.
@@ -59,22 +59,22 @@ impl KernelCache {
 
 impl Mounted {
     /// Ask the kernel to unmount; the session thread then ends.
-    pub fn unmount(&mut self) -> io::Result<()> {
+    pub(crate) fn unmount(&mut self) -> io::Result<()> {
         self.unmounter.unmount()
     }
 
     /// Whether the session has ended (e.g. `fusermount3 -u` from outside).
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.thread.is_finished()
     }
 
     /// Handle for kernel cache invalidation.
-    pub fn kernel_cache(&self) -> KernelCache {
+    pub(crate) fn kernel_cache(&self) -> KernelCache {
         self.kernel.clone()
     }
 
     /// Wait for the session thread to end.
-    pub fn join(self) -> io::Result<()> {
+    pub(crate) fn join(self) -> io::Result<()> {
         self.thread
             .join()
             .map_err(|_| io::Error::other("FUSE session thread panicked"))?
@@ -82,7 +82,7 @@ impl Mounted {
 }
 
 /// Mount `adapter` at `mountpoint` and serve it from a background thread.
-pub fn mount(adapter: FuseAdapter, mountpoint: &Path, opts: &MountOptions) -> io::Result<Mounted> {
+pub(crate) fn mount(adapter: FuseAdapter, mountpoint: &Path, opts: &MountOptions) -> io::Result<Mounted> {
     let mut options = vec![
         MountOption::FSName(opts.fs_name.clone()),
         MountOption::Subtype("byosfs".to_owned()),

@@ -256,6 +256,12 @@ impl InodeTable {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The tenant `ino` belongs to (`None` for the root or an unknown inode), without a
+    /// snapshot: asked once per request by the dispatcher.
+    pub fn tenant(&self, ino: u64) -> Option<TenantId> {
+        self.lock().nodes.get(&ino).and_then(|n| n.tenant)
+    }
+
     /// Snapshot of `ino`.
     pub fn get(&self, ino: u64) -> Result<Inode, InodeError> {
         let t = self.lock();

@@ -34,17 +34,11 @@ pub fn validate_name(name: &OsStr) -> Result<&str, NameError> {
     }
 }
 
-/// Whether `s` can be shown as one directory entry. A backslash is excluded because
-/// `backend::prefix::is_safe_key` refuses it (some gateways read it as `/`): a listed name
-/// that could never be opened would only produce EINVAL/EIO later.
+/// Whether `s` can be shown as one directory entry: one valid key segment (the rules of
+/// [`crate::key`], shared with the tenant jail, so a listed name can always be opened) that
+/// the kernel accepts as a name (at most [`NAME_MAX`] bytes).
 pub fn is_valid_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= NAME_MAX
-        && s != "."
-        && s != ".."
-        && !s.contains('/')
-        && !s.contains('\0')
-        && !s.contains('\\')
+    s.len() <= NAME_MAX && crate::key::is_valid_segment(s)
 }
 
 /// Key of child `name` under directory key `dir` (`""` is a tenant root).

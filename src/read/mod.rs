@@ -128,8 +128,9 @@ impl ObjectReader {
         config: ReadConfig,
     ) -> Self {
         let block_size = cache.block_size();
-        // Read-ahead beyond half the cache would evict itself before being read.
-        let max_window = config.max_window.min((cache.budget_bytes() / 2).max(block_size));
+        // Read-ahead beyond half the cache (half the tenant's share of it) would evict itself
+        // before being read.
+        let max_window = config.max_window.min((cache.tenant_budget_bytes() / 2).max(block_size));
         let params = PolicyParams {
             initial_window: config.initial_window,
             max_window,

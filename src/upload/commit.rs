@@ -103,7 +103,7 @@ impl WriteSession {
     }
 
     async fn commit_single(&mut self) -> Result<PutResult, UploadError> {
-        let permit = self.uploader.memory.acquire(self.size).await;
+        let permit = self.uploader.memory.acquire(&self.memory, self.size).await;
         let data = assemble(&*self.backend, self.assembly(0, self.size)?).await?;
         let opts = self.put_options();
         let result = self
@@ -146,7 +146,7 @@ impl WriteSession {
             let (job, permit) = match copy_src {
                 Some(src) => (PartJob::Copy { src, range }, None),
                 None => {
-                    let permit = self.uploader.memory.acquire(range.len()).await;
+                    let permit = self.uploader.memory.acquire(&self.memory, range.len()).await;
                     (PartJob::Assemble(self.assembly(range.start, range.end)?), Some(permit))
                 }
             };

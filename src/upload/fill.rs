@@ -10,9 +10,11 @@
 //! written with `O_DIRECT` as it is. Its memory is charged to the budget as it grows, so a
 //! small file holds little.
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::budget::{MemoryBudget, MemoryPermit};
+use super::budget::{MemoryBudget, MemoryPermit, TenantMemory};
 
 /// Alignment of `O_DIRECT` buffers, offsets and lengths (the largest logical block size in
 /// common use).
@@ -37,10 +39,16 @@ pub(super) struct Fill {
 impl Fill {
     /// A buffer for bytes from `start` to at most `end` of a part, holding `data` at
     /// `start`; `None` when the memory is not free right now.
-    pub(super) fn start(budget: &MemoryBudget, start: u64, end: u64, data: &[u8]) -> Option<Self> {
+    pub(super) fn start(
+        budget: &MemoryBudget,
+        tenant: &Arc<TenantMemory>,
+        start: u64,
+        end: u64,
+        data: &[u8],
+    ) -> Option<Self> {
         let cap = end.checked_sub(start)?;
         let len = u64::try_from(data.len()).ok().filter(|l| *l <= cap)?;
-        let permit = budget.try_acquire_fill(charge_for(len, cap))?;
+        let permit = budget.try_acquire_fill(tenant, charge_for(len, cap))?;
         let cap_usize = usize::try_from(cap).ok()?;
         // Capacity is reserved, not touched: pages are faulted in as bytes arrive.
         let mut buf = BytesMut::with_capacity(cap_usize + DIRECT_ALIGN);
@@ -139,8 +147,9 @@ mod tests {
 
     #[test]
     fn appends_and_overwrites_in_place_and_stays_aligned() {
-        let budget = MemoryBudget::new(64 * 1024 * 1024);
-        let mut f = Fill::start(&budget, 100, 100 + 3 * 1024 * 1024, b"hello").unwrap();
+        let budget = MemoryBudget::new(64 * 1024 * 1024, 100);
+        let t = budget.tenant("t");
+        let mut f = Fill::start(&budget, &t, 100, 100 + 3 * 1024 * 1024, b"hello").unwrap();
         assert_eq!((f.first(), f.end()), (100, 105));
         assert!(f.try_write(&budget, 105, b" world"));
         assert!(f.try_write(&budget, 100, b"J"));
@@ -167,9 +176,10 @@ mod tests {
     #[test]
     fn refuses_when_the_fill_share_is_taken() {
         // A 4 MiB budget lets fill buffers hold 1 MiB.
-        let budget = MemoryBudget::new(4 * 1024 * 1024);
-        let mut f = Fill::start(&budget, 0, 8 * 1024 * 1024, &[1; 1000]).unwrap();
-        assert!(Fill::start(&budget, 0, 8 * 1024 * 1024, &[1; 10]).is_none());
+        let budget = MemoryBudget::new(4 * 1024 * 1024, 100);
+        let t = budget.tenant("t");
+        let mut f = Fill::start(&budget, &t, 0, 8 * 1024 * 1024, &[1; 1000]).unwrap();
+        assert!(Fill::start(&budget, &t, 0, 8 * 1024 * 1024, &[1; 10]).is_none());
         assert!(
             !f.try_write(&budget, 1000, &vec![0; 1024 * 1024]),
             "would exceed the share"

@@ -179,8 +179,15 @@ pub struct Uploader {
 pub use root::STAGING_ROOT_PREFIX;
 
 impl Uploader {
-    /// Validate `config` and create the private staging directory.
+    /// Validate `config` and create the private staging directory; one tenant holds at most
+    /// the default share (half) of the memory budget and of the staging limit.
     pub fn new(config: UploadConfig) -> Result<Arc<Self>, UploadError> {
+        Self::with_tenant_share(config, crate::fair::DEFAULT_SHARE_PERCENT)
+    }
+
+    /// [`Self::new`], one tenant holding at most `tenant_share` percent of the memory budget
+    /// and of the staging limit (see [`crate::fair`]).
+    pub fn with_tenant_share(config: UploadConfig, tenant_share: u8) -> Result<Arc<Self>, UploadError> {
         let layout = PartLayout::new(config.part_size).ok_or_else(|| {
             UploadError::InvalidConfig(format!(
                 "part_size {} must be between {MIN_PART_SIZE} and {}",
@@ -205,8 +212,8 @@ impl Uploader {
         let root = created.path;
         Ok(Arc::new(Self {
             _lock: created.lock,
-            memory: MemoryBudget::new(config.memory_budget),
-            staging: Arc::new(StagingSpace::new(config.staging_limit)),
+            memory: MemoryBudget::new(config.memory_budget, tenant_share),
+            staging: Arc::new(StagingSpace::new(config.staging_limit, tenant_share)),
             layout,
             root,
             config,

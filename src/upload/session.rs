@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
+use super::budget::TenantMemory;
 use super::extents::Extents;
 use super::fill::Fill;
 use super::journal::Journal;
@@ -106,6 +107,8 @@ pub struct WriteSession {
     pub(super) id: u64,
     /// Tenant name recorded in journals.
     pub(super) owner: String,
+    /// The tenant's share of the write memory.
+    pub(super) memory: Arc<TenantMemory>,
     pub(super) backend: Arc<dyn Backend>,
     pub(super) key: String,
     pub(super) size: u64,
@@ -148,7 +151,8 @@ impl WriteSession {
         base: Option<BaseObject>,
         dir: PathBuf,
     ) -> Self {
-        let staging = SessionStaging::new(uploader.staging.clone(), dir);
+        let staging = SessionStaging::new(uploader.staging.clone(), &owner, dir);
+        let memory = uploader.memory.tenant(&owner);
         // A new or truncated file must be created by the commit even if never written.
         let dirty = base.is_none();
         let size = base.as_ref().map_or(0, |b| b.size);
@@ -161,6 +165,7 @@ impl WriteSession {
             uploader,
             id,
             owner,
+            memory,
             backend,
             key,
             size,
@@ -555,7 +560,7 @@ impl WriteSession {
             Some(p) if !p.local.is_empty() || p.evicted => false,
             _ => {
                 let part_len = self.uploader.layout.part_range(idx).len();
-                match Fill::start(budget, offset, part_len, data) {
+                match Fill::start(budget, &self.memory, offset, part_len, data) {
                     Some(f) => {
                         self.parts.entry(idx).or_default().mem = Some(f);
                         true

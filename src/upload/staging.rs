@@ -47,6 +47,8 @@ pub(crate) struct Piece {
 #[derive(Debug)]
 pub(crate) struct SessionStaging {
     space: Arc<StagingSpace>,
+    /// Whose share of the staging area the reservations count against.
+    tenant: String,
     dir: PathBuf,
     dir_created: bool,
     reserved: u64,
@@ -85,9 +87,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 
 
 impl SessionStaging {
     /// Staging for one session in `dir` (not created until the first write).
-    pub(crate) fn new(space: Arc<StagingSpace>, dir: PathBuf) -> Self {
+    pub(crate) fn new(space: Arc<StagingSpace>, tenant: &str, dir: PathBuf) -> Self {
         Self {
             space,
+            tenant: tenant.to_owned(),
             dir,
             dir_created: false,
             reserved: 0,
@@ -102,7 +105,7 @@ impl SessionStaging {
 
     /// Reserve `bytes` of staging space; `false` if the area is full.
     pub(crate) fn reserve(&mut self, bytes: u64) -> bool {
-        let ok = self.space.try_reserve(bytes);
+        let ok = self.space.try_reserve(&self.tenant, bytes);
         if ok {
             self.reserved += bytes;
         }
@@ -113,7 +116,7 @@ impl SessionStaging {
     pub(crate) fn release(&mut self, bytes: u64) {
         let bytes = bytes.min(self.reserved);
         self.reserved -= bytes;
-        self.space.release(bytes);
+        self.space.release(&self.tenant, bytes);
     }
 
     async fn file(&mut self, idx: u32) -> io::Result<Arc<File>> {
@@ -310,8 +313,8 @@ mod tests {
     #[tokio::test]
     async fn writes_read_back_and_release_on_drop() {
         let tmp = tempfile::tempdir().unwrap();
-        let space = Arc::new(StagingSpace::new(1000));
-        let mut s = SessionStaging::new(space.clone(), tmp.path().join("s1"));
+        let space = Arc::new(StagingSpace::new(1000, 100));
+        let mut s = SessionStaging::new(space.clone(), "t", tmp.path().join("s1"));
         assert!(!tmp.path().join("s1").exists(), "created lazily");
         assert!(s.reserve(10));
         s.write(3, 4, Bytes::from_static(b"hello")).await.unwrap();
@@ -341,8 +344,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn clear_frees_the_name_at_once_and_deletes_in_the_background() {
         let tmp = tempfile::tempdir().unwrap();
-        let space = Arc::new(StagingSpace::new(1 << 30));
-        let mut s = SessionStaging::new(space.clone(), tmp.path().join("s1"));
+        let space = Arc::new(StagingSpace::new(1 << 30, 100));
+        let mut s = SessionStaging::new(space.clone(), "t", tmp.path().join("s1"));
         for idx in 0..8 {
             assert!(s.reserve(1 << 20));
             s.write_whole(idx, Bytes::from(vec![7u8; 1 << 20])).await.unwrap();
@@ -370,17 +373,17 @@ mod tests {
     async fn a_planted_symlink_does_not_redirect_staged_bytes() {
         let tmp = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        let space = Arc::new(StagingSpace::new(1 << 20));
+        let space = Arc::new(StagingSpace::new(1 << 20, 100));
         // A symlink where the session directory goes.
         std::os::unix::fs::symlink(outside.path(), tmp.path().join("s1")).unwrap();
-        let mut s = SessionStaging::new(space.clone(), tmp.path().join("s1"));
+        let mut s = SessionStaging::new(space.clone(), "t", tmp.path().join("s1"));
         assert!(s.write(0, 0, Bytes::from_static(b"secret")).await.is_err());
         assert!(s.write_whole(1, Bytes::from_static(b"secret")).await.is_err());
         // A symlink where a part file goes.
         std::fs::create_dir(tmp.path().join("s2")).unwrap();
         let victim = outside.path().join("victim");
         std::os::unix::fs::symlink(&victim, tmp.path().join("s2/0")).unwrap();
-        let mut s2 = SessionStaging::new(space, tmp.path().join("s2"));
+        let mut s2 = SessionStaging::new(space, "t", tmp.path().join("s2"));
         assert!(s2.write(0, 0, Bytes::from_static(b"secret")).await.is_err());
         assert!(s2.write_whole(0, Bytes::from_static(b"secret")).await.is_err());
         drop((s, s2));
@@ -394,8 +397,8 @@ mod tests {
     #[tokio::test]
     async fn whole_parts_are_written_aligned_or_not() {
         let tmp = tempfile::tempdir().unwrap();
-        let space = Arc::new(StagingSpace::new(1 << 30));
-        let mut s = SessionStaging::new(space, tmp.path().join("s1"));
+        let space = Arc::new(StagingSpace::new(1 << 30, 100));
+        let mut s = SessionStaging::new(space, "t", tmp.path().join("s1"));
         // Aligned (the O_DIRECT path where the filesystem has it) and unaligned.
         let mut aligned = bytes::BytesMut::with_capacity(3 * DIRECT_ALIGN);
         let pad = aligned.as_ptr().align_offset(DIRECT_ALIGN);

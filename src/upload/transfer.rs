@@ -85,7 +85,7 @@ impl WriteSession {
         if let Some(e) = &self.failed {
             return Err(e.duplicate());
         }
-        let permit = self.uploader.memory.acquire(len).await;
+        let permit = self.uploader.memory.acquire(&self.memory, len).await;
         let n = to_usize(len)?;
         let pieces = vec![Piece {
             src: Source::File(self.staging.part_path(idx)),

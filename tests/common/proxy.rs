@@ -11,8 +11,8 @@
 //! after reading the request head, [`Fault::Status`] answers an S3-style error (503 SlowDown,
 //! 500 InternalError, ...), [`Fault::Delay`] forwards after a pause, [`Fault::Hang`] never
 //! answers, [`Fault::StallBody`] forwards only the first bytes of the response and then
-//! stalls, [`Fault::FlipBody`] flips one bit of the request body. Hung connections end when
-//! the proxy stops.
+//! stalls, [`Fault::FlipBody`] flips one bit of the request body, [`Fault::Trickle`] passes
+//! the head and then one byte every few seconds. Hung connections end when the proxy stops.
 //!
 //! Bounded: heads over 64 KiB are refused, at most 256 connections are served at once (4096 on a link),
 //! draining a refused request gives up after 5 s, and [`FaultProxy::stop`] (also on drop)
@@ -151,6 +151,12 @@ pub enum Fault {
     /// Forward with one bit of the request body flipped (corruption in transit that TLS
     /// would have caught, and only a body checksum catches without it).
     FlipBody,
+    /// Forward; pass the response's head, then one byte every `every` (a HEAD's answer, which
+    /// has no body, trickles from its status line on), until the client gives up.
+    Trickle {
+        /// Pause before each trickled byte.
+        every: Duration,
+    },
 }
 
 /// Which requests fail and how.
@@ -483,6 +489,32 @@ async fn handle_request(mut client: TcpStream, shared: Arc<Shared>) {
             }
             // Silent from here until the client gives up (closes) or the proxy stops.
             let _ = up.await;
+        }
+        Some(Fault::Trickle { every }) => {
+            let (mut cr, mut cw) = client.into_split();
+            let (mut ur, mut uw) = upstream.into_split();
+            let up = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut cr, &mut uw).await;
+            });
+            // Read the whole response (bounded by what the test server sends), then pass it
+            // on: the head at once (only the status line for a HEAD), the rest byte by byte.
+            let mut resp = Vec::new();
+            let _ = (&mut ur).take(64 << 20).read_to_end(&mut resp).await;
+            let line_end = resp.windows(2).position(|w| w == b"\r\n").map_or(resp.len(), |p| p + 2);
+            let head_end = resp
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(resp.len(), |p| p + 4);
+            let at_once = if method == "HEAD" { line_end } else { head_end };
+            if cw.write_all(&resp[..at_once]).await.is_ok() {
+                for b in &resp[at_once..] {
+                    tokio::time::sleep(every).await;
+                    if cw.write_all(std::slice::from_ref(b)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            up.abort();
         }
         _ => {
             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
