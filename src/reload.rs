@@ -133,7 +133,9 @@ pub fn plan(old: &Config, new: &Config, owner: (u32, u32)) -> Plan {
             None => Some(TenantStep::Add),
             Some(o) if o.backend != t.backend || o.prefix != t.prefix => Some(TenantStep::Repoint),
             Some(_) if changes.get(t.backend.as_str()) == Some(&BackendChange::Move) => Some(TenantStep::Repoint),
-            Some(o) if effective(old, o, owner) != effective(new, t, owner) => Some(TenantStep::Update),
+            Some(o) if effective(old, o, owner) != effective(new, t, owner) || o.write_back != t.write_back => {
+                Some(TenantStep::Update)
+            }
             Some(_) => None,
         };
         if let Some(step) = step {
@@ -277,6 +279,7 @@ impl std::fmt::Debug for Reloader {
 /// A tenant's spec on `backend`: the view confined to its prefix, counted for `status`.
 pub fn tenant_spec(config: &Config, t: &TenantConfig, backend: Arc<dyn Backend>, owner: (u32, u32)) -> TenantSpec {
     let (read_only, uid, gid, mode, posix_metadata, exclusive_create) = effective(config, t, owner);
+    let write_back = t.write_back;
     let view: Arc<dyn Backend> = Arc::new(PrefixBackend::new(backend, &t.prefix));
     TenantSpec {
         name: t.name.clone(),
@@ -287,6 +290,7 @@ pub fn tenant_spec(config: &Config, t: &TenantConfig, backend: Arc<dyn Backend>,
         mode,
         posix_metadata,
         exclusive_create,
+        write_back,
     }
 }
 

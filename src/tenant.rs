@@ -47,6 +47,8 @@ pub struct Tenant {
     pub posix_metadata: bool,
     /// The backend makes `create_only` writes atomic (`If-None-Match: *`).
     pub exclusive_create: bool,
+    /// `close()` stages the file for a background upload (see `upload::writeback`).
+    pub write_back: bool,
     /// Its counters (by name: they outlive reloads that re-point or update it).
     pub metrics: Arc<TenantMetrics>,
 }
@@ -70,6 +72,8 @@ pub struct TenantSpec {
     pub posix_metadata: bool,
     /// The backend makes `create_only` writes atomic.
     pub exclusive_create: bool,
+    /// Closed files are uploaded in the background (crash-safe write-back).
+    pub write_back: bool,
 }
 
 /// One change of a reload.
@@ -145,6 +149,7 @@ impl Tables {
             mode: s.mode,
             posix_metadata: s.posix_metadata,
             exclusive_create: s.exclusive_create,
+            write_back: s.write_back,
         });
         self.by_id.insert(id, t.clone());
         self.by_name.insert(t.name.clone(), t.clone());
@@ -296,6 +301,7 @@ mod tests {
             mode,
             posix_metadata: false,
             exclusive_create: false,
+            write_back: false,
         }
     }
 

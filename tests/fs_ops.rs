@@ -62,6 +62,7 @@ fn spec(name: &str, bucket: &Arc<InMemoryBackend>, prefix: &str, read_only: bool
         mode: 0o750,
         posix_metadata: false,
         exclusive_create: false,
+        write_back: false,
     }
 }
 

@@ -35,6 +35,7 @@ fn mount(bucket: Arc<InMemoryBackend>, posix_metadata: bool) -> Fixture {
         mode: 0o755,
         posix_metadata,
         exclusive_create: true,
+        write_back: false,
     }]);
     let staging = tempfile::tempdir().unwrap();
     let uploader = Uploader::new(UploadConfig {
@@ -366,6 +367,7 @@ async fn rename_noreplace_claims_the_target_name() {
         mode: 0o755,
         posix_metadata: true,
         exclusive_create: true,
+        write_back: false,
     }]);
     let staging = tempfile::tempdir().unwrap();
     let uploader = Uploader::new(UploadConfig {

@@ -256,6 +256,7 @@ fn filesystem(bucket: &Arc<InMemoryBackend>, staging: &Path) -> Filesystem {
             mode: 0o755,
             posix_metadata: false,
             exclusive_create: false,
+            write_back: false,
         }
     };
     let tenants = TenantTable::new(vec![spec("acme", "acme"), spec("acme2", "acme2/")]);

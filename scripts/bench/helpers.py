@@ -124,7 +124,7 @@ ROWS = [
     ("rand256k_mbps", "MB/s", True), ("rand256k_p50", "us", False), ("rand256k_p99", "us", False),
     ("rand1m_mbps", "MB/s", True), ("rand1m_p50", "us", False), ("rand1m_p99", "us", False),
     ("interleave", "MB/s", True), ("seq_write", "MB/s", True),
-    ("cp_tree", "s", False), ("ls_l", "s", False),
+    ("cp_tree", "s", False), ("cp_tree_ret", "s", False), ("ls_l", "s", False),
     ("ffprobe", "s", False), ("seek_frame", "s", False), ("ttfb_seek", "ms", False),
     ("peak_rss", "MiB", False), ("cpu_read_gib", "s/GiB", False),
     ("cpu_write_gib", "s/GiB", False), ("cpu_per_gib", "s/GiB", False),
@@ -132,7 +132,7 @@ ROWS = [
 ]
 CAPPED = ("seq_cold", "interleave", "seq_write")
 HIGHER_IS_BETTER = {m for m, _, hib in ROWS if hib}
-PEERS = ["direct", "byosfs", "byosfs-noposix", "rclone-off", "rclone-full", "s3fs"]
+PEERS = ["direct", "local", "byosfs", "byosfs-noposix", "byosfs-wb", "rclone-off", "rclone-full", "s3fs"]
 
 
 def parse(v):
@@ -183,7 +183,8 @@ def report(path):
         cells = "".join("%13s" % (shown.get((p, m)) or ("-" if row[p] is None else fmt(row[p])))
                         for p in peers)
         b, d = row.get("byosfs"), row.get("direct")
-        others = [row[p] for p in peers if p not in ("byosfs", "byosfs-noposix", "direct") and row[p] is not None]
+        others = [row[p] for p in peers
+                  if p not in ("byosfs", "byosfs-noposix", "byosfs-wb", "direct", "local") and row[p] is not None]
         best = (max(others) if hib else min(others)) if others else None
         r_dir = "%10s" % (fmt(b / d) if b is not None and d else "-")
         r_peer = "%10s" % (fmt(b / best) if b is not None and best else "-")

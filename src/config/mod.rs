@@ -229,6 +229,9 @@ pub struct TenantConfig {
     /// Store mode, owner and group per file and directory (s3fs's `x-amz-meta-mode`/`uid`/
     /// `gid`), and keep symlinks and special files. Default on; effective on S3 backends only.
     pub posix_metadata: bool,
+    /// Crash-safe write-back: `close()` returns once the file is staged and journaled
+    /// locally; the upload follows in the background. Default off.
+    pub write_back: bool,
 }
 
 impl TenantConfig {

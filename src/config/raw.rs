@@ -160,4 +160,5 @@ pub(crate) struct RawTenant {
     pub(crate) gid: Option<u32>,
     pub(crate) mode: Option<Spanned<String>>,
     pub(crate) posix_metadata: Option<bool>,
+    pub(crate) write_back: Option<bool>,
 }

@@ -187,6 +187,7 @@ impl Validator {
                 gid: t.gid.or(mount.gid),
                 mode,
                 posix_metadata: t.posix_metadata.unwrap_or(true),
+                write_back: t.write_back.unwrap_or(false),
             });
         }
         tenants

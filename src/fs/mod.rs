@@ -14,6 +14,7 @@ pub mod error;
 pub mod handles;
 pub mod posix;
 pub mod write;
+pub mod writeback;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -31,6 +32,7 @@ use crate::namespace::name::{child_key, dir_prefix, validate_name, NameError};
 use crate::namespace::{Inode, InodeTable, Kind, Known, Stat, ROOT_INO};
 use crate::read::{ObjectReader, ReadConfig};
 use crate::tenant::{Applied, Tenant, TenantChange, TenantTable};
+use crate::upload::writeback::{WriteBack, WriteBackConfig};
 use crate::upload::Uploader;
 
 pub use attr::{Attr, DirEntry, DirReplier, Entry, FileType, NewNode, Opened, SetAttr, StatFs};
@@ -53,6 +55,8 @@ pub struct FsConfig {
     /// How long a name proven absent is trusted, by the kernel and by the inode table (0: not
     /// at all).
     pub negative_ttl: Duration,
+    /// The write-back queue (used by tenants with `write_back = true`).
+    pub write_back: WriteBackConfig,
 }
 
 impl Default for FsConfig {
@@ -64,6 +68,7 @@ impl Default for FsConfig {
             read: ReadConfig::default(),
             max_rename_entries: 1000,
             negative_ttl: Duration::from_secs(1),
+            write_back: WriteBackConfig::default(),
         }
     }
 }
@@ -81,6 +86,8 @@ pub struct Filesystem {
     uploader: Arc<Uploader>,
     /// Inode → shared write state of the files open for writing. Lock held only for map access.
     writers: Mutex<HashMap<u64, Arc<WriteState>>>,
+    /// Closed files of write-back tenants not uploaded yet.
+    writeback: Arc<WriteBack>,
     stat_ahead: Arc<StatAhead>,
     config: FsConfig,
 }
@@ -108,6 +115,7 @@ impl Filesystem {
             handles: HandleTable::default(),
             cache,
             disk: None,
+            writeback: WriteBack::new(uploader.clone(), config.write_back.clone()),
             uploader,
             writers: Mutex::new(HashMap::new()),
             stat_ahead: Arc::new(StatAhead {
@@ -228,6 +236,11 @@ impl Filesystem {
         }
         if !parent.kind.is_dir() {
             return Err(Error::expected(libc::ENOTDIR, "not a directory"));
+        }
+        // A closed file still queued for write-back is what this mount shows, whatever the
+        // bucket holds (unless it is open for writing again: then the writer's state is).
+        if let Some(entry) = self.pending_entry(&parent, name)? {
+            return Ok(entry);
         }
         // If stat-ahead is fetching this entry, its answer is the one to use (no second HEAD).
         self.wait_stat_ahead(parent.ino, name).await;
@@ -388,6 +401,10 @@ impl Filesystem {
         if inode.kind != Kind::File || self.fresh(&inode) || self.writer(ino).is_some() {
             return Ok(self.entry(&inode));
         }
+        if let Some(stat) = self.pending_stat_of(&inode) {
+            self.inodes.set_stat(ino, stat);
+            return Ok(self.entry(&self.inodes.get(ino)?));
+        }
         // An open file of a removed or moved tenant still answers fstat (from its old storage).
         let tenant = match self.tenant_of(&inode) {
             Ok(t) => t,
@@ -425,6 +442,14 @@ impl Filesystem {
             self.inodes.open(ino);
             let fh = self.handles.insert(Handle::Write(w, thread_group(pid)));
             return Ok(Opened { fh, keep_cache: false });
+        }
+        if !self.writeback.is_idle() {
+            // Closed but not uploaded yet: read the staged bytes.
+            if let Some(file) = self.writeback.open_pending(writeback::scope(&tenant), &inode.key) {
+                self.inodes.open(ino);
+                let fh = self.handles.insert(Handle::Pending { ino, file, tenant });
+                return Ok(Opened { fh, keep_cache: false });
+            }
         }
         let meta = tenant.backend.head(&inode.key).await?;
         let keep_cache = meta.etag.is_some() && meta.etag == inode.stat.etag && meta.size == inode.stat.size;
@@ -488,6 +513,14 @@ impl Filesystem {
                 ReadNow::Wait(Box::pin(async move {
                     let data = w.session.lock().await.read(offset, len).await?;
                     served(&w.tenant.metrics, &data);
+                    Ok(data)
+                }))
+            }
+            Handle::Pending { file, tenant, .. } => {
+                let (file, m) = (file.clone(), tenant.metrics.clone());
+                ReadNow::Wait(Box::pin(async move {
+                    let data = file.read(offset, len).await?;
+                    served(&m, &data);
                     Ok(data)
                 }))
             }
