@@ -9,6 +9,9 @@
 //! mount dies meanwhile). A created or truncated file nobody wrote is committed at its last
 //! release, so `touch f` and `: > f` still store the empty object, once. All descriptors of
 //! one file share one upload session.
+//!
+//! On a tenant with write-back (`writeback.rs`) a flush or last release stages the file and
+//! returns instead, and only `fsync` waits for the bucket.
 
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -64,7 +67,9 @@ impl Filesystem {
         if tenant.posix_metadata {
             stat = stat.with_posix(self.new_posix(&dir, libc::S_IFREG, new));
         }
-        let claimed = if flags & libc::O_EXCL != 0 && tenant.exclusive_create {
+        // With write-back the claim would cost the round trip write-back exists to avoid (cp
+        // creates every file O_EXCL): O_EXCL is then decided by this mount's lookup alone.
+        let claimed = if flags & libc::O_EXCL != 0 && tenant.exclusive_create && !tenant.write_back {
             let opts = PutOptions::default()
                 .with_mtime(Some(stat.mtime))
                 .with_posix(stat.posix.unwrap_or_default())
