@@ -347,6 +347,7 @@ async fn build(config: &Config, owner: (u32, u32)) -> anyhow::Result<Built> {
         read,
         max_rename_entries: config.write.max_rename_entries,
         negative_ttl: config.cache.negative_ttl,
+        write_back: crate::upload::writeback::WriteBackConfig::default(),
     };
     let disk = disk_cache(config)?;
     Ok(Built {
@@ -410,13 +411,22 @@ pub fn run_mount(
     rt.spawn(quota_counts(Arc::downgrade(&fs)));
     // Before serving: abort what a crashed earlier run left (see `recovery`).
     if let Some(staging) = uploader.root().parent() {
-        let report = rt.block_on(recover_staging(staging, fs.tenants(), RECOVERY_ABORT_TIMEOUT));
+        // Closed files a crashed run staged for write-back join this mount's queue here, so
+        // lookups show them from the first request on; their uploads start at once.
+        let report = rt.block_on(recover_staging(
+            staging,
+            fs.tenants(),
+            RECOVERY_ABORT_TIMEOUT,
+            Some(fs.write_back()),
+        ));
         if report != RecoveryReport::default() {
             info!(
                 crashed_runs = report.crashed_runs,
                 aborted = report.aborted,
                 kept = report.kept,
                 discarded_bytes = report.discarded_bytes,
+                write_back_adopted = report.adopted,
+                write_back_kept = report.adopt_kept,
                 "crash recovery done"
             );
         }
@@ -567,6 +577,7 @@ pub fn run_mount(
         }
         left
     };
+    drain_write_back(&rt, &fs, &mut signals, grace);
     rt.shutdown_timeout(Duration::from_secs(5));
     if let Some(disk) = fs.disk_cache() {
         // Blocks still queued for the disk cache are written, so the next mount has them;
@@ -583,6 +594,41 @@ pub fn run_mount(
     }
     info!("unmounted");
     Ok(())
+}
+
+/// Upload what write-back still holds before exiting, logging progress, for at most `grace`
+/// (`BYOSFS_SHUTDOWN_TIMEOUT`) or until a signal. What is left stays staged and journaled:
+/// the next mount of this config uploads it before serving those names from the bucket.
+fn drain_write_back(rt: &tokio::runtime::Runtime, fs: &Filesystem, signals: &mut Signals, grace: Duration) {
+    let wb = fs.write_back().clone();
+    if wb.is_idle() {
+        return;
+    }
+    let s = wb.summary();
+    info!(
+        files = s.files,
+        bytes = s.bytes,
+        timeout_s = grace.as_secs_f64(),
+        "write-back: uploading closed files before exiting (a signal stops waiting; nothing is lost)"
+    );
+    let left = rt.block_on(wb.drain(async {
+        tokio::select! {
+            () = signals.next() => warn!("signal received: not waiting for write-back uploads any longer"),
+            () = tokio::time::sleep(grace) => {}
+        }
+    }));
+    if left.files == 0 {
+        info!("write-back: every closed file is uploaded");
+    } else {
+        warn!(
+            files = left.files,
+            bytes = left.bytes,
+            "write-back: closed files not uploaded yet stay staged and journaled; the next mount of this config uploads them"
+        );
+        for p in &left.items {
+            warn!(tenant = %p.owner, key = ?p.key, attempts = p.attempts, error = ?p.last_error, "write-back: still staged");
+        }
+    }
 }
 
 /// One log line per write session that did not finish: its uncommitted data is not in the

@@ -13,6 +13,12 @@
 //! journals are touched: other programs' uploads in the same bucket are never listed, let
 //! alone aborted.
 //!
+//! Closed files a crashed run staged for write-back (`crate::upload::writeback`) are the
+//! opposite case: a `close()` acknowledged each of them, so they are never deleted here.
+//! Each is moved into this mount's write-back queue before the mount serves, so its name
+//! shows the closed content from the first lookup on, and is uploaded from there; one whose
+//! tenant is gone stays where it is, named in the log, for a later mount.
+//!
 //! Why abort and never finish an upload: `flush` (every `close()`) and `fsync()` commit the
 //! object before they return (`fs/write.rs`), and after a commit the session starts a *new*
 //! multipart upload for later writes. So every upload a journal names holds only bytes that
@@ -27,12 +33,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::backend::{Backend, BackendErrorKind};
-use crate::tenant::TenantTable;
+use crate::tenant::{Tenant, TenantTable};
 use crate::upload::journal::{self, JournalRecord, JOURNAL_SUFFIX};
 use crate::upload::root::{self, Liveness};
+use crate::upload::writeback::{self, WriteBack, WB_SUFFIX};
 
 /// What [`recover_staging`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -45,6 +52,10 @@ pub(crate) struct RecoveryReport {
     pub(crate) kept: usize,
     /// Bytes of staged, never acknowledged data deleted.
     pub(crate) discarded_bytes: u64,
+    /// Closed files staged for write-back, taken over by this mount to upload.
+    pub adopted: usize,
+    /// Of those files, kept where they are (no tenant uses their storage any more).
+    pub adopt_kept: usize,
 }
 
 /// For a root without a lock file (made by an older byosfs): whether the process named by
@@ -67,16 +78,18 @@ fn may_be_running(pid: u32) -> bool {
 /// The backend to abort `r` through: the tenant it names, if it still points where the
 /// upload was made; otherwise any tenant that does (the tenant was renamed).
 fn backend_for(r: &JournalRecord, tenants: &TenantTable) -> Option<Arc<dyn Backend>> {
-    if let Some(t) = tenants.by_name(&r.owner) {
-        if t.backend.describe() == r.backend {
-            return Some(t.backend.clone());
+    tenant_for(&r.owner, &r.backend, tenants).map(|t| t.backend.clone())
+}
+
+/// The tenant named `owner` if it still points at `backend` (a backend's `describe()`);
+/// otherwise any tenant that does (the tenant was renamed).
+fn tenant_for(owner: &str, backend: &str, tenants: &TenantTable) -> Option<Arc<Tenant>> {
+    if let Some(t) = tenants.by_name(owner) {
+        if t.backend.describe() == backend {
+            return Some(t);
         }
     }
-    tenants
-        .snapshot()
-        .into_iter()
-        .find(|t| t.backend.describe() == r.backend)
-        .map(|t| t.backend.clone())
+    tenants.snapshot().into_iter().find(|t| t.backend.describe() == backend)
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -90,8 +103,15 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// Recover every crashed run's staging root in `staging_dir`. Each abort is bounded by
-/// `timeout`; failures are logged and their journals kept, never fatal.
-pub(crate) async fn recover_staging(staging_dir: &Path, tenants: &TenantTable, timeout: Duration) -> RecoveryReport {
+/// `timeout`; failures are logged and their journals kept, never fatal. Closed files a run
+/// staged for write-back are handed to `wb` (this mount's queue) to upload; without one they
+/// stay where they are.
+pub(crate) async fn recover_staging(
+    staging_dir: &Path,
+    tenants: &TenantTable,
+    timeout: Duration,
+    wb: Option<&Arc<WriteBack>>,
+) -> RecoveryReport {
     let mut report = RecoveryReport::default();
     let entries = match std::fs::read_dir(staging_dir) {
         Ok(e) => e,
@@ -141,7 +161,7 @@ pub(crate) async fn recover_staging(staging_dir: &Path, tenants: &TenantTable, t
     roots.sort_by(|a, b| a.0.cmp(&b.0));
     for (root, dir, lock) in roots {
         report.crashed_runs += 1;
-        recover_root(&root, &dir, tenants, timeout, &mut report).await;
+        recover_root(&root, &dir, tenants, timeout, wb, &mut report).await;
         // Held until the root is cleaned up (or kept with its journals), then released.
         drop(lock);
     }
@@ -153,6 +173,7 @@ async fn recover_root(
     dir: &OwnedFd,
     tenants: &TenantTable,
     timeout: Duration,
+    wb: Option<&Arc<WriteBack>>,
     report: &mut RecoveryReport,
 ) {
     let Ok(entries) = std::fs::read_dir(root) else { return };
@@ -175,6 +196,12 @@ async fn recover_root(
                 bytes,
                 "crash recovery: discarding staged data that was never closed or fsynced"
             );
+        } else if path.to_string_lossy().ends_with(WB_SUFFIX) {
+            if adopt(dir, path, tenants, wb) {
+                report.adopted += 1;
+            } else {
+                report.adopt_kept += 1;
+            }
         } else if path.to_string_lossy().ends_with(JOURNAL_SUFFIX) {
             match recover_journal(dir, path, tenants, timeout).await {
                 Some(true) => {
@@ -197,6 +224,52 @@ async fn recover_root(
         }
         Ok(_) => {}
         Err(e) => warn!(dir = %root.display(), error = %e, "could not delete crashed run's staged data"),
+    }
+}
+
+/// Hand the staged write-back file at `path` (in the root open as `dir`) to `wb`; `false`
+/// when it stays where it is (no queue, no tenant on its storage, unreadable), to be tried
+/// again by a later mount. A close returned for it: it is never deleted here.
+fn adopt(dir: &OwnedFd, path: &Path, tenants: &TenantTable, wb: Option<&Arc<WriteBack>>) -> bool {
+    let Some(name) = path.file_name() else { return false };
+    let file = match root::open_own_file(dir, name, u64::MAX) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(file = ?path, error = %e, "crash recovery: skipping a write-back file that is not a regular file of ours");
+            return false;
+        }
+    };
+    let header = match writeback::read_header(&file) {
+        Ok((h, _)) => h,
+        Err(e) => {
+            error!(file = %path.display(), error = %e, "crash recovery: damaged write-back file kept for inspection; not uploaded");
+            return false;
+        }
+    };
+    let Some(tenant) = tenant_for(&header.owner, &header.backend, tenants) else {
+        warn!(
+            tenant = %header.owner,
+            backend = %header.backend,
+            key = ?header.key,
+            "crash recovery: a closed file waits for upload but no configured tenant uses its storage any more; kept"
+        );
+        return false;
+    };
+    let Some(wb) = wb else { return false };
+    match wb.adopt(&file, path, u64::from(tenant.id), tenant.backend.clone()) {
+        Ok(()) => {
+            info!(
+                tenant = %tenant.name,
+                key = ?header.key,
+                size = header.size,
+                "crash recovery: a closed file was not uploaded yet; queued for upload"
+            );
+            true
+        }
+        Err(e) => {
+            warn!(tenant = %tenant.name, key = ?header.key, error = %e, "crash recovery: could not take over a write-back file; kept");
+            false
+        }
     }
 }
 
@@ -277,6 +350,7 @@ mod tests {
             posix_metadata: false,
             exclusive_create: false,
             policy: Default::default(),
+            write_back: false,
         };
         TenantTable::new(vec![spec("acme", "acme/"), spec("beta", "beta/")])
     }
@@ -334,7 +408,7 @@ mod tests {
         assert_eq!((rec.owner.as_str(), rec.key.as_str()), ("acme", "big.bin"));
         assert_eq!(rec.parts.len(), 2);
 
-        let report = recover_staging(staging.path(), &table, Duration::from_secs(5)).await;
+        let report = recover_staging(staging.path(), &table, Duration::from_secs(5), None).await;
         assert_eq!(report.crashed_runs, 1);
         assert_eq!(report.aborted, 1);
         assert_eq!(report.kept, 0);
@@ -367,12 +441,12 @@ mod tests {
         }
         // A running process's root (ours) is left alone.
         let table = tenants(inner.clone());
-        let report = recover_staging(staging.path(), &table, Duration::from_secs(5)).await;
+        let report = recover_staging(staging.path(), &table, Duration::from_secs(5), None).await;
         assert_eq!(report, RecoveryReport::default());
         let root = uploader.root().to_path_buf();
         std::mem::forget(s);
         let dead = fake_crash(&root);
-        let report = recover_staging(staging.path(), &table, Duration::from_secs(5)).await;
+        let report = recover_staging(staging.path(), &table, Duration::from_secs(5), None).await;
         assert_eq!((report.crashed_runs, report.aborted, report.kept), (1, 0, 1));
         // Staged data is gone, the journal stays for a later mount.
         let left: Vec<_> = std::fs::read_dir(&dead)
@@ -412,7 +486,7 @@ mod tests {
         let root = uploader.root().to_path_buf();
         let foreign = root.with_file_name(format!("{}{}-3", crate::upload::STAGING_ROOT_PREFIX, u32::MAX));
         std::fs::rename(&root, &foreign).unwrap();
-        let report = recover_staging(staging.path(), &table, Duration::from_secs(5)).await;
+        let report = recover_staging(staging.path(), &table, Duration::from_secs(5), None).await;
         assert_eq!(
             report,
             RecoveryReport::default(),
@@ -428,7 +502,7 @@ mod tests {
             .unwrap()
             .to_string_lossy()
             .contains(&std::process::id().to_string()));
-        let report = recover_staging(staging.path(), &table, Duration::from_secs(5)).await;
+        let report = recover_staging(staging.path(), &table, Duration::from_secs(5), None).await;
         assert_eq!((report.crashed_runs, report.aborted), (1, 1), "{report:?}");
         assert_eq!(inner.open_uploads(), 0);
         assert!(!dead.exists());
@@ -477,7 +551,7 @@ mod tests {
 
         let report = tokio::time::timeout(
             Duration::from_secs(10),
-            recover_staging(staging.path(), &table, Duration::from_secs(5)),
+            recover_staging(staging.path(), &table, Duration::from_secs(5), None),
         )
         .await
         .expect("recovery must not hang on a FIFO");

@@ -139,7 +139,9 @@ pub(crate) fn plan(old: &Config, new: &Config, owner: (u32, u32)) -> Plan {
             // new binding replaces.
             Some(o) if o.web != t.web => Some(TenantStep::Repoint),
             Some(_) if changes.get(t.backend.as_str()) == Some(&BackendChange::Move) => Some(TenantStep::Repoint),
-            Some(o) if effective(old, o, owner) != effective(new, t, owner) => Some(TenantStep::Update),
+            Some(o) if effective(old, o, owner) != effective(new, t, owner) || o.write_back != t.write_back => {
+                Some(TenantStep::Update)
+            }
             Some(_) => None,
         };
         if let Some(step) = step {
@@ -314,6 +316,7 @@ pub(crate) fn tenant_spec(
     owner: (u32, u32),
 ) -> TenantSpec {
     let (read_only, uid, gid, mode, posix_metadata, exclusive_create) = effective(config, t, owner);
+    let write_back = t.write_back;
     let view: Arc<dyn Backend> = Arc::new(PrefixBackend::new(backend, &t.prefix));
     let view: Arc<dyn Backend> = Arc::new(HeadersBackend::new(view, header_policy(&t.web)));
     TenantSpec {
@@ -336,6 +339,7 @@ pub(crate) fn tenant_spec(
             recount: t.web.quota_recount,
             urls: url_maker(config, t),
         }),
+        write_back,
     }
 }
 

@@ -51,6 +51,38 @@ pub struct UploadStatus {
     pub key: String,
 }
 
+/// One closed file waiting for its write-back upload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WriteBackItem {
+    /// Tenant.
+    pub tenant: String,
+    /// Object key within the tenant.
+    pub key: String,
+    /// Bytes.
+    pub size: u64,
+    /// Uploading now.
+    pub uploading: bool,
+    /// Failed attempts so far (retried with backoff).
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// The write-back queue: closed files staged locally, not in the bucket yet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WriteBackStatus {
+    /// Files queued.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Uploading now.
+    pub uploading: usize,
+    /// Files whose last attempt failed.
+    pub failing: usize,
+    /// Some of them: failing first, then by key.
+    pub items: Vec<WriteBackItem>,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -72,6 +104,9 @@ pub struct StatusReport {
     pub tenants: Vec<TenantStatus>,
     /// Files being written.
     pub uploads: Vec<UploadStatus>,
+    /// The write-back queue (tenants with `write_back = true`).
+    #[serde(default)]
+    pub write_back: WriteBackStatus,
 }
 
 /// The control socket's handler in a mount.
@@ -130,7 +165,29 @@ impl MountControl {
                     key: s.key,
                 })
                 .collect(),
+            write_back: write_back_status(self.fs.write_back().summary()),
         }
+    }
+}
+
+fn write_back_status(s: crate::upload::writeback::QueueSummary) -> WriteBackStatus {
+    WriteBackStatus {
+        files: s.files,
+        bytes: s.bytes,
+        uploading: s.uploading,
+        failing: s.failing,
+        items: s
+            .items
+            .into_iter()
+            .map(|p| WriteBackItem {
+                tenant: p.owner,
+                key: p.key,
+                size: p.size,
+                uploading: p.uploading,
+                attempts: p.attempts,
+                last_error: p.last_error,
+            })
+            .collect(),
     }
 }
 
@@ -197,6 +254,24 @@ pub fn render(r: &StatusReport) -> String {
             mib(t.bytes_served),
             mib(t.bytes_uploaded)
         ));
+    }
+    let wb = &r.write_back;
+    if wb.files > 0 {
+        out.push_str(&format!(
+            "write-back: {} file(s), {} waiting for upload ({} uploading, {} failing)\n",
+            wb.files,
+            mib(wb.bytes),
+            wb.uploading,
+            wb.failing
+        ));
+        for i in &wb.items {
+            let state = match (&i.last_error, i.uploading) {
+                (_, true) => "uploading".to_owned(),
+                (Some(e), false) => format!("failed {} time(s): {e}", i.attempts),
+                (None, false) => "queued".to_owned(),
+            };
+            out.push_str(&format!("  {}/{} ({} bytes) {state}\n", i.tenant, i.key, i.size));
+        }
     }
     if !r.uploads.is_empty() {
         out.push_str(&format!("{} upload(s) in flight\n", r.uploads.len()));

@@ -50,6 +50,8 @@ pub struct Tenant {
     pub exclusive_create: bool,
     /// Platform limits and the quota usage (shared with the binding's background recount).
     pub policy: Arc<TenantPolicy>,
+    /// `close()` stages the file for a background upload (see `upload::writeback`).
+    pub write_back: bool,
     /// Its counters (by name: they outlive reloads that re-point or update it).
     pub metrics: Arc<TenantMetrics>,
 }
@@ -75,6 +77,8 @@ pub struct TenantSpec {
     pub exclusive_create: bool,
     /// Limits and quota usage (`Default`: none).
     pub policy: Arc<TenantPolicy>,
+    /// Closed files are uploaded in the background (crash-safe write-back).
+    pub write_back: bool,
 }
 
 /// A tenant's platform limits and what it uses of its quota.
@@ -164,6 +168,7 @@ impl Tables {
             posix_metadata: s.posix_metadata,
             exclusive_create: s.exclusive_create,
             policy: s.policy,
+            write_back: s.write_back,
         });
         self.by_id.insert(id, t.clone());
         self.by_name.insert(t.name.clone(), t.clone());
@@ -318,6 +323,7 @@ mod tests {
             posix_metadata: false,
             exclusive_create: false,
             policy: Default::default(),
+            write_back: false,
         }
     }
 

@@ -63,6 +63,7 @@ fn spec(name: &str, bucket: &Arc<InMemoryBackend>, prefix: &str, read_only: bool
         posix_metadata: false,
         exclusive_create: false,
         policy: Default::default(),
+        write_back: false,
     }
 }
 

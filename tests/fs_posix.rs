@@ -36,6 +36,7 @@ fn mount(bucket: Arc<InMemoryBackend>, posix_metadata: bool) -> Fixture {
         posix_metadata,
         exclusive_create: true,
         policy: Default::default(),
+        write_back: false,
     }]);
     let staging = tempfile::tempdir().unwrap();
     let uploader = Uploader::new(UploadConfig {
@@ -368,6 +369,7 @@ async fn rename_noreplace_claims_the_target_name() {
         posix_metadata: true,
         exclusive_create: true,
         policy: Default::default(),
+        write_back: false,
     }]);
     let staging = tempfile::tempdir().unwrap();
     let uploader = Uploader::new(UploadConfig {

@@ -257,6 +257,7 @@ fn filesystem(bucket: &Arc<InMemoryBackend>, staging: &Path) -> Filesystem {
             posix_metadata: false,
             exclusive_create: false,
             policy: Default::default(),
+            write_back: false,
         }
     };
     let tenants = TenantTable::new(vec![spec("acme", "acme"), spec("acme2", "acme2/")]);

@@ -176,7 +176,7 @@ ROWS = [
     ("rand256k_mbps", "MB/s", True), ("rand256k_p50", "us", False), ("rand256k_p99", "us", False),
     ("rand1m_mbps", "MB/s", True), ("rand1m_p50", "us", False), ("rand1m_p99", "us", False),
     ("interleave", "MB/s", True), ("seq_write", "MB/s", True),
-    ("cp_tree", "s", False), ("ls_l", "s", False),
+    ("cp_tree", "s", False), ("cp_tree_ret", "s", False), ("ls_l", "s", False),
     ("ffprobe", "s", False), ("seek_frame", "s", False), ("ttfb_seek", "ms", False),
     ("ttfb_open", "ms", False), ("rq_cp_file", "req", False), ("rq_open_read", "req", False),
     ("rq_seek_read", "req", False), ("rq_ls_l", "req", False),
@@ -186,9 +186,10 @@ ROWS = [
 ]
 CAPPED = ("seq_cold", "interleave", "seq_write")
 HIGHER_IS_BETTER = {m for m, _, hib in ROWS if hib}
-PEERS = ["direct", "byosfs", "byosfs-noposix", "byosfs-nosum", "byosfs-sum", "rclone-off", "rclone-full", "s3fs"]
-# byosfs variants: not peers in the ratios.
-BYOSFS_VARIANTS = ("byosfs", "byosfs-noposix", "byosfs-nosum", "byosfs-sum", "direct")
+PEERS = ["direct", "local", "byosfs", "byosfs-noposix", "byosfs-disk", "byosfs-wb", "byosfs-nosum", "byosfs-sum",
+         "rclone-off", "rclone-full", "s3fs"]
+# byosfs variants and references: not peers in the ratios.
+BYOSFS_VARIANTS = ("byosfs", "byosfs-noposix", "byosfs-disk", "byosfs-wb", "byosfs-nosum", "byosfs-sum", "direct", "local")
 
 
 def parse(v):

@@ -257,6 +257,9 @@ pub struct TenantConfig {
     pub posix_metadata: bool,
     /// Headers for the web, URLs and limits (issue 22).
     pub web: TenantWeb,
+    /// Crash-safe write-back: `close()` returns once the file is staged and journaled
+    /// locally; the upload follows in the background. Default off.
+    pub write_back: bool,
 }
 
 /// A tenant's web-serving settings and platform limits. Limits are platform policy for what

@@ -176,4 +176,5 @@ pub(crate) struct RawTenant {
     pub(crate) quota_recount: Option<DurationValue>,
     pub(crate) allowed_extensions: Option<Vec<String>>,
     pub(crate) denied_extensions: Option<Vec<String>>,
+    pub(crate) write_back: Option<bool>,
 }

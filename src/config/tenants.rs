@@ -188,6 +188,7 @@ impl Validator {
                 mode,
                 posix_metadata: t.posix_metadata.unwrap_or(true),
                 web: web_of(t),
+                write_back: t.write_back.unwrap_or(false),
             });
         }
         tenants

@@ -79,7 +79,22 @@ impl Filesystem {
             }
             stream.done = true;
         } else {
-            // Files still being written are not in the bucket yet; show them first.
+            // Closed files still queued for write-back, and files still being written, are not
+            // in the bucket yet (or only in an older version): show them first.
+            if let Some(t) = inode.tenant.and_then(|id| self.tenants.get(id)) {
+                let prefix = dir_prefix(&inode.key);
+                for (key, p) in self.writeback.pending_under(super::writeback::scope(&t), &prefix) {
+                    match key.get(prefix.len()..).and_then(entry_name) {
+                        Some(name) if !name.contains('/') => stream.push(Listed {
+                            name: name.to_owned(),
+                            tenant: inode.tenant,
+                            kind: Kind::File,
+                            stat: super::writeback::pending_stat(&t, &p),
+                        }),
+                        _ => {}
+                    }
+                }
+            }
             for child in self.inodes.open_children(ino) {
                 if let Some(name) = child.key.rsplit('/').next() {
                     stream.push(Listed {
@@ -335,6 +350,16 @@ impl Filesystem {
         let tenant = self.writable_tenant(&dir)?;
         let name = validate_name(name)?;
         let key = child_key(&dir.key, name);
+        if !self
+            .writeback
+            .pending_under(super::writeback::scope(&tenant), &dir_prefix(&key))
+            .is_empty()
+        {
+            return Err(Error::expected(
+                libc::ENOTEMPTY,
+                format!("{key}: files waiting for upload inside"),
+            ));
+        }
         if let Some(child) = self.inodes.child(parent, name) {
             if !self.inodes.open_children(child.ino).is_empty() {
                 return Err(Error::expected(
@@ -373,6 +398,8 @@ impl Filesystem {
                 freed = w.accounted.load(Ordering::Acquire);
             }
         }
+        // Not uploaded yet: never will be. One uploading now finishes before the delete.
+        self.writeback.cancel(super::writeback::scope(&tenant), &key).await;
         match tenant.backend.delete(&key).await {
             Ok(()) => tenant.policy.usage.resize(None, freed, 0).unwrap_or(()),
             Err(e) if e.kind() == BackendErrorKind::NotFound => {}
@@ -400,6 +427,15 @@ impl Filesystem {
         let (src, dst) = (child_key(&src_dir.key, name), child_key(&dst_dir.key, new_name));
         if src == dst {
             return Ok(());
+        }
+        // Renames work on objects: closed files still queued for write-back (the source, the
+        // target, or anything in a directory being moved) are uploaded first.
+        self.settle(&tenant, &src).await?;
+        self.settle(&tenant, &dst).await?;
+        if !self.writeback.is_idle() {
+            self.writeback
+                .wait_under(super::writeback::scope(&tenant), &dir_prefix(&src))
+                .await?;
         }
         let kind = match self.inodes.child(parent, name) {
             Some(c) if self.fresh(&c) || self.writer(c.ino).is_some() => c.kind,

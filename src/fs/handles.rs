@@ -52,6 +52,15 @@ pub enum Handle {
         /// leaves this file's attributes and storage in place until it is closed.
         tenant: Arc<Tenant>,
     },
+    /// Read-only open of a closed file still queued for write-back: reads its staged bytes.
+    Pending {
+        /// Inode.
+        ino: u64,
+        /// The staged content (stays readable after its upload deletes it).
+        file: crate::upload::writeback::PendingFile,
+        /// The tenant, for its counters.
+        tenant: Arc<Tenant>,
+    },
     /// Open for writing (or reading a file that is being written), with the process (thread
     /// group) that opened it: only its `close()` commits, see [`super::Filesystem::flush`].
     Write(Arc<WriteState>, u32),

@@ -16,6 +16,7 @@ mod limits;
 pub mod posix;
 mod relist;
 pub mod write;
+pub mod writeback;
 pub mod xattr;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use crate::namespace::name::{child_key, dir_prefix, validate_name, NameError};
 use crate::namespace::{Inode, InodeTable, Kind, Known, Stat, TenantId, ROOT_INO};
 use crate::read::{ObjectReader, ReadConfig};
 use crate::tenant::{Applied, Tenant, TenantChange, TenantTable};
+use crate::upload::writeback::{WriteBack, WriteBackConfig};
 use crate::upload::Uploader;
 
 pub use attr::{Attr, DirEntry, DirReplier, Entry, FileType, NewNode, Opened, SetAttr, StatFs};
@@ -56,6 +58,8 @@ pub struct FsConfig {
     /// How long a name proven absent is trusted, by the kernel and by the inode table (0: not
     /// at all).
     pub negative_ttl: Duration,
+    /// The write-back queue (used by tenants with `write_back = true`).
+    pub write_back: WriteBackConfig,
 }
 
 impl Default for FsConfig {
@@ -67,6 +71,7 @@ impl Default for FsConfig {
             read: ReadConfig::default(),
             max_rename_entries: 1000,
             negative_ttl: Duration::from_secs(1),
+            write_back: WriteBackConfig::default(),
         }
     }
 }
@@ -84,6 +89,8 @@ pub struct Filesystem {
     uploader: Arc<Uploader>,
     /// Inode → shared write state of the files open for writing. Lock held only for map access.
     writers: Mutex<HashMap<u64, Arc<WriteState>>>,
+    /// Closed files of write-back tenants not uploaded yet.
+    writeback: Arc<WriteBack>,
     stat_ahead: Arc<StatAhead>,
     /// Directories being listed again to renew their completeness proof (`relist.rs`).
     relisting: Arc<relist::Relisting>,
@@ -119,6 +126,7 @@ impl Filesystem {
             handles: HandleTable::default(),
             cache,
             disk: None,
+            writeback: WriteBack::new(uploader.clone(), config.write_back.clone()),
             uploader,
             writers: Mutex::new(HashMap::new()),
             stat_ahead: Arc::new(StatAhead {
@@ -243,6 +251,11 @@ impl Filesystem {
         }
         if !parent.kind.is_dir() {
             return Err(Error::expected(libc::ENOTDIR, "not a directory"));
+        }
+        // A closed file still queued for write-back is what this mount shows, whatever the
+        // bucket holds (unless it is open for writing again: then the writer's state is).
+        if let Some(entry) = self.pending_entry(&parent, name)? {
+            return Ok(entry);
         }
         // If stat-ahead is fetching this entry, its answer is the one to use (no second HEAD).
         self.wait_stat_ahead(parent.ino, name).await;
@@ -413,6 +426,10 @@ impl Filesystem {
         if inode.kind != Kind::File || self.fresh(&inode) || self.writer(ino).is_some() {
             return Ok(self.entry(&inode));
         }
+        if let Some(stat) = self.pending_stat_of(&inode) {
+            self.inodes.set_stat(ino, stat);
+            return Ok(self.entry(&self.inodes.get(ino)?));
+        }
         // An open file of a removed or moved tenant still answers fstat (from its old storage).
         let tenant = match self.tenant_of(&inode) {
             Ok(t) => t,
@@ -450,6 +467,14 @@ impl Filesystem {
             self.inodes.open(ino);
             let fh = self.handles.insert(Handle::Write(w, thread_group(pid)));
             return Ok(Opened { fh, keep_cache: false });
+        }
+        if !self.writeback.is_idle() {
+            // Closed but not uploaded yet: read the staged bytes.
+            if let Some(file) = self.writeback.open_pending(writeback::scope(&tenant), &inode.key) {
+                self.inodes.open(ino);
+                let fh = self.handles.insert(Handle::Pending { ino, file, tenant });
+                return Ok(Opened { fh, keep_cache: false });
+            }
         }
         let (meta, unchanged) = match self.confirmed_version(&inode) {
             // The lookup that led here HEADed the object within `metadata_ttl`: asking again
@@ -540,6 +565,14 @@ impl Filesystem {
                 ReadNow::Wait(Box::pin(async move {
                     let data = w.session.lock().await.read(offset, len).await?;
                     served(&w.tenant.metrics, &data);
+                    Ok(data)
+                }))
+            }
+            Handle::Pending { file, tenant, .. } => {
+                let (file, m) = (file.clone(), tenant.metrics.clone());
+                ReadNow::Wait(Box::pin(async move {
+                    let data = file.read(offset, len).await?;
+                    served(&m, &data);
                     Ok(data)
                 }))
             }

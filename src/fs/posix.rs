@@ -116,6 +116,8 @@ impl Filesystem {
                 return Ok(());
             }
         }
+        // A file just closed may still be queued for write-back: its object must exist.
+        self.settle(&tenant, &inode.key).await?;
         let opts = PutOptions::default().with_posix(posix);
         let etag = match tenant.backend.update_metadata(&inode.key, &opts).await {
             Ok(put) => put.etag.or(inode.stat.etag.clone()),

@@ -9,6 +9,9 @@
 //! mount dies meanwhile). A created or truncated file nobody wrote is committed at its last
 //! release, so `touch f` and `: > f` still store the empty object, once. All descriptors of
 //! one file share one upload session.
+//!
+//! On a tenant with write-back (`writeback.rs`) a flush or last release stages the file and
+//! returns instead, and only `fsync` waits for the bucket.
 
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -65,7 +68,9 @@ impl Filesystem {
         if tenant.posix_metadata {
             stat = stat.with_posix(self.new_posix(&dir, libc::S_IFREG, new));
         }
-        let claimed = if flags & libc::O_EXCL != 0 && tenant.exclusive_create {
+        // With write-back the claim would cost the round trip write-back exists to avoid (cp
+        // creates every file O_EXCL): O_EXCL is then decided by this mount's lookup alone.
+        let claimed = if flags & libc::O_EXCL != 0 && tenant.exclusive_create && !tenant.write_back {
             let opts = PutOptions::default()
                 .with_mtime(Some(stat.mtime))
                 .with_posix(stat.posix.unwrap_or_default())
@@ -164,6 +169,9 @@ impl Filesystem {
             }
             None
         } else {
+            // The base must be the file as this mount shows it: a closed version still queued
+            // for write-back goes up first.
+            self.settle(tenant, &inode.key).await?;
             let meta = tenant.backend.head(&inode.key).await?;
             self.inodes.set_stat(inode.ino, stat_of(&meta));
             Some(BaseObject {
@@ -188,7 +196,9 @@ impl Filesystem {
             .ok_or_else(|| Error::new(libc::EBADF, format!("unknown handle {fh}")))?;
         match &*h {
             Handle::Write(w, _) => Ok(w.clone()),
-            Handle::Read { .. } | Handle::Dir(_) => Err(Error::new(libc::EBADF, "handle not open for writing")),
+            Handle::Read { .. } | Handle::Pending { .. } | Handle::Dir(_) => {
+                Err(Error::new(libc::EBADF, "handle not open for writing"))
+            }
         }
     }
 
@@ -258,14 +268,22 @@ impl Filesystem {
                     Ok(())
                 }
             }
-            Handle::Read { .. } | Handle::Dir(_) => Ok(()),
+            Handle::Read { .. } | Handle::Pending { .. } | Handle::Dir(_) => Ok(()),
         }
     }
 
     /// Commit what was written, whoever asks: data is durable once it is in the bucket. With
-    /// nothing written since open or the last commit there is nothing new to make durable.
+    /// nothing written since open or the last commit there is nothing new to make durable,
+    /// except a version a close handed to write-back: fsync waits for its upload.
     pub async fn fsync(&self, fh: u64) -> Result<()> {
-        self.flush(fh, 0).await
+        let h = self
+            .handles
+            .get(fh)
+            .ok_or_else(|| Error::new(libc::EBADF, format!("unknown handle {fh}")))?;
+        match &*h {
+            Handle::Write(w, _) => self.commit(w, Commit::Durable).await,
+            Handle::Read { .. } | Handle::Pending { .. } | Handle::Dir(_) => Ok(()),
+        }
     }
 
     async fn commit(&self, w: &WriteState, when: Commit) -> Result<()> {
@@ -277,12 +295,26 @@ impl Filesystem {
             return Err(e.into());
         }
         // Both flags change only under the session lock, so this pair of reads is consistent.
-        if when == Commit::IfWritten && !w.written.load(Ordering::Acquire) {
-            return Ok(());
+        if when != Commit::IfPending && !w.written.load(Ordering::Acquire) {
+            return self.settle_if(when, &w.tenant, s.key()).await;
         }
         let written = w.written.swap(false, Ordering::AcqRel);
         if !w.needs_commit.swap(false, Ordering::AcqRel) {
-            return Ok(());
+            return self.settle_if(when, &w.tenant, s.key()).await;
+        }
+        if self.hand_off(w, &mut s).await {
+            self.note_handed_off(w, &s);
+            debug!(ino = w.ino, tenant = %w.tenant.name, size = s.size(), "staged for write-back");
+            let key = s.key().to_owned();
+            drop(s);
+            return self.settle_if(when, &w.tenant, &key).await;
+        }
+        // An older version still queued for write-back must reach the bucket first, or it
+        // would replace this one there.
+        if let Err(e) = self.settle(&w.tenant, s.key()).await {
+            w.needs_commit.store(true, Ordering::Release);
+            w.written.store(written, Ordering::Release);
+            return Err(e);
         }
         match s.commit().await {
             Ok(put) => {
@@ -307,7 +339,7 @@ impl Filesystem {
             return Ok(());
         };
         let ino = match &*h {
-            Handle::Read { ino, .. } => *ino,
+            Handle::Read { ino, .. } | Handle::Pending { ino, .. } => *ino,
             Handle::Write(w, _) => {
                 if w.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
                     self.finish_writer(w).await;
@@ -439,6 +471,8 @@ impl Filesystem {
             }
         }
         let inode = self.inodes.get(ino)?;
+        // `cp -p` sets the mtime of the file it has just closed: its object must exist.
+        self.settle(&tenant, &inode.key).await?;
         let opts = PutOptions::default().with_mtime(Some(mtime));
         let etag = match tenant.backend.update_metadata(&inode.key, &opts).await {
             Ok(put) => put.etag.or(inode.stat.etag),
@@ -452,6 +486,15 @@ impl Filesystem {
         };
         self.inodes.set_stat(ino, Stat::local(inode.stat.size, mtime, etag));
         Ok(())
+    }
+
+    /// For [`Commit::Durable`]: wait until `key` has no version left in the write-back queue.
+    async fn settle_if(&self, when: Commit, tenant: &Tenant, key: &str) -> Result<()> {
+        if when == Commit::Durable {
+            self.settle(tenant, key).await
+        } else {
+            Ok(())
+        }
     }
 
     async fn truncate_and_commit(&self, w: &WriteState, size: u64) -> Result<()> {
@@ -468,6 +511,9 @@ enum Commit {
     IfWritten,
     /// Whatever is pending, a bare creation or truncation included (last release, truncate(2)).
     IfPending,
+    /// As `IfWritten`, and return only once the object is in the bucket, a version handed to
+    /// write-back included (fsync).
+    Durable,
 }
 
 impl WriteState {

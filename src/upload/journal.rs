@@ -58,7 +58,7 @@ pub(crate) struct Journal {
     file: File,
 }
 
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b == b'%' || b <= b' ' || b >= 0x7f {
@@ -70,7 +70,7 @@ fn encode(s: &str) -> String {
     out
 }
 
-fn decode(s: &str) -> Option<String> {
+pub(crate) fn decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -39,6 +39,7 @@ pub mod root;
 mod session;
 mod staging;
 mod transfer;
+pub mod writeback;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -253,6 +254,19 @@ impl Uploader {
         WriteSession::new(self.clone(), n, owner.to_owned(), backend, key, base, dir)
     }
 
+    /// [`Self::start_for`] for a session that shutdown need not wait for and must not report
+    /// as lost: a write-back upload, whose content stays staged until the upload succeeds.
+    pub(crate) fn start_unlisted(
+        self: &Arc<Self>,
+        owner: &str,
+        backend: Arc<dyn Backend>,
+        key: String,
+    ) -> WriteSession {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let dir = self.root.join(format!("s{n}"));
+        WriteSession::new(self.clone(), n, owner.to_owned(), backend, key, None, dir)
+    }
+
     fn live_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, LiveSession>> {
         // A plain map updated in single statements: poisoning cannot leave it inconsistent.
         self.live.lock().unwrap_or_else(|e| e.into_inner())
@@ -328,13 +342,21 @@ impl Drop for Uploader {
                 tracing::warn!(error = %e, "could not remove staging directory");
             }
         } else {
-            tracing::warn!(journals = kept, dir = %self.root.display(), "multipart uploads left open; the next mount aborts them");
+            tracing::warn!(files = kept, dir = %self.root.display(), "upload journals or write-back files left; the next mount aborts or uploads them");
         }
     }
 }
 
-/// Delete everything in `root` except upload journals and the lock file; returns how many
-/// journals remain.
+/// Whether a file in a staging root must survive its process: a multipart upload's journal
+/// (the next mount aborts it) or a closed file staged for write-back (the next mount uploads
+/// it).
+fn is_kept_file(path: &std::path::Path) -> bool {
+    let name = path.to_string_lossy();
+    name.ends_with(journal::JOURNAL_SUFFIX) || name.ends_with(writeback::WB_SUFFIX)
+}
+
+/// Delete everything in `root` except upload journals, staged write-back files and the lock
+/// file; returns how many of those files remain.
 pub(crate) fn remove_all_but_journals(root: &std::path::Path) -> io::Result<usize> {
     let mut kept = 0;
     for entry in std::fs::read_dir(root)? {
@@ -346,7 +368,7 @@ pub(crate) fn remove_all_but_journals(root: &std::path::Path) -> io::Result<usiz
         let kind = entry.file_type()?;
         if kind.is_dir() {
             std::fs::remove_dir_all(&path)?;
-        } else if kind.is_file() && path.to_string_lossy().ends_with(journal::JOURNAL_SUFFIX) {
+        } else if kind.is_file() && is_kept_file(&path) {
             kept += 1;
         } else {
             std::fs::remove_file(&path)?;

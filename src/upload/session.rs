@@ -422,6 +422,38 @@ impl WriteSession {
         self.size
     }
 
+    /// Whether the whole content is held locally: nothing of it needs the base object (a new
+    /// or truncated file), no multipart upload has started, nothing failed or was dropped.
+    /// Only such a file can be handed to write-back by reading it back with [`Self::read`]
+    /// without a request.
+    pub fn is_local(&mut self) -> bool {
+        self.reap();
+        !self.lost
+            && self.failed.is_none()
+            && self.upload.is_none()
+            && self.tasks.is_empty()
+            && self.base.as_ref().is_none_or(|b| b.len == 0)
+            && self.parts.values().all(|p| !p.evicted)
+    }
+
+    /// The content as it stands was handed to write-back: nothing is left to commit until
+    /// the next change. The local copy stays (the file may be read or written again).
+    pub fn mark_handed_off(&mut self) {
+        self.dirty = false;
+        self.mtime_dirty = false;
+        self.posix_dirty = false;
+    }
+
+    /// The object key the session commits to.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The POSIX attributes stored with the object.
+    pub fn posix(&self) -> PosixAttrs {
+        self.posix
+    }
+
     /// Whether anything (data, size, or the file's very creation) is not committed yet.
     pub fn is_dirty(&self) -> bool {
         self.dirty
