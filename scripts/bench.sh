@@ -5,11 +5,12 @@
 #
 #   scripts/bench.sh [--quick] [--runs N] [--peers "direct byosfs rclone-off rclone-full s3fs"]
 #                    (peer byosfs-noposix: byosfs with posix_metadata = false)
-#                    [--only read|write|meta] [--no-install] [--out FILE]
+#                    [--only read|write|meta|migrate] [--no-install] [--out FILE]
 #
 # --only runs the read rows (1, 2, 5, 7, ls -l) or the write rows (3, cp -r) alone, for work
 # on one path, or the metadata rows (ls -l, cp -r) alone, e.g. to compare byosfs with
-# byosfs-noposix; the targets of rows not run show as missing.
+# byosfs-noposix; the targets of rows not run show as missing. --only migrate runs the
+# `byosfs migrate` vs `rclone copy` row alone (scripts/bench/migrate.sh, two servers).
 #
 # Needs root (drop_caches, apt-get). Every command is bounded by `timeout`; mounts and
 # processes started here are stopped by PID on exit. Generated inputs (mp4, file tree) are
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-case "$ONLY" in all|read|write|meta) ;; *) echo "--only takes read, write or meta" >&2; exit 2 ;; esac
+case "$ONLY" in all|read|write|meta|migrate) ;; *) echo "--only takes read, write, meta or migrate" >&2; exit 2 ;; esac
 # `meta` rows are part of read and write in a full run; `want meta` is their run alone.
 want() { [ "$ONLY" = "$1" ] || { [ "$ONLY" = all ] && [ "$1" != meta ]; }; }
 
@@ -84,6 +85,7 @@ log "building release binaries"
 BYOSFS=$ROOT/target/release/byosfs
 S3SERVER=$ROOT/target/release/examples/s3server
 S3DIRECT=$ROOT/target/release/examples/s3direct
+if [ "$ONLY" = migrate ]; then exec bash "$ROOT/scripts/bench/migrate.sh" "$BYOSFS" "$S3SERVER" "$QUICK"; fi
 
 # ---------------------------------------------------------------------------- cleanup
 WORK=$(mktemp -d /var/tmp/byosfs-bench.XXXXXX)

@@ -18,6 +18,7 @@ pub mod fuse;
 pub mod logline;
 pub mod memory;
 pub mod metrics;
+pub mod migrate;
 pub mod namespace;
 pub mod read;
 pub mod recovery;
