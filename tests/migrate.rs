@@ -232,10 +232,7 @@ async fn run_moto_to_s3s(moto: &MotoServer, target: &TestS3Server, objects: &[(S
         )
         .await
         .unwrap();
-    ep.target
-        .put(&"stray-old-file".to_owned(), Bytes::from_static(b"x"))
-        .await
-        .unwrap();
+    ep.target.put("stray-old-file", Bytes::from_static(b"x")).await.unwrap();
     let before = target.publishes();
     let r = migrate(&ep, &params(&journal)).await.unwrap();
     assert!(r.ok(), "{r}");
