@@ -8,7 +8,7 @@
 #                     byosfs-nosum / byosfs-sum: unsigned payloads with checksum "none" /
 #                     "crc32c", for the CPU cost of upload checksums, issue 22;
 #                     peer byosfs-wb: byosfs with write_back = true)
-#                    [--only read|write|meta] [--no-install] [--out FILE]
+#                    [--only read|write|meta|migrate] [--no-install] [--out FILE]
 #                    [--rtt MS [--rate MBIT]]
 #
 # --rtt puts the server behind a simulated wide-area link (examples/wanproxy.rs: each
@@ -19,7 +19,8 @@
 #
 # --only runs the read rows (1, 2, 5, 7, ls -l) or the write rows (3, cp -r) alone, for work
 # on one path, or the metadata rows (ls -l, cp -r) alone, e.g. to compare byosfs with
-# byosfs-noposix; the targets of rows not run show as missing.
+# byosfs-noposix; the targets of rows not run show as missing. --only migrate runs the
+# `byosfs migrate` vs `rclone copy` row alone (scripts/bench/migrate.sh, two servers).
 #
 # Needs root (drop_caches, apt-get). Every command is bounded by `timeout`; mounts and
 # processes started here are stopped by PID on exit. Generated inputs (mp4, file tree) are
@@ -52,7 +53,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-case "$ONLY" in all|read|write|meta) ;; *) echo "--only takes read, write or meta" >&2; exit 2 ;; esac
+case "$ONLY" in all|read|write|meta|migrate) ;; *) echo "--only takes read, write, meta or migrate" >&2; exit 2 ;; esac
 [[ -z $RTT || $RTT =~ ^[0-9]+$ ]] || { echo "--rtt takes whole milliseconds" >&2; exit 2; }
 [[ $RATE =~ ^[0-9]+$ ]] || { echo "--rate takes whole Mbit/s" >&2; exit 2; }
 # `meta` rows are part of read and write in a full run; `want meta` is their run alone.
@@ -110,6 +111,7 @@ BYOSFS=$ROOT/target/release/byosfs
 S3SERVER=$ROOT/target/release/examples/s3server
 S3DIRECT=$ROOT/target/release/examples/s3direct
 WANPROXY=$ROOT/target/release/examples/wanproxy
+if [ "$ONLY" = migrate ]; then exec bash "$ROOT/scripts/bench/migrate.sh" "$BYOSFS" "$S3SERVER" "$QUICK"; fi
 
 # ---------------------------------------------------------------------------- cleanup
 WORK=$(mktemp -d /var/tmp/byosfs-bench.XXXXXX)

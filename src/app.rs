@@ -225,7 +225,7 @@ fn shutdown_timeout() -> Duration {
 
 /// FNV-1a: a hash that never changes between builds (std's `DefaultHasher` may), so the
 /// default staging directory of a config stays the same across upgrades.
-fn stable_hash(bytes: &[u8]) -> u64 {
+pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })

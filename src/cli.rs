@@ -5,6 +5,7 @@
 //! byosfs check --config FILE [--tenant NAME]
 //! byosfs reload --mountpoint MNT [--force]
 //! byosfs status --mountpoint MNT [--json] [--watch]
+//! byosfs migrate --config FILE --tenant T --to BACKEND [--prefix P] [--dry-run] [--freeze] [--switch] ...
 //! ```
 //! Flags given on the command line override the config file (they can only switch options
 //! on, never off). `main` parses [`Cli`], calls [`init_tracing`], loads the config and applies
@@ -52,6 +53,10 @@ pub enum Command {
     /// Print a URL for a file in a mounted tenant: public_url_base + key when one is set,
     /// else a presigned GET.
     Url(UrlArgs),
+    /// Copy a tenant's objects to another backend or prefix, each verified; resumable and
+    /// incremental (a rerun copies only what is new or changed). With --freeze and --switch,
+    /// move a mounted tenant over without unmounting. Exits non-zero if any object failed.
+    Migrate(MigrateArgs),
 }
 
 /// `byosfs url`.
@@ -75,6 +80,83 @@ fn parse_expiry(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{s}: must be between 1s and 7d"));
     }
     Ok(d)
+}
+
+/// `byosfs migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Config file (TOML) naming the tenant and the target backend.
+    #[arg(short, long, value_name = "FILE", env = "BYOSFS_CONFIG")]
+    pub config: PathBuf,
+
+    /// The tenant to move.
+    #[arg(long, value_name = "NAME")]
+    pub tenant: String,
+
+    /// Target backend: a [backends.NAME] of the config.
+    #[arg(long, value_name = "BACKEND")]
+    pub to: String,
+
+    /// Key prefix in the target (after the backend's own prefix); default: the tenant's
+    /// current prefix. "" is the bucket's root.
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+
+    /// List what would be copied and the byte total; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Objects copied at once (default 8; large objects also copy several parts at once).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: Option<u16>,
+
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Journal of verified objects (default: under the staging directory, one per tenant,
+    /// source and target).
+    #[arg(long, value_name = "PATH")]
+    pub journal: Option<PathBuf>,
+
+    /// Delete target objects that are not in the source (default: only report them).
+    #[arg(long)]
+    pub delete_extraneous: bool,
+
+    /// After a run in which every object verified, delete the source objects.
+    #[arg(long)]
+    pub delete_source: bool,
+
+    /// Confirm --delete-source without a prompt (required when stdin is not a terminal).
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Make the tenant read-only in the running mount before this pass (the final delta
+    /// pass); it stays read-only until --switch, --unfreeze or a remount.
+    #[arg(long)]
+    pub freeze: bool,
+
+    /// After a pass in which every object verified, point the tenant at the target in the
+    /// running mount, and print the config change to keep.
+    #[arg(long)]
+    pub switch: bool,
+
+    /// Make a frozen tenant writable again and exit (copies nothing).
+    #[arg(long, conflicts_with_all = ["freeze", "switch"])]
+    pub unfreeze: bool,
+
+    /// With --switch: also write the change into the config file (the old one is kept as
+    /// FILE.bak-<time>).
+    #[arg(long, requires = "switch")]
+    pub write_config: bool,
+
+    /// Mount point of the running mount (for --freeze, --switch, --unfreeze).
+    #[arg(short, long, value_name = "MNT")]
+    pub mountpoint: Option<PathBuf>,
+
+    /// Control socket path of the running mount, instead of --mountpoint.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 }
 
 /// How to reach a running mount's control socket.

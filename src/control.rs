@@ -31,6 +31,23 @@ pub enum Request {
     },
     /// Report the mount's state.
     Status,
+    /// Make a tenant read-only (`frozen`) or writable again, until it is re-pointed or the
+    /// mount restarts (`byosfs migrate --freeze`).
+    Freeze {
+        /// Tenant name.
+        tenant: String,
+        /// Read-only or not.
+        frozen: bool,
+    },
+    /// Point a tenant at another backend of the running config (`byosfs migrate --switch`).
+    Switch {
+        /// Tenant name.
+        tenant: String,
+        /// Backend name.
+        backend: String,
+        /// Full key prefix there.
+        prefix: String,
+    },
 }
 
 /// The mount's answer.

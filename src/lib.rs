@@ -21,6 +21,7 @@ pub mod limits;
 pub(crate) mod logline;
 pub mod memory;
 pub mod metrics;
+pub mod migrate;
 pub mod namespace;
 pub mod read;
 pub(crate) mod recovery;

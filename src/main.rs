@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 
-use byosfs::cli::{apply_overrides, init_tracing, Cli, Command, SocketArgs};
+use byosfs::cli::{apply_overrides, init_tracing, Cli, Command, MigrateArgs, SocketArgs};
 use byosfs::config::Config;
 use byosfs::control::{self, Request};
 
@@ -85,12 +85,139 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{url}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Migrate(args) => migrate(&args),
         Command::Check(args) => {
             let config = load(&args.config)?;
             let ok = byosfs::app::run_check(config, args.tenant.as_deref())?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
+}
+
+/// `byosfs migrate`: freeze, one pass, switch; see `byosfs migrate --help`.
+fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
+    use byosfs::migrate::command;
+    use std::io::IsTerminal;
+    let live = (args.freeze || args.switch || args.unfreeze) && !args.dry_run;
+    let target = SocketArgs {
+        mountpoint: args.mountpoint.clone(),
+        socket: args.socket.clone(),
+    };
+    if live && target.mountpoint.is_none() && target.socket.is_none() {
+        anyhow::bail!("--freeze, --switch and --unfreeze need --mountpoint (or --socket) of the running mount");
+    }
+    let control = |request: Request| -> anyhow::Result<String> {
+        let r = ask(&target, &request, RELOAD_TIMEOUT)?;
+        if r.ok {
+            Ok(r.message)
+        } else {
+            anyhow::bail!("the mount refused: {}", r.message)
+        }
+    };
+    if args.unfreeze {
+        eprintln!(
+            "{}",
+            control(Request::Freeze {
+                tenant: args.tenant.clone(),
+                frozen: false
+            })?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.delete_source && !args.yes && !args.dry_run {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!("--delete-source deletes the tenant's source objects after the copy; add --yes to confirm");
+        }
+        eprint!(
+            "Delete {}'s source objects once all are verified in the target? [y/N] ",
+            args.tenant
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            anyhow::bail!("not confirmed");
+        }
+    }
+    let config = load(&args.config)?;
+    let opts = command::MigrateOptions {
+        tenant: args.tenant.clone(),
+        to: args.to.clone(),
+        prefix: args.prefix.clone(),
+        dry_run: args.dry_run,
+        concurrency: args.concurrency.map(usize::from),
+        journal: args.journal.clone(),
+        delete_extraneous: args.delete_extraneous,
+        delete_source: args.delete_source,
+        progress: !args.json,
+    };
+    // Refuse a bad target before freezing anything.
+    command::destination(&config, &opts)?;
+    if args.freeze && !args.dry_run {
+        eprintln!(
+            "{}",
+            control(Request::Freeze {
+                tenant: args.tenant.clone(),
+                frozen: true
+            })?
+        );
+        wait_for_writers(&target, &args.tenant)?;
+    }
+    let (report, dest) = command::run(&config, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    if !report.ok() {
+        if args.freeze {
+            eprintln!(
+                "byosfs: {} stays read-only; rerun, or `byosfs migrate --unfreeze` to give up",
+                args.tenant
+            );
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.switch && !args.dry_run {
+        if args.write_config {
+            let backup = command::write_config(&args.config, &args.tenant, &dest)?;
+            eprintln!(
+                "wrote {} (previous version: {})",
+                args.config.display(),
+                backup.display()
+            );
+        }
+        eprintln!(
+            "{}",
+            control(Request::Switch {
+                tenant: args.tenant.clone(),
+                backend: dest.backend.clone(),
+                prefix: dest.full_prefix.clone(),
+            })?
+        );
+        if !args.write_config {
+            eprintln!(
+                "keep the switch across reloads and restarts: set in {}\n{}",
+                args.config.display(),
+                command::config_change(&args.tenant, &dest)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// After a freeze, wait (up to a minute) until files the tenant had open for writing are
+/// committed, so the delta pass sees them.
+fn wait_for_writers(target: &SocketArgs, tenant: &str) -> anyhow::Result<()> {
+    for _ in 0..600 {
+        let r = ask(target, &Request::Status, STATUS_TIMEOUT)?;
+        let report: byosfs::status::StatusReport =
+            serde_json::from_value(r.body).context("reading the mount's status")?;
+        if !report.uploads.iter().any(|u| u.tenant == tenant) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("{tenant} still has files open for writing after 60 s; close them and rerun")
 }
 
 /// A reload probes new storage (bounded at 20 s per probe, in parallel) before it answers.

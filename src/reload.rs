@@ -481,6 +481,60 @@ impl Reloader {
     }
 }
 
+impl Reloader {
+    /// Make `tenant` read-only (`frozen`) or as configured again, keeping its binding (open
+    /// files and cached blocks stay valid). Lasts until the tenant is re-pointed, changed by a
+    /// reload, or the mount restarts.
+    pub(crate) async fn freeze(&self, tenant: &str, frozen: bool) -> Result<String, String> {
+        let state = self.state.lock().await;
+        let t = state
+            .config
+            .tenant(tenant)
+            .ok_or_else(|| format!("no tenant {tenant}"))?;
+        let b = state
+            .backends
+            .get(&t.backend)
+            .ok_or_else(|| format!("no backend {}", t.backend))?;
+        let mut spec = tenant_spec(&state.config, t, b.clone(), self.owner);
+        spec.read_only |= frozen;
+        self.fs.apply_tenants(vec![TenantChange::Update(spec)]);
+        let what = if frozen { "read-only" } else { "writable as configured" };
+        info!(tenant, what, "tenant frozen state changed");
+        Ok(format!("{tenant}: {what}"))
+    }
+
+    /// Point `tenant` at `prefix` (full key prefix) of `backend`, a backend of the running
+    /// config, as a reload that re-points it would: open files finish against the old
+    /// location, new opens see the new one. The running config records the change, so a
+    /// reload of a file that has it changes nothing and one that lacks it moves the tenant back.
+    pub(crate) async fn switch(&self, tenant: &str, backend: &str, prefix: &str) -> Result<String, String> {
+        let mut state = self.state.lock().await;
+        let i = state
+            .config
+            .tenants
+            .iter()
+            .position(|t| t.name == tenant)
+            .ok_or_else(|| format!("no tenant {tenant}"))?;
+        let b = state.backends.get(backend).cloned().ok_or_else(|| {
+            format!("backend {backend} is not in the running config: add it to the file and run byosfs reload first")
+        })?;
+        let mut t = state.config.tenants[i].clone();
+        t.backend = backend.to_owned();
+        t.prefix = prefix.to_owned();
+        let spec = tenant_spec(&state.config, &t, b, self.owner);
+        let applied = self.fs.apply_tenants(vec![TenantChange::Repoint(spec)]);
+        let kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(kernel) = kernel {
+            let names: Vec<String> = applied.root_entries_changed().map(str::to_owned).collect();
+            let _ =
+                tokio::task::spawn_blocking(move || kernel.forget_root_entries(names.iter().map(String::as_str))).await;
+        }
+        state.config.tenants[i] = t;
+        info!(tenant, backend, prefix, "tenant switched");
+        Ok(format!("{tenant} now on {backend} under {prefix:?}"))
+    }
+}
+
 /// Probe `targets` in parallel (bounded); the failures, as `(name, "step failed: class")`.
 async fn probe_all(targets: Vec<(String, Arc<dyn Backend>)>) -> Vec<(String, String)> {
     // Spawned tasks rather than a buffered stream: each probe is `'static`, which keeps the

@@ -207,6 +207,12 @@ impl ControlHandler for MountControl {
                     body: serde_json::Value::Null,
                 },
             },
+            Request::Freeze { tenant, frozen } => answer(self.reloader.freeze(&tenant, frozen).await),
+            Request::Switch {
+                tenant,
+                backend,
+                prefix,
+            } => answer(self.reloader.switch(&tenant, &backend, &prefix).await),
             Request::Status => {
                 let report = self.status().await;
                 Response {
@@ -216,6 +222,15 @@ impl ControlHandler for MountControl {
                 }
             }
         }
+    }
+}
+
+fn answer(r: Result<String, String>) -> Response {
+    let ok = r.is_ok();
+    Response {
+        ok,
+        message: r.unwrap_or_else(|e| e),
+        body: serde_json::Value::Null,
     }
 }
 
