@@ -12,7 +12,10 @@
 //!
 //! Invariant: [`BlockCache::used_bytes`] never exceeds the budget. Least recently used blocks
 //! are evicted *before* an insert; a block larger than the whole budget is not cached at all.
+//! The budget can change while the cache is in use ([`BlockCache::set_budget`], a reload): a
+//! smaller one evicts least recently used blocks at once, under the same lock as an insert.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -104,9 +107,12 @@ struct Inner {
 /// A byte-budgeted LRU cache of fixed-size object blocks. See the module docs.
 #[derive(Debug)]
 pub struct BlockCache {
-    budget: u64,
+    /// Changed only under the `inner` lock (read without it for reporting).
+    budget: AtomicU64,
     block_size: u64,
     inner: Mutex<Inner>,
+    /// Blocks evicted to make room, for the metrics.
+    evictions: AtomicU64,
 }
 
 impl BlockCache {
@@ -114,13 +120,41 @@ impl BlockCache {
     /// (a `block_size` of 0 is treated as 1).
     pub fn new(budget_bytes: u64, block_size: u64) -> Self {
         Self {
-            budget: budget_bytes,
+            budget: AtomicU64::new(budget_bytes),
             block_size: block_size.max(1),
             inner: Mutex::new(Inner {
                 blocks: LruCache::unbounded(),
                 used: 0,
             }),
+            evictions: AtomicU64::new(0),
         }
+    }
+
+    /// Change the budget; a smaller one evicts least recently used blocks until the cache
+    /// fits. Readers opened before keep their read-ahead windows (sized from the old budget);
+    /// new handles size theirs from this one.
+    pub fn set_budget(&self, budget_bytes: u64) {
+        let mut inner = self.lock();
+        self.budget.store(budget_bytes, Ordering::Relaxed);
+        self.evict_until(&mut inner, budget_bytes);
+    }
+
+    fn evict_until(&self, inner: &mut Inner, limit: u64) {
+        while inner.used > limit {
+            match inner.blocks.pop_lru() {
+                Some((_, evicted)) => {
+                    inner.used -= len_u64(&evicted);
+                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                // Unreachable while `used` is the sum of entry sizes; stop rather than spin.
+                None => break,
+            }
+        }
+    }
+
+    /// Blocks evicted to make room so far.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
     /// Size of a block; block `i` of an object holds bytes `[i * block_size, (i + 1) * block_size)`
@@ -129,9 +163,9 @@ impl BlockCache {
         self.block_size
     }
 
-    /// The byte budget given at construction.
+    /// The byte budget (given at construction or by [`BlockCache::set_budget`]).
     pub fn budget_bytes(&self) -> u64 {
-        self.budget
+        self.budget.load(Ordering::Relaxed)
     }
 
     /// Block `block` of `id`, marking it most recently used.
@@ -183,16 +217,11 @@ impl BlockCache {
         if let Some(old) = inner.blocks.pop(&key) {
             inner.used -= len_u64(&old);
         }
-        if len > self.budget {
+        let budget = self.budget.load(Ordering::Relaxed);
+        if len > budget {
             return;
         }
-        while inner.used + len > self.budget {
-            match inner.blocks.pop_lru() {
-                Some((_, evicted)) => inner.used -= len_u64(&evicted),
-                // Unreachable while `used` is the sum of entry sizes; stop rather than spin.
-                None => break,
-            }
-        }
+        self.evict_until(&mut inner, budget - len);
         inner.used += len;
         inner.blocks.push(key, data);
     }
@@ -309,6 +338,29 @@ mod tests {
         cache.insert_tail(&b, 1, Bytes::from(vec![7u8; 4]));
         assert_eq!(cache.tail(&b, 1), None);
         assert_eq!(cache.used_bytes(), 10);
+    }
+
+    #[test]
+    fn a_smaller_budget_evicts_least_recently_used_at_once_and_a_larger_one_holds_more() {
+        let cache = BlockCache::new(40, 10);
+        let a = id("a");
+        for b in 0..4 {
+            cache.insert(&a, b, Bytes::from(vec![0u8; 10]));
+        }
+        assert!(cache.get(&a, 0).is_some());
+        cache.set_budget(20);
+        assert_eq!(cache.used_bytes(), 20);
+        assert!(
+            cache.contains(&a, 0) && cache.contains(&a, 3),
+            "most recently used stay"
+        );
+        assert_eq!(cache.evictions(), 2);
+        cache.set_budget(50);
+        for b in 4..9 {
+            cache.insert(&a, b, Bytes::from(vec![0u8; 10]));
+        }
+        assert_eq!(cache.used_bytes(), 50);
+        assert_eq!(cache.budget_bytes(), 50);
     }
 
     #[test]

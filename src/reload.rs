@@ -31,10 +31,12 @@ use crate::backend::prefix::PrefixBackend;
 use crate::backend::s3::S3ClientPool;
 use crate::backend::swap::SwapBackend;
 use crate::backend::Backend;
+use crate::cache::BlockCache;
 use crate::config::{BackendConfig, Config, TenantConfig};
 use crate::fs::Filesystem;
 use crate::fuse::session::KernelCache;
 use crate::tenant::{TenantChange, TenantSpec};
+use crate::upload::Uploader;
 
 /// Probes run at once during a reload.
 const PROBE_CONCURRENCY: usize = 16;
@@ -92,6 +94,30 @@ pub struct Plan {
     pub build: Vec<String>,
     /// Settings that differ but apply only at the next mount.
     pub needs_remount: Vec<String>,
+    /// Budgets resized live, with their new size in bytes.
+    pub resize: Vec<(Budget, u64)>,
+}
+
+/// A mount-wide budget a reload resizes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Budget {
+    /// `[cache] memory`: the block cache (a smaller one evicts at once).
+    CacheMemory,
+    /// `[write] memory`: part buffers (a smaller one lets buffers in flight drain).
+    WriteMemory,
+    /// `[write] staging_limit` (a smaller one refuses new staging until enough is released).
+    StagingLimit,
+}
+
+impl Budget {
+    /// The config key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::CacheMemory => "cache.memory",
+            Self::WriteMemory => "write.memory",
+            Self::StagingLimit => "write.staging_limit",
+        }
+    }
 }
 
 /// Effective per-tenant settings, as the tenant table gets them: read-only, uid, gid, mode,
@@ -157,9 +183,32 @@ pub fn plan(old: &Config, new: &Config, owner: (u32, u32)) -> Plan {
         ("mount.entry_ttl", om.entry_ttl != nm.entry_ttl),
         ("mount.threads", om.threads != nm.threads),
         ("mount.control_socket", om.control_socket != nm.control_socket),
-        ("cache", old.cache != new.cache),
-        ("write", old.write != new.write),
+        (
+            "cache (other than memory)",
+            crate::config::CacheConfig {
+                memory: new.cache.memory,
+                ..old.cache.clone()
+            } != new.cache,
+        ),
+        (
+            "write (other than memory and staging_limit)",
+            crate::config::WriteConfig {
+                memory: new.write.memory,
+                staging_limit: new.write.staging_limit,
+                ..old.write.clone()
+            } != new.write,
+        ),
+        ("metrics.listen", old.metrics != new.metrics),
     ];
+    for (budget, was, now) in [
+        (Budget::CacheMemory, old.cache.memory, new.cache.memory),
+        (Budget::WriteMemory, old.write.memory, new.write.memory),
+        (Budget::StagingLimit, old.write.staging_limit, new.write.staging_limit),
+    ] {
+        if was != now {
+            p.resize.push((budget, now));
+        }
+    }
     p.needs_remount = fixed
         .into_iter()
         .filter(|(_, differs)| *differs)
@@ -204,6 +253,8 @@ pub struct ReloadReport {
     pub rotated: Vec<String>,
     /// Settings left as they are until the next mount.
     pub needs_remount: Vec<String>,
+    /// Budgets resized live (config key, new size in bytes).
+    pub resized: Vec<(String, u64)>,
     /// Tenants applied although their probe failed (`--force`), with the failure.
     pub unreachable: Vec<(String, String)>,
 }
@@ -224,6 +275,9 @@ impl std::fmt::Display for ReloadReport {
         }
         if self.added.len() + self.removed.len() + self.repointed.len() + self.updated.len() + self.rotated.len() == 0 {
             f.write_str("; no tenant changes")?;
+        }
+        for (k, v) in &self.resized {
+            write!(f, "\nresized: {k} = {v} bytes")?;
         }
         for k in &self.needs_remount {
             write!(f, "\nneeds a remount: {k} changed")?;
@@ -258,6 +312,9 @@ struct State {
 pub struct Reloader {
     state: tokio::sync::Mutex<State>,
     fs: Arc<Filesystem>,
+    /// The budgets a reload resizes live.
+    cache: Arc<BlockCache>,
+    uploader: Arc<Uploader>,
     kernel: std::sync::Mutex<Option<KernelCache>>,
     owner: (u32, u32),
     /// Command-line overrides (`--read-only`, `--allow-other`) applied to every reloaded file.
@@ -278,9 +335,15 @@ impl std::fmt::Debug for Reloader {
 pub fn tenant_spec(config: &Config, t: &TenantConfig, backend: Arc<dyn Backend>, owner: (u32, u32)) -> TenantSpec {
     let (read_only, uid, gid, mode, posix_metadata, exclusive_create) = effective(config, t, owner);
     let view: Arc<dyn Backend> = Arc::new(PrefixBackend::new(backend, &t.prefix));
+    let metrics = crate::metrics::tenant(&t.name);
+    metrics.set_backend_type(match config.backends.get(&t.backend) {
+        Some(BackendConfig::S3(_)) => "s3",
+        Some(BackendConfig::Local(_)) => "local",
+        None => "unknown",
+    });
     TenantSpec {
         name: t.name.clone(),
-        backend: Arc::new(MeteredBackend::new(view, crate::metrics::tenant(&t.name))),
+        backend: Arc::new(MeteredBackend::new(view, metrics)),
         read_only,
         uid,
         gid,
@@ -296,6 +359,7 @@ impl Reloader {
         config: Config,
         backends: HashMap<String, Arc<SwapBackend>>,
         fs: Arc<Filesystem>,
+        (cache, uploader): (Arc<BlockCache>, Arc<Uploader>),
         owner: (u32, u32),
         overrides: Box<dyn Fn(&mut Config) + Send + Sync>,
         build: BuildBackend,
@@ -303,6 +367,8 @@ impl Reloader {
         Self {
             state: tokio::sync::Mutex::new(State { config, backends }),
             fs,
+            cache,
+            uploader,
             kernel: std::sync::Mutex::new(None),
             owner,
             overrides,
@@ -402,6 +468,13 @@ impl Reloader {
             });
         }
         let applied = self.fs.apply_tenants(changes);
+        for &(budget, bytes) in &plan.resize {
+            match budget {
+                Budget::CacheMemory => self.cache.set_budget(bytes),
+                Budget::WriteMemory => self.uploader.resize_memory(bytes),
+                Budget::StagingLimit => self.uploader.set_staging_limit(bytes),
+            }
+        }
         let kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(kernel) = kernel {
             let names: Vec<String> = applied.root_entries_changed().map(str::to_owned).collect();
@@ -421,6 +494,7 @@ impl Reloader {
             updated: applied.updated,
             rotated: plan.rotate,
             needs_remount: plan.needs_remount,
+            resized: plan.resize.iter().map(|(b, v)| (b.key().to_owned(), *v)).collect(),
             unreachable: failures,
         };
         info!(%report, "config reloaded");
@@ -521,7 +595,18 @@ root = "/tmp/byosfs-plan-test-b"
             ]
         );
         assert!(p.build.is_empty() && p.rotate.is_empty());
-        assert_eq!(p.needs_remount, vec!["cache".to_owned()]);
+        assert!(p.needs_remount.is_empty(), "{:?}", p.needs_remount);
+        assert_eq!(p.resize, vec![(Budget::CacheMemory, 64 << 20)]);
+        let other = config(
+            &tenant("keep", "a", ""),
+            "[cache]\nmemory = \"64MiB\"\nblock_size = \"2MiB\"\n[write]\nmemory = \"128MiB\"\nstaging_limit = \"1GiB\"\n",
+        );
+        let p = plan(&new, &other, (1, 1));
+        assert_eq!(p.needs_remount, vec!["cache (other than memory)".to_owned()]);
+        assert_eq!(
+            p.resize,
+            vec![(Budget::WriteMemory, 128 << 20), (Budget::StagingLimit, 1 << 30)]
+        );
         assert_eq!(plan(&new, &new, (1, 1)), Plan::default(), "no change, no work");
     }
 

@@ -131,7 +131,7 @@ ROWS = [
 ]
 CAPPED = ("seq_cold", "interleave", "seq_write")
 HIGHER_IS_BETTER = {m for m, _, hib in ROWS if hib}
-PEERS = ["direct", "byosfs", "byosfs-noposix", "rclone-off", "rclone-full", "s3fs"]
+PEERS = ["direct", "byosfs", "byosfs-noposix", "byosfs-metrics", "rclone-off", "rclone-full", "s3fs"]
 
 
 def parse(v):
@@ -182,7 +182,7 @@ def report(path):
         cells = "".join("%13s" % (shown.get((p, m)) or ("-" if row[p] is None else fmt(row[p])))
                         for p in peers)
         b, d = row.get("byosfs"), row.get("direct")
-        others = [row[p] for p in peers if p not in ("byosfs", "byosfs-noposix", "direct") and row[p] is not None]
+        others = [row[p] for p in peers if p not in ("byosfs", "byosfs-noposix", "byosfs-metrics", "direct") and row[p] is not None]
         best = (max(others) if hib else min(others)) if others else None
         r_dir = "%10s" % (fmt(b / d) if b is not None and d else "-")
         r_peer = "%10s" % (fmt(b / best) if b is not None and best else "-")
@@ -249,6 +249,12 @@ def targets(med):
         if b is not None and bp:
             chk("CPU per GiB %s <= 0.5x best peer" % name, b <= 0.5 * bp,
                 "%s vs %s s/GiB" % (fmt(b), fmt(bp)))
+    # Issue 20: serving metrics (endpoint on, scraped every second) costs at most 3 % CPU.
+    for m, name in (("cpu_read_gib", "read"), ("cpu_write_gib", "written")):
+        on, off = g("byosfs-metrics", m), g("byosfs", m)
+        if on is not None and off:
+            chk("CPU per GiB %s with metrics on <= 1.03x off" % name, on <= 1.03 * off,
+                "%s vs %s s/GiB (%+.1f %%)" % (fmt(on), fmt(off), 100 * (on / off - 1)))
     return res
 
 

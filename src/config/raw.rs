@@ -31,7 +31,8 @@ pub(crate) struct RawConfig {
     pub(crate) write: RawWrite,
     #[serde(default)]
     pub(crate) defaults: RawDefaults,
-
+    #[serde(default)]
+    pub(crate) metrics: RawMetrics,
     #[serde(default)]
     pub(crate) backends: BTreeMap<String, Spanned<RawBackend>>,
     #[serde(default)]
@@ -51,6 +52,13 @@ pub(crate) struct RawMount {
     pub(crate) entry_ttl: Option<DurationValue>,
     pub(crate) threads: Option<Spanned<usize>>,
     pub(crate) control_socket: Option<PathBuf>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub(crate) listen: Option<Spanned<String>>,
 }
 
 /// `[cache]`.

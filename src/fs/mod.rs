@@ -420,7 +420,13 @@ impl Filesystem {
             release_passed: self.config.read.release_passed && keep_cache,
             ..self.config.read.clone()
         };
-        let reader = ObjectReader::new(tenant.backend.clone(), id, self.cache.clone(), config);
+        let reader = ObjectReader::new(
+            tenant.backend.clone(),
+            id,
+            self.cache.clone(),
+            config,
+            tenant.metrics.clone(),
+        );
         self.inodes.open(ino);
         let fh = self.handles.insert(Handle::Read { ino, reader, tenant });
         debug!(ino, fh, key = ?inode.key, size = meta.size, "opened for read");
@@ -450,10 +456,12 @@ impl Filesystem {
         match &*h {
             Handle::Read { reader, tenant, .. } => match reader.read_now(offset, len) {
                 crate::read::ReadNow::Ready(data) => {
+                    tenant.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
                     served(&tenant.metrics, &data);
                     ReadNow::Done(Ok(data))
                 }
                 crate::read::ReadNow::Pending(p) => {
+                    tenant.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
                     let m = tenant.metrics.clone();
                     ReadNow::Wait(Box::pin(async move {
                         let data = p.finish().await?;
