@@ -7,7 +7,8 @@
 #                    (peer byosfs-noposix: byosfs with posix_metadata = false;
 #                     byosfs-nosum / byosfs-sum: unsigned payloads with checksum "none" /
 #                     "crc32c", for the CPU cost of upload checksums, issue 22;
-#                     peer byosfs-wb: byosfs with write_back = true)
+#                     peer byosfs-wb: byosfs with write_back = true;
+#                     peer byosfs-metrics: byosfs with [metrics] listen set, scraped every second)
 #                    [--only read|write|meta|migrate] [--no-install] [--out FILE]
 #                    [--rtt MS [--rate MBIT]]
 #
@@ -133,6 +134,7 @@ cleanup() {
   if [ -n "$FS_PID" ]; then
     kill "$FS_PID" 2>/dev/null; sleep 1; kill -9 "$FS_PID" 2>/dev/null
   fi
+  [ -n "${SCRAPE_PID:-}" ] && kill "$SCRAPE_PID" 2>/dev/null
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
   [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
   wait 2>/dev/null
@@ -294,6 +296,14 @@ sed 's/^payload_signing = .*/payload_signing = "never"\nchecksum = "crc32c"/' "$
 # The same tenant with crash-safe write-back (peer byosfs-wb): close() returns once staged.
 BYO_CFG_WB=$WORK/byosfs-wb.toml
 { cat "$BYO_CFG"; echo 'write_back = true'; } >"$BYO_CFG_WB"
+# The same with the Prometheus endpoint on (peer byosfs-metrics), scraped once a second while
+# mounted: the cost of serving metrics. Counting itself is always on (`byosfs status` reads the
+# same counters), so this pair measures the endpoint and its scrapes; the target is CPU per GiB
+# within 3 % of byosfs.
+METRICS_ADDR=127.0.0.1:19464
+BYO_CFG_METRICS=$WORK/byosfs-metrics.toml
+{ cat "$BYO_CFG"; printf '[metrics]\nlisten = "%s"\n' "$METRICS_ADDR"; } >"$BYO_CFG_METRICS"
+SCRAPE_PID=""
 printf '%s:%s\n' "$BENCH_AK" "$BENCH_SK" >"$WORK/s3fs.passwd"
 chmod 600 "$WORK/s3fs.passwd"
 export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
@@ -306,13 +316,14 @@ mount_fs() {
   local peer=$1
   rm -rf "$WORK/rclone-cache" "$WORK/staging"
   case $peer in
-    byosfs|byosfs-noposix|byosfs-disk|byosfs-nosum|byosfs-sum|byosfs-wb)
+    byosfs|byosfs-noposix|byosfs-disk|byosfs-nosum|byosfs-sum|byosfs-wb|byosfs-metrics)
       local cfg=$BYO_CFG
       [ "$peer" = byosfs-noposix ] && cfg=$BYO_CFG_NOPOSIX
       [ "$peer" = byosfs-disk ] && cfg=$BYO_CFG_DISK
       [ "$peer" = byosfs-nosum ] && cfg=$BYO_CFG_NOSUM
       [ "$peer" = byosfs-sum ] && cfg=$BYO_CFG_SUM
       [ "$peer" = byosfs-wb ] && cfg=$BYO_CFG_WB
+      [ "$peer" = byosfs-metrics ] && cfg=$BYO_CFG_METRICS
       RUST_LOG=byosfs=warn "$BYOSFS" mount --config "$cfg" "$MNT" 2>>"$WORK/byosfs.log" &
       FS_DIR=$MNT/t ;;
     rclone-off|rclone-full)
@@ -326,6 +337,11 @@ mount_fs() {
       FS_DIR=$MNT ;;
   esac
   FS_PID=$!
+  if [ "$peer" = byosfs-metrics ]; then
+    # Bounded: at most one scrape a second for an hour, each at most 5 s; stopped by PID.
+    ( for _ in $(seq 3600); do sleep 1; curl -sf -m 5 "http://$METRICS_ADDR/metrics" >/dev/null || true; done ) &
+    SCRAPE_PID=$!
+  fi
   for _ in $(seq 200); do mountpoint -q "$MNT" && [ -e "$FS_DIR/big.bin" ] && return 0; sleep 0.1; done
   tail -n 20 "$WORK"/*.log >&2 || true
   die "$peer did not mount"
@@ -334,6 +350,12 @@ umount_fs() {
   local peer=$1 run=$2
   HWM=$($H hwm "$FS_PID" 2>/dev/null || echo 0)
   PEAK=$(echo "if ($HWM > ${PEAK:-0}) $HWM else ${PEAK:-0}" | bc -l)
+  if [ -n "$SCRAPE_PID" ]; then
+    # The last scrape before unmounting shows the endpoint answered during the run.
+    curl -sf -m 5 "http://$METRICS_ADDR/metrics" | grep -q '^byosfs_bytes_served_total' \
+      || log "WARNING: byosfs-metrics: /metrics did not answer"
+    stop_pid "$SCRAPE_PID" 1; SCRAPE_PID=""
+  fi
   fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
   stop_pid "$FS_PID" 3
   FS_PID=""

@@ -106,7 +106,7 @@ pub async fn build_backends(config: &Config) -> anyhow::Result<HashMap<String, A
 
 /// The backend of one `[backends.NAME]`, wrapped in a [`RetryBackend`].
 pub async fn build_backend(name: &str, b: &BackendConfig, pool: &S3ClientPool) -> anyhow::Result<Arc<dyn Backend>> {
-    let (backend, retry): (Arc<dyn Backend>, RetryConfig) = match b {
+    let (backend, retry, kind): (Arc<dyn Backend>, RetryConfig, &'static str) = match b {
         BackendConfig::S3(c) => (
             Arc::new(
                 pool.backend(&s3_config(c))
@@ -115,6 +115,7 @@ pub async fn build_backend(name: &str, b: &BackendConfig, pool: &S3ClientPool) -
                     .with_checksum(upload_checksum(c)),
             ),
             s3_retry(c),
+            "s3",
         ),
         BackendConfig::Local(c) => {
             std::fs::create_dir_all(&c.root)
@@ -122,10 +123,11 @@ pub async fn build_backend(name: &str, b: &BackendConfig, pool: &S3ClientPool) -
             (
                 Arc::new(LocalBackend::new(c.root.clone()).with_context(|| format!("backend {name}"))?),
                 RetryConfig::default(),
+                "local",
             )
         }
     };
-    Ok(Arc::new(RetryBackend::new(backend, retry)))
+    Ok(Arc::new(RetryBackend::new(backend, retry).counted_as(kind)))
 }
 
 /// [`build_backend`] as the reloader calls it.
@@ -443,6 +445,7 @@ pub fn run_mount(
         config.clone(),
         backends,
         fs.clone(),
+        (cache.clone(), uploader.clone()),
         owner,
         overrides,
         reload_builder(),
@@ -454,7 +457,19 @@ pub fn run_mount(
         cache,
         started,
         socket: socket_path.clone(),
+        rates: Default::default(),
     });
+    rt.block_on(async { handler.start_sampling() });
+    if let Some(addr) = config.metrics.listen {
+        // A configured endpoint that cannot bind is a startup error, like a bad config.
+        let endpoint = rt
+            .block_on(crate::metrics::exporter::Endpoint::bind(addr))
+            .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
+        let gauges = handler.clone();
+        let _rt = rt.enter();
+        endpoint.serve(Arc::new(move || gauges.gauges()));
+        info!(%addr, "serving Prometheus metrics on /metrics");
+    }
     // Bound before mounting, so `byosfs status` works as soon as the mount is visible.
     // The mount works without its socket (reload by SIGHUP still does): a failure is logged.
     let _socket = rt.block_on(async {

@@ -19,10 +19,14 @@
 //! blocks (see [`crate::fair`]).
 //!
 //! Below it, [`disk`] keeps whole blocks on local disk across remounts (the second tier).
+//!
+//! The budget can change while the cache is in use ([`BlockCache::set_budget`], a reload): a
+//! smaller one evicts least recently used blocks at once, under the same lock as an insert.
 
 pub mod disk;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -152,11 +156,16 @@ impl Inner {
 /// A byte-budgeted LRU cache of fixed-size object blocks. See the module docs.
 #[derive(Debug)]
 pub struct BlockCache {
-    budget: u64,
-    /// Most bytes one tenant's blocks may hold.
-    tenant_budget: u64,
+    /// Changed only under the `inner` lock (read without it for reporting).
+    budget: AtomicU64,
+    /// Percent of the budget one tenant's blocks may hold.
+    tenant_share: u8,
+    /// Most bytes one tenant's blocks may hold (`tenant_share` of `budget`); changed with it.
+    tenant_budget: AtomicU64,
     block_size: u64,
     inner: Mutex<Inner>,
+    /// Blocks evicted to make room, for the metrics.
+    evictions: AtomicU64,
 }
 
 impl BlockCache {
@@ -164,26 +173,61 @@ impl BlockCache {
     /// (a `block_size` of 0 is treated as 1).
     pub fn new(budget_bytes: u64, block_size: u64) -> Self {
         Self {
-            budget: budget_bytes,
-            tenant_budget: budget_bytes,
+            budget: AtomicU64::new(budget_bytes),
+            tenant_share: 100,
+            tenant_budget: AtomicU64::new(budget_bytes),
             block_size: block_size.max(1),
             inner: Mutex::new(Inner {
                 blocks: LruCache::unbounded(),
                 used: 0,
                 by_tenant: HashMap::new(),
             }),
+            evictions: AtomicU64::new(0),
         }
     }
 
     /// One tenant's blocks hold at most `percent` of the budget (see the module docs).
     pub fn with_tenant_share(mut self, percent: u8) -> Self {
-        self.tenant_budget = crate::fair::share_of(self.budget, percent);
+        self.tenant_share = percent;
+        let budget = self.budget.load(Ordering::Relaxed);
+        self.tenant_budget = AtomicU64::new(crate::fair::share_of(budget, percent));
         self
     }
 
     /// The most bytes one tenant's blocks may hold.
     pub fn tenant_budget_bytes(&self) -> u64 {
-        self.tenant_budget
+        self.tenant_budget.load(Ordering::Relaxed)
+    }
+
+    /// Change the budget (and each tenant's share of it); a smaller one evicts least recently
+    /// used blocks until the cache fits. Readers opened before keep their read-ahead windows
+    /// (sized from the old budget); new handles size theirs from this one.
+    pub fn set_budget(&self, budget_bytes: u64) {
+        let mut inner = self.lock();
+        self.budget.store(budget_bytes, Ordering::Relaxed);
+        self.tenant_budget.store(
+            crate::fair::share_of(budget_bytes, self.tenant_share),
+            Ordering::Relaxed,
+        );
+        self.evict_until(&mut inner, budget_bytes);
+    }
+
+    fn evict_until(&self, inner: &mut Inner, limit: u64) {
+        while inner.used > limit {
+            match inner.blocks.pop_lru() {
+                Some((k, evicted)) => {
+                    inner.uncount(k.0.tenant, len_u64(&evicted));
+                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                // Unreachable while `used` is the sum of entry sizes; stop rather than spin.
+                None => break,
+            }
+        }
+    }
+
+    /// Blocks evicted to make room so far.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
     /// Size of a block; block `i` of an object holds bytes `[i * block_size, (i + 1) * block_size)`
@@ -192,9 +236,9 @@ impl BlockCache {
         self.block_size
     }
 
-    /// The byte budget given at construction.
+    /// The byte budget (given at construction or by [`BlockCache::set_budget`]).
     pub fn budget_bytes(&self) -> u64 {
-        self.budget
+        self.budget.load(Ordering::Relaxed)
     }
 
     /// Block `block` of `id`, marking it most recently used.
@@ -242,21 +286,18 @@ impl BlockCache {
         let tenant = key.0.tenant;
         let mut inner = self.lock();
         inner.remove(&key);
-        if len > self.budget.min(self.tenant_budget) {
+        let budget = self.budget.load(Ordering::Relaxed);
+        let tenant_budget = self.tenant_budget.load(Ordering::Relaxed);
+        if len > budget.min(tenant_budget) {
             return;
         }
-        while inner.by_tenant.get(&tenant).copied().unwrap_or(0) + len > self.tenant_budget {
+        while inner.by_tenant.get(&tenant).copied().unwrap_or(0) + len > tenant_budget {
             if !inner.evict_lru_of(tenant) {
                 break;
             }
+            self.evictions.fetch_add(1, Ordering::Relaxed);
         }
-        while inner.used + len > self.budget {
-            match inner.blocks.pop_lru() {
-                Some((k, evicted)) => inner.uncount(k.0.tenant, len_u64(&evicted)),
-                // Unreachable while `used` is the sum of entry sizes; stop rather than spin.
-                None => break,
-            }
-        }
+        self.evict_until(&mut inner, budget - len);
         inner.used += len;
         *inner.by_tenant.entry(tenant).or_default() += len;
         inner.blocks.push(key, data);
@@ -396,6 +437,29 @@ mod tests {
         cache.insert_tail(&b, 1, Bytes::from(vec![7u8; 4]));
         assert_eq!(cache.tail(&b, 1), None);
         assert_eq!(cache.used_bytes(), 10);
+    }
+
+    #[test]
+    fn a_smaller_budget_evicts_least_recently_used_at_once_and_a_larger_one_holds_more() {
+        let cache = BlockCache::new(40, 10);
+        let a = id("a");
+        for b in 0..4 {
+            cache.insert(&a, b, Bytes::from(vec![0u8; 10]));
+        }
+        assert!(cache.get(&a, 0).is_some());
+        cache.set_budget(20);
+        assert_eq!(cache.used_bytes(), 20);
+        assert!(
+            cache.contains(&a, 0) && cache.contains(&a, 3),
+            "most recently used stay"
+        );
+        assert_eq!(cache.evictions(), 2);
+        cache.set_budget(50);
+        for b in 4..9 {
+            cache.insert(&a, b, Bytes::from(vec![0u8; 10]));
+        }
+        assert_eq!(cache.used_bytes(), 50);
+        assert_eq!(cache.budget_bytes(), 50);
     }
 
     #[test]

@@ -69,7 +69,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     // Clear the terminal and go home, as `watch` does.
                     print!("\x1b[2J\x1b[H");
                 }
-                print!("{}", byosfs::status::render(&report));
+                print!(
+                    "{}",
+                    byosfs::status::render(&report, std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                );
             }
             if !args.watch {
                 return Ok(ExitCode::SUCCESS);

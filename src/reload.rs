@@ -32,11 +32,13 @@ use crate::backend::prefix::PrefixBackend;
 use crate::backend::s3::S3ClientPool;
 use crate::backend::swap::SwapBackend;
 use crate::backend::Backend;
+use crate::cache::BlockCache;
 use crate::config::{BackendConfig, Config, TenantConfig};
 use crate::fs::Filesystem;
 use crate::fuse::session::KernelCache;
 use crate::limits::LimitRules;
 use crate::tenant::{TenantChange, TenantPolicy, TenantSpec};
+use crate::upload::Uploader;
 use crate::url::UrlMaker;
 
 /// Probes run at once during a reload.
@@ -95,6 +97,27 @@ pub(crate) struct Plan {
     pub(crate) build: Vec<String>,
     /// Settings that differ but apply only at the next mount.
     pub(crate) needs_remount: Vec<String>,
+    /// Budgets resized live, with their new size in bytes.
+    pub resize: Vec<(Budget, u64)>,
+}
+
+/// A mount-wide budget a reload resizes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) enum Budget {
+    /// `[cache] memory`: the block cache (a smaller one evicts at once).
+    CacheMemory,
+    /// `[write] staging_limit` (a smaller one refuses new staging until enough is released).
+    StagingLimit,
+}
+
+impl Budget {
+    /// The config key.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Self::CacheMemory => "cache.memory",
+            Self::StagingLimit => "write.staging_limit",
+        }
+    }
 }
 
 /// Effective per-tenant settings, as the tenant table gets them: read-only, uid, gid, mode,
@@ -167,9 +190,34 @@ pub(crate) fn plan(old: &Config, new: &Config, owner: (u32, u32)) -> Plan {
         ("mount.max_requests", om.max_requests != nm.max_requests),
         ("mount.tenant_share", om.tenant_share != nm.tenant_share),
         ("mount.control_socket", om.control_socket != nm.control_socket),
-        ("cache", old.cache != new.cache),
-        ("write", old.write != new.write),
+        (
+            "cache (other than memory)",
+            crate::config::CacheConfig {
+                memory: new.cache.memory,
+                ..old.cache.clone()
+            } != new.cache,
+        ),
+        // `[write] memory` is split into per-tenant shares at mount (crate::fair), which a
+        // resize would have to re-cut under writers waiting on them: not live yet.
+        ("write.memory", old.write.memory != new.write.memory),
+        (
+            "write (other than memory and staging_limit)",
+            crate::config::WriteConfig {
+                memory: old.write.memory,
+                staging_limit: new.write.staging_limit,
+                ..old.write.clone()
+            } != new.write,
+        ),
+        ("metrics.listen", old.metrics != new.metrics),
     ];
+    for (budget, was, now) in [
+        (Budget::CacheMemory, old.cache.memory, new.cache.memory),
+        (Budget::StagingLimit, old.write.staging_limit, new.write.staging_limit),
+    ] {
+        if was != now {
+            p.resize.push((budget, now));
+        }
+    }
     p.needs_remount = fixed
         .into_iter()
         .filter(|(_, differs)| *differs)
@@ -214,6 +262,8 @@ pub(crate) struct ReloadReport {
     pub(crate) rotated: Vec<String>,
     /// Settings left as they are until the next mount.
     pub(crate) needs_remount: Vec<String>,
+    /// Budgets resized live (config key, new size in bytes).
+    pub resized: Vec<(String, u64)>,
     /// Tenants applied although their probe failed (`--force`), with the failure.
     pub(crate) unreachable: Vec<(String, String)>,
 }
@@ -234,6 +284,9 @@ impl std::fmt::Display for ReloadReport {
         }
         if self.added.len() + self.removed.len() + self.repointed.len() + self.updated.len() + self.rotated.len() == 0 {
             f.write_str("; no tenant changes")?;
+        }
+        for (k, v) in &self.resized {
+            write!(f, "\nresized: {k} = {v} bytes")?;
         }
         for k in &self.needs_remount {
             write!(f, "\nneeds a remount: {k} changed")?;
@@ -268,6 +321,9 @@ struct State {
 pub(crate) struct Reloader {
     state: tokio::sync::Mutex<State>,
     fs: Arc<Filesystem>,
+    /// The budgets a reload resizes live.
+    cache: Arc<BlockCache>,
+    uploader: Arc<Uploader>,
     kernel: std::sync::Mutex<Option<KernelCache>>,
     owner: (u32, u32),
     /// Command-line overrides (`--read-only`, `--allow-other`) applied to every reloaded file.
@@ -319,9 +375,15 @@ pub(crate) fn tenant_spec(
     let write_back = t.write_back;
     let view: Arc<dyn Backend> = Arc::new(PrefixBackend::new(backend, &t.prefix));
     let view: Arc<dyn Backend> = Arc::new(HeadersBackend::new(view, header_policy(&t.web)));
+    let metrics = crate::metrics::tenant(&t.name);
+    metrics.set_backend_type(match config.backends.get(&t.backend) {
+        Some(BackendConfig::S3(_)) => "s3",
+        Some(BackendConfig::Local(_)) => "local",
+        None => "unknown",
+    });
     TenantSpec {
         name: t.name.clone(),
-        backend: Arc::new(MeteredBackend::new(view, crate::metrics::tenant(&t.name))),
+        backend: Arc::new(MeteredBackend::new(view, metrics)),
         read_only,
         uid,
         gid,
@@ -349,6 +411,7 @@ impl Reloader {
         config: Config,
         backends: HashMap<String, Arc<SwapBackend>>,
         fs: Arc<Filesystem>,
+        (cache, uploader): (Arc<BlockCache>, Arc<Uploader>),
         owner: (u32, u32),
         overrides: Box<dyn Fn(&mut Config) + Send + Sync>,
         build: BuildBackend,
@@ -356,6 +419,8 @@ impl Reloader {
         Self {
             state: tokio::sync::Mutex::new(State { config, backends }),
             fs,
+            cache,
+            uploader,
             kernel: std::sync::Mutex::new(None),
             owner,
             overrides,
@@ -455,6 +520,12 @@ impl Reloader {
             });
         }
         let applied = self.fs.apply_tenants(changes);
+        for &(budget, bytes) in &plan.resize {
+            match budget {
+                Budget::CacheMemory => self.cache.set_budget(bytes),
+                Budget::StagingLimit => self.uploader.set_staging_limit(bytes),
+            }
+        }
         let kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(kernel) = kernel {
             let names: Vec<String> = applied.root_entries_changed().map(str::to_owned).collect();
@@ -474,6 +545,7 @@ impl Reloader {
             updated: applied.updated,
             rotated: plan.rotate,
             needs_remount: plan.needs_remount,
+            resized: plan.resize.iter().map(|(b, v)| (b.key().to_owned(), *v)).collect(),
             unreachable: failures,
         };
         info!(%report, "config reloaded");
@@ -628,7 +700,18 @@ root = "/tmp/byosfs-plan-test-b"
             ]
         );
         assert!(p.build.is_empty() && p.rotate.is_empty());
-        assert_eq!(p.needs_remount, vec!["cache".to_owned()]);
+        assert!(p.needs_remount.is_empty(), "{:?}", p.needs_remount);
+        assert_eq!(p.resize, vec![(Budget::CacheMemory, 64 << 20)]);
+        let other = config(
+            &tenant("keep", "a", ""),
+            "[cache]\nmemory = \"64MiB\"\nblock_size = \"2MiB\"\n[write]\nmemory = \"128MiB\"\nstaging_limit = \"1GiB\"\n",
+        );
+        let p = plan(&new, &other, (1, 1));
+        assert_eq!(
+            p.needs_remount,
+            vec!["cache (other than memory)".to_owned(), "write.memory".to_owned()]
+        );
+        assert_eq!(p.resize, vec![(Budget::StagingLimit, 1 << 30)]);
         assert_eq!(plan(&new, &new, (1, 1)), Plan::default(), "no change, no work");
     }
 

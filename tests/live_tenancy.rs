@@ -435,14 +435,42 @@ fn status_shows_an_upload_advancing_and_counts_each_tenants_traffic() {
     w.write_all(&data[..9 * MIB]).unwrap();
     // The first 8 MiB part goes out while the file is open: the upload shows, bytes advance.
     let first = wait_counter(&m, "A", "bytes_uploaded", 8 * MIB as u64);
-    let uploads = first["uploads"].as_array().unwrap();
-    assert!(
-        uploads.iter().any(|u| u["tenant"] == "A" && u["key"] == "up.bin"),
-        "{first}"
+    let upload = |s: &serde_json::Value| -> serde_json::Value {
+        s["uploads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["tenant"] == "A" && u["key"] == "up.bin")
+            .unwrap_or_else(|| panic!("A/up.bin not listed: {s}"))
+            .clone()
+    };
+    // The upload's own progress: bytes written, parts done of the parts the file has now
+    // (recorded just after the tenant's counter, when the part's request returns).
+    let t = Instant::now();
+    let u1 = loop {
+        let u = upload(&status_json(&m));
+        if u["bytes_uploaded"].as_u64() >= Some(8 * MIB as u64) {
+            break u;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "upload progress stuck: {u}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(u1["bytes_written"], 9 * MIB as u64, "{u1}");
+    assert_eq!(u1["bytes_uploaded"], 8 * MIB as u64, "{u1}");
+    assert_eq!(
+        (u1["parts_done"].as_u64(), u1["parts_total"].as_u64()),
+        (Some(1), Some(2)),
+        "{u1}"
     );
     w.write_all(&data[9 * MIB..]).unwrap();
     let second = wait_counter(&m, "A", "bytes_uploaded", 16 * MIB as u64);
     assert!(counter(&second, "A", "bytes_uploaded") > counter(&first, "A", "bytes_uploaded"));
+    let u2 = upload(&second);
+    assert!(
+        u2["bytes_uploaded"].as_u64() > u1["bytes_uploaded"].as_u64(),
+        "{u1} then {u2}"
+    );
+    assert_eq!(u2["parts_total"], 3, "{u2}");
     drop(w);
     // The session ends with the kernel's release, just after close() returned.
     let t = Instant::now();
@@ -478,4 +506,15 @@ fn status_shows_an_upload_advancing_and_counts_each_tenants_traffic() {
     assert_eq!(counter(&after, "Q", "bytes_served"), 0);
     assert_eq!(counter(&after, "Q", "bytes_uploaded"), 0);
     assert_eq!(counter(&after, "A", "failures"), 0);
+    // Rates, hit ratio and budgets are reported (rates once the mount has two samples).
+    let t = &after["tenants"].as_array().unwrap()[0];
+    assert!(
+        t["cache_hit_ratio"].as_f64().is_some_and(|r| (0.0..=1.0).contains(&r)),
+        "{t}"
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let later = status_json(&m);
+    assert!(later["tenants"][0]["requests_per_s"].as_f64().is_some(), "{later}");
+    assert_eq!(later["budgets"]["write_limit"], 256 * MIB as u64, "{later}");
+    assert!(later["budgets"]["staging_limit"].as_u64() > Some(0), "{later}");
 }

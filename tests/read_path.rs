@@ -188,7 +188,13 @@ fn scaled() -> (ReadConfig, u64) {
 
 async fn open(backend: &Arc<Recorder>, key: &str, cache: &Arc<BlockCache>, config: ReadConfig) -> ObjectReader {
     let meta = backend.head(key).await.unwrap();
-    ObjectReader::new(backend.clone(), ObjectId::new(1, &meta), cache.clone(), config)
+    ObjectReader::new(
+        backend.clone(),
+        ObjectId::new(1, &meta),
+        cache.clone(),
+        config,
+        Default::default(),
+    )
 }
 
 /// Read `[from, to)` in `chunk`-sized reads, checking every byte against `data`.

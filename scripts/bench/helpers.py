@@ -187,9 +187,10 @@ ROWS = [
 CAPPED = ("seq_cold", "interleave", "seq_write")
 HIGHER_IS_BETTER = {m for m, _, hib in ROWS if hib}
 PEERS = ["direct", "local", "byosfs", "byosfs-noposix", "byosfs-disk", "byosfs-wb", "byosfs-nosum", "byosfs-sum",
-         "rclone-off", "rclone-full", "s3fs"]
+         "byosfs-metrics", "rclone-off", "rclone-full", "s3fs"]
 # byosfs variants and references: not peers in the ratios.
-BYOSFS_VARIANTS = ("byosfs", "byosfs-noposix", "byosfs-disk", "byosfs-wb", "byosfs-nosum", "byosfs-sum", "direct", "local")
+BYOSFS_VARIANTS = ("byosfs", "byosfs-noposix", "byosfs-disk", "byosfs-wb", "byosfs-nosum", "byosfs-sum", "byosfs-metrics",
+                   "direct", "local")
 
 
 def parse(v):
@@ -350,6 +351,12 @@ def targets(med):
         if b is not None and bp:
             chk("CPU per GiB %s <= 0.5x best peer" % name, b <= 0.5 * bp,
                 "%s vs %s s/GiB" % (fmt(b), fmt(bp)))
+    # Issue 20: serving metrics (endpoint on, scraped every second) costs at most 3 % CPU.
+    for m, name in (("cpu_read_gib", "read"), ("cpu_write_gib", "written")):
+        on, off = g("byosfs-metrics", m), g("byosfs", m)
+        if on is not None and off:
+            chk("CPU per GiB %s with metrics on <= 1.03x off" % name, on <= 1.03 * off,
+                "%s vs %s s/GiB (%+.1f %%)" % (fmt(on), fmt(off), 100 * (on / off - 1)))
     return res
 
 

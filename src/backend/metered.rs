@@ -1,9 +1,11 @@
-//! Counts one tenant's storage traffic for `byosfs status`: requests, failures by class,
-//! bytes fetched and uploaded, the last success and failure. Wraps the tenant's view (above
-//! the retry layer, so a request retried three times counts once; a failure is what the
-//! filesystem saw).
+//! Counts one tenant's storage traffic for `byosfs status` and the metrics endpoint:
+//! requests by operation and outcome, failures by class, bytes fetched and uploaded, GET
+//! first-byte and part-upload latency, the last success and failure. Wraps the tenant's view
+//! (above the retry layer, so a request retried three times counts once and its latency
+//! includes the retries: what the filesystem waited).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,6 +15,7 @@ use super::{
     Backend, BackendErrorKind, BackendResult, BodyStream, ByteRange, CompletedPart, ETag, ListPage, ListParams,
     MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
 };
+use crate::metrics::defs::BackendOp;
 use crate::metrics::TenantMetrics;
 
 /// `inner`, counted into `metrics`.
@@ -28,19 +31,19 @@ impl MeteredBackend {
         Self { inner, metrics }
     }
 
-    fn note<T>(&self, r: BackendResult<T>) -> BackendResult<T> {
+    fn note<T>(&self, op: BackendOp, r: BackendResult<T>) -> BackendResult<T> {
         match &r {
             // A miss or a lost race is an answer: the storage is reachable.
-            Ok(_) => self.metrics.success(),
+            Ok(_) => self.metrics.request(op, Ok(())),
             Err(e)
                 if matches!(
                     e.kind(),
                     BackendErrorKind::NotFound | BackendErrorKind::PreconditionFailed
                 ) =>
             {
-                self.metrics.success();
+                self.metrics.request(op, Ok(()));
             }
-            Err(e) => self.metrics.failure(&format!("{:?}", e.kind())),
+            Err(e) => self.metrics.request(op, Err(&format!("{:?}", e.kind()))),
         }
         r
     }
@@ -53,11 +56,14 @@ impl Backend for MeteredBackend {
     }
 
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
-        self.note(self.inner.head(key).await)
+        self.note(BackendOp::Head, self.inner.head(key).await)
     }
 
     async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
-        let r = self.note(self.inner.get_range(key, range, if_match).await);
+        let started = Instant::now();
+        let r = self.note(BackendOp::Get, self.inner.get_range(key, range, if_match).await);
+        // The whole (small, exact) range is one piece: its arrival is its first byte.
+        self.metrics.first_byte.record(started.elapsed());
         if let Ok(b) = &r {
             TenantMetrics::add(&self.metrics.bytes_fetched, b.len());
         }
@@ -70,24 +76,31 @@ impl Backend for MeteredBackend {
         range: ByteRange,
         if_match: Option<&ETag>,
     ) -> BackendResult<BodyStream> {
-        let stream = self.note(self.inner.get_range_stream(key, range, if_match).await)?;
+        let started = Instant::now();
+        let stream = self.note(BackendOp::Get, self.inner.get_range_stream(key, range, if_match).await)?;
         let metrics = self.metrics.clone();
+        let mut first = Some(started);
         // Counted as the body arrives, so a status during a long GET shows it advancing.
         Ok(stream
-            .inspect(move |piece| match piece {
-                Ok(b) => TenantMetrics::add(&metrics.bytes_fetched, b.len()),
-                Err(e) => metrics.failure(&format!("{:?}", e.kind())),
+            .inspect(move |piece| {
+                if let Some(t) = first.take() {
+                    metrics.first_byte.record(t.elapsed());
+                }
+                match piece {
+                    Ok(b) => TenantMetrics::add(&metrics.bytes_fetched, b.len()),
+                    Err(e) => metrics.failure(&format!("{:?}", e.kind())),
+                }
             })
             .boxed())
     }
 
     async fn list(&self, params: &ListParams) -> BackendResult<ListPage> {
-        self.note(self.inner.list(params).await)
+        self.note(BackendOp::List, self.inner.list(params).await)
     }
 
     async fn put(&self, key: &str, data: Bytes) -> BackendResult<PutResult> {
         let len = data.len();
-        let r = self.note(self.inner.put(key, data).await);
+        let r = self.note(BackendOp::Put, self.inner.put(key, data).await);
         if r.is_ok() {
             TenantMetrics::add(&self.metrics.bytes_uploaded, len);
         }
@@ -95,12 +108,17 @@ impl Backend for MeteredBackend {
     }
 
     async fn create_multipart(&self, key: &str) -> BackendResult<UploadId> {
-        self.note(self.inner.create_multipart(key).await)
+        self.note(BackendOp::CreateMultipart, self.inner.create_multipart(key).await)
     }
 
     async fn upload_part(&self, key: &str, upload: &UploadId, part: u32, data: Bytes) -> BackendResult<CompletedPart> {
         let len = data.len();
-        let r = self.note(self.inner.upload_part(key, upload, part, data).await);
+        let started = Instant::now();
+        let r = self.note(
+            BackendOp::UploadPart,
+            self.inner.upload_part(key, upload, part, data).await,
+        );
+        self.metrics.part_upload.record(started.elapsed());
         if r.is_ok() {
             TenantMetrics::add(&self.metrics.bytes_uploaded, len);
         }
@@ -115,7 +133,13 @@ impl Backend for MeteredBackend {
         src: &str,
         range: ByteRange,
     ) -> BackendResult<CompletedPart> {
-        self.note(self.inner.upload_part_copy(key, upload, part, src, range).await)
+        let started = Instant::now();
+        let r = self.note(
+            BackendOp::UploadPartCopy,
+            self.inner.upload_part_copy(key, upload, part, src, range).await,
+        );
+        self.metrics.part_upload.record(started.elapsed());
+        r
     }
 
     async fn complete_multipart(
@@ -124,28 +148,34 @@ impl Backend for MeteredBackend {
         upload: &UploadId,
         parts: &[CompletedPart],
     ) -> BackendResult<PutResult> {
-        self.note(self.inner.complete_multipart(key, upload, parts).await)
+        self.note(
+            BackendOp::CompleteMultipart,
+            self.inner.complete_multipart(key, upload, parts).await,
+        )
     }
 
     async fn abort_multipart(&self, key: &str, upload: &UploadId) -> BackendResult<()> {
-        self.note(self.inner.abort_multipart(key, upload).await)
+        self.note(BackendOp::AbortMultipart, self.inner.abort_multipart(key, upload).await)
     }
 
     async fn list_multipart_uploads(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-        self.note(self.inner.list_multipart_uploads(prefix).await)
+        self.note(
+            BackendOp::ListMultipartUploads,
+            self.inner.list_multipart_uploads(prefix).await,
+        )
     }
 
     async fn copy(&self, src: &str, dst: &str) -> BackendResult<PutResult> {
-        self.note(self.inner.copy(src, dst).await)
+        self.note(BackendOp::Copy, self.inner.copy(src, dst).await)
     }
 
     async fn delete(&self, key: &str) -> BackendResult<()> {
-        self.note(self.inner.delete(key).await)
+        self.note(BackendOp::Delete, self.inner.delete(key).await)
     }
 
     async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
         let len = data.len();
-        let r = self.note(self.inner.put_opts(key, data, opts).await);
+        let r = self.note(BackendOp::Put, self.inner.put_opts(key, data, opts).await);
         if r.is_ok() {
             TenantMetrics::add(&self.metrics.bytes_uploaded, len);
         }
@@ -153,10 +183,13 @@ impl Backend for MeteredBackend {
     }
 
     async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
-        self.note(self.inner.create_multipart_opts(key, opts).await)
+        self.note(
+            BackendOp::CreateMultipart,
+            self.inner.create_multipart_opts(key, opts).await,
+        )
     }
 
     async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
-        self.note(self.inner.update_metadata(key, opts).await)
+        self.note(BackendOp::UpdateMetadata, self.inner.update_metadata(key, opts).await)
     }
 }

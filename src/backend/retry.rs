@@ -77,6 +77,8 @@ pub struct RetryBackend {
     exhausted: Arc<AtomicU64>,
     /// xorshift64 state for jitter; racing updates only cost randomness quality.
     rng: AtomicU64,
+    /// The backend type retries are counted under (`byosfs_backend_retries_total`).
+    kind: &'static str,
 }
 
 impl RetryBackend {
@@ -96,7 +98,14 @@ impl RetryBackend {
             retries: Arc::new(AtomicU64::new(0)),
             exhausted: Arc::new(AtomicU64::new(0)),
             rng: AtomicU64::new(seed | 1),
+            kind: "unknown",
         }
+    }
+
+    /// Count retries under backend type `kind` (`s3`, `local`) in the process metrics.
+    pub fn counted_as(mut self, kind: &'static str) -> Self {
+        self.kind = kind;
+        self
     }
 
     /// The retry settings.
@@ -171,6 +180,7 @@ impl RetryBackend {
                 return Err(err);
             }
             self.retries.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::retried(self.kind);
             debug!(op, key, attempt = n, ?delay, error = %err, "retrying");
             tokio::time::sleep(delay).await;
             n += 1;
@@ -221,6 +231,7 @@ struct ResumingBody {
     config: RetryConfig,
     retries: Arc<AtomicU64>,
     exhausted: Arc<AtomicU64>,
+    kind: &'static str,
 }
 
 impl ResumingBody {
@@ -253,6 +264,7 @@ impl ResumingBody {
             }
             self.resumed += 1;
             self.retries.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::retried(self.kind);
             // Half the cap: no jitter source here, and resumptions are rare and per-stream.
             let delay = self.config.backoff_cap(self.resumed) / 2;
             debug!(key = self.key, received = self.received, ?delay, error = %err, "resuming GET body");
@@ -309,6 +321,7 @@ impl Backend for RetryBackend {
             config: self.config.clone(),
             retries: self.retries.clone(),
             exhausted: self.exhausted.clone(),
+            kind: self.kind,
         };
         Ok(Box::pin(futures::stream::try_unfold(resume, ResumingBody::next)))
     }

@@ -50,6 +50,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Write path: multipart uploads and staging.
     pub write: WriteConfig,
+    /// Prometheus endpoint.
+    pub metrics: MetricsConfig,
     /// Backends by name. Every backend here is referenced by at least one tenant or not
     /// (unused ones are kept, with a warning logged).
     pub backends: BTreeMap<String, BackendConfig>,
@@ -86,6 +88,13 @@ pub struct MountConfig {
     /// Control socket of `byosfs reload`/`status` (absolute); `None`: the default path
     /// named after the mount point (see `control::default_socket_path`).
     pub control_socket: Option<PathBuf>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Address serving Prometheus `/metrics`; `None` (default): no endpoint.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[cache]`: the read path.

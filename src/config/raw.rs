@@ -31,7 +31,8 @@ pub(crate) struct RawConfig {
     pub(crate) write: RawWrite,
     #[serde(default)]
     pub(crate) defaults: RawDefaults,
-
+    #[serde(default)]
+    pub(crate) metrics: RawMetrics,
     #[serde(default)]
     pub(crate) backends: BTreeMap<String, Spanned<RawBackend>>,
     #[serde(default)]
@@ -53,6 +54,13 @@ pub(crate) struct RawMount {
     pub(crate) max_requests: Option<Spanned<usize>>,
     pub(crate) tenant_share: Option<Spanned<u8>>,
     pub(crate) control_socket: Option<PathBuf>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub(crate) listen: Option<Spanned<String>>,
 }
 
 /// `[cache]`.

@@ -126,6 +126,7 @@ impl Validator {
     fn config(&mut self, raw: RawConfig, source: PathBuf, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Config {
         let mut mount = self.mount(raw.mount);
         mount.control_socket = mount.control_socket.map(|p| normalize_path(&base.join(p)));
+        let metrics = self.metrics(raw.metrics);
         let cache = self.cache(raw.cache, base);
         let write = self.write(raw.write, base);
         let mut backends = BTreeMap::new();
@@ -182,9 +183,24 @@ impl Validator {
             mount,
             cache,
             write,
+            metrics,
             backends,
             tenants,
         }
+    }
+
+    fn metrics(&mut self, raw: super::raw::RawMetrics) -> super::MetricsConfig {
+        let listen = raw
+            .listen
+            .and_then(|l| match l.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    let msg = "must be an IP address and port, such as \"127.0.0.1:9464\"";
+                    self.push(Some(l.span()), "metrics.listen", msg);
+                    None
+                }
+            });
+        super::MetricsConfig { listen }
     }
 
     /// "defined: ..." list for unknown-backend messages, including backends that failed

@@ -505,7 +505,14 @@ impl Filesystem {
             .disk
             .as_ref()
             .map(|d| d.object(&tenant.name, &tenant.backend.describe(), &id, self.cache.block_size()));
-        let reader = ObjectReader::with_disk(tenant.backend.clone(), id, self.cache.clone(), disk, config);
+        let reader = ObjectReader::with_disk(
+            tenant.backend.clone(),
+            id,
+            self.cache.clone(),
+            disk,
+            config,
+            tenant.metrics.clone(),
+        );
         self.inodes.open(ino);
         let fh = self.handles.insert(Handle::Read { ino, reader, tenant });
         debug!(ino, fh, key = ?inode.key, size = meta.size, "opened for read");
@@ -548,10 +555,12 @@ impl Filesystem {
         match &*h {
             Handle::Read { reader, tenant, .. } => match reader.read_now(offset, len) {
                 crate::read::ReadNow::Ready(data) => {
+                    tenant.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
                     served(&tenant.metrics, &data);
                     ReadNow::Done(Ok(data))
                 }
                 crate::read::ReadNow::Pending(p) => {
+                    tenant.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
                     let m = tenant.metrics.clone();
                     ReadNow::Wait(Box::pin(async move {
                         let data = p.finish().await?;

@@ -1,7 +1,10 @@
 //! The one async bridge: every request becomes a task that owns its reply, polled once on
 //! the FUSE thread and moved to the tokio runtime when it has to wait, so the FUSE request
 //! loop never waits on the network. Errors are logged once here
-//! and answered with the errno chosen by `fs::error`.
+//! and answered with the errno chosen by `fs::error`. Requests and errors are counted here
+//! too (`crate::metrics`): every request task starts in [`Dispatcher::start`], every error
+//! reply goes through [`log_error`], and the two fast paths answered on the FUSE thread call
+//! [`counted`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -162,6 +165,7 @@ impl Dispatcher {
     ) {
         let slots = self.slots.clone();
         let tenant = self.fs.tenant_of_ino(ino);
+        counted(name);
         let span = tracing::debug_span!("fuse", op = name, req);
         let mut task = Box::pin(
             async move {
@@ -198,8 +202,14 @@ pub(crate) fn errno(e: &Error) -> Errno {
     Errno::from_i32(e.errno())
 }
 
-/// Log an error once, at a level matching how surprising it is.
+/// Count a request of `op` answered without a task (the read and write fast paths).
+pub(crate) fn counted(op: &str) {
+    crate::metrics::fuse_request(op);
+}
+
+/// Log an error once, at a level matching how surprising it is, and count it.
 pub(crate) fn log_error(op: &str, e: &Error) {
+    crate::metrics::fuse_error(op, e.errno());
     if e.is_expected() {
         debug!(op, error = %e, "request answered with an error");
     } else {

@@ -370,8 +370,12 @@ impl fuser::Filesystem for FuseAdapter {
         // Reads whose bytes are already in memory are answered here, without a task hop: a
         // cached or read-ahead block costs one FUSE round trip and no thread wake-ups.
         match self.d.enter(|fs| fs.read_now(fh.0, offset, size)) {
-            ReadNow::Done(Ok(data)) => reply.data(&data),
+            ReadNow::Done(Ok(data)) => {
+                dispatch::counted("read");
+                reply.data(&data);
+            }
             ReadNow::Done(Err(e)) => {
+                dispatch::counted("read");
                 dispatch::log_error("read", &e);
                 reply.error(dispatch::errno(&e));
             }
@@ -401,8 +405,12 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         // Writes into the part being filled are answered here: no task hop, one copy.
         match self.d.enter(|fs| fs.write_now(fh.0, offset, data)) {
-            Some(Ok(n)) => return reply.written(n),
+            Some(Ok(n)) => {
+                dispatch::counted("write");
+                return reply.written(n);
+            }
             Some(Err(e)) => {
+                dispatch::counted("write");
                 dispatch::log_error("write", &e);
                 return reply.error(dispatch::errno(&e));
             }

@@ -14,7 +14,8 @@
 //! Blocks missing from memory are looked for in the disk tier ([`crate::cache::disk`]), when
 //! the mount has one, before they are fetched; blocks fetched whole are stored there.
 //!
-//! Depends only on [`crate::cache`] and the [`crate::backend`] trait and types.
+//! Depends only on [`crate::cache`], the [`crate::backend`] trait and types, and the tenant's
+//! counters ([`crate::metrics`]).
 
 pub mod policy;
 mod prefetch;
@@ -29,6 +30,7 @@ use self::prefetch::{Fetcher, Spawned};
 use crate::backend::{Backend, BackendError, ByteRange};
 use crate::cache::disk::DiskObject;
 use crate::cache::{BlockCache, ObjectId};
+use crate::metrics::TenantMetrics;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -113,9 +115,16 @@ pub struct ObjectReader {
 }
 
 impl ObjectReader {
-    /// A reader of `id` (whose ETag, if any, is pinned on every GET), caching blocks in `cache`.
-    pub fn new(backend: Arc<dyn Backend>, id: ObjectId, cache: Arc<BlockCache>, config: ReadConfig) -> Self {
-        Self::with_disk(backend, id, cache, None, config)
+    /// A reader of `id` (whose ETag, if any, is pinned on every GET), caching blocks in `cache`;
+    /// read-ahead it fetched and never served is counted into `metrics` when it goes.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        id: ObjectId,
+        cache: Arc<BlockCache>,
+        config: ReadConfig,
+        metrics: Arc<TenantMetrics>,
+    ) -> Self {
+        Self::with_disk(backend, id, cache, None, config, metrics)
     }
 
     /// [`ObjectReader::new`] with a disk tier: blocks missing from `cache` are looked for on
@@ -126,6 +135,7 @@ impl ObjectReader {
         cache: Arc<BlockCache>,
         disk: Option<DiskObject>,
         config: ReadConfig,
+        metrics: Arc<TenantMetrics>,
     ) -> Self {
         let block_size = cache.block_size();
         // Read-ahead beyond half the cache (half the tenant's share of it) would evict itself
@@ -140,7 +150,14 @@ impl ObjectReader {
             block_size,
         };
         let policy = ReadAheadPolicy::new(params, id.size());
-        let fetcher = Arc::new(Fetcher::new(backend, id, cache, disk, policy.params().max_request));
+        let fetcher = Arc::new(Fetcher::new(
+            backend,
+            id,
+            cache,
+            disk,
+            policy.params().max_request,
+            metrics,
+        ));
         Self {
             fetcher,
             release_passed: config.release_passed,
@@ -315,7 +332,7 @@ mod tests {
         backend.insert("obj", data);
         let meta = backend.head("obj").await.unwrap();
         let cache = Arc::new(BlockCache::new(budget, block));
-        let reader = ObjectReader::new(backend.clone(), ObjectId::new(1, &meta), cache, config);
+        let reader = ObjectReader::new(backend.clone(), ObjectId::new(1, &meta), cache, config, Arc::default());
         backend.reset_counts();
         (backend, reader)
     }
@@ -452,6 +469,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn read_ahead_never_served_is_counted_as_wasted_when_the_reader_goes() {
+        let backend = Arc::new(InMemoryBackend::new());
+        backend.insert("obj", pattern(8192));
+        let meta = backend.head("obj").await.unwrap();
+        let cache = Arc::new(BlockCache::new(1 << 20, 256));
+        let metrics: Arc<TenantMetrics> = Arc::default();
+        let open = || {
+            ObjectReader::new(
+                backend.clone(),
+                ObjectId::new(1, &meta),
+                cache.clone(),
+                small_config(),
+                metrics.clone(),
+            )
+        };
+        let wasted = || metrics.readahead_wasted.load(std::sync::atomic::Ordering::Relaxed);
+        // A sequential reader that stops early: the window fetched past its last read is waste.
+        let reader = open();
+        for at in (0..1024).step_by(256) {
+            reader.read(at, 256).await.unwrap();
+        }
+        // Let read-ahead land (bounded), then close.
+        for _ in 0..100 {
+            if backend.bytes_read() >= 1024 + 256 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let fetched = backend.bytes_read();
+        drop(reader);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(fetched > 1024, "read-ahead went past the reads");
+        assert_eq!(wasted(), fetched - 1024, "every fetched byte not read is waste");
+        // A reader of the whole object wastes nothing (its blocks are cached now: no fetch).
+        let before = wasted();
+        let reader = open();
+        reader.read(0, 8192).await.unwrap();
+        drop(reader);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(wasted(), before);
+    }
+
+    #[tokio::test]
     async fn cached_blocks_are_not_fetched_again() {
         let (backend, reader) = setup(pattern(4096), 1 << 20, 256, small_config()).await;
         reader.read(0, 4096).await.unwrap();
@@ -529,7 +589,13 @@ mod tests {
         backend.insert("obj", pattern(10_000));
         let meta = ObjectMeta::new("obj", 10_000, None, None);
         let cache = Arc::new(BlockCache::new(1 << 20, 100));
-        let reader = ObjectReader::new(backend.clone(), ObjectId::new(1, &meta), cache, small_config());
+        let reader = ObjectReader::new(
+            backend.clone(),
+            ObjectId::new(1, &meta),
+            cache,
+            small_config(),
+            Arc::default(),
+        );
         assert_eq!(reader.read(0, 100).await.unwrap(), &pattern(10_000)[..100]);
         backend.insert("obj", pattern(6000));
         let err = reader.read(9000, 100).await.unwrap_err();
@@ -545,7 +611,13 @@ mod tests {
         let fault = Arc::new(FaultBackend::new(mem.clone()));
         fault.set_rule(Some(FaultRule::always(&[Op::Get], BackendErrorKind::Throttled)));
         let cache = Arc::new(BlockCache::new(1 << 20, 256));
-        let reader = ObjectReader::new(fault.clone(), ObjectId::new(1, &meta), cache, small_config());
+        let reader = ObjectReader::new(
+            fault.clone(),
+            ObjectId::new(1, &meta),
+            cache,
+            small_config(),
+            Arc::default(),
+        );
         let (a, b) = tokio::join!(reader.read(0, 10), reader.read(20, 10));
         for r in [a, b] {
             match r {

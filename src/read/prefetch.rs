@@ -29,6 +29,7 @@
 //!   [`FetchError::Cancelled`]; its waiters then fetch the block themselves.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -42,6 +43,7 @@ use super::ReadError;
 use crate::backend::{Backend, BackendError, BackendErrorKind, ByteRange};
 use crate::cache::disk::DiskObject;
 use crate::cache::{BlockCache, ObjectId};
+use crate::metrics::TenantMetrics;
 
 /// Most GETs one read's own missing blocks are split into.
 const OWN_GETS: u64 = 4;
@@ -137,6 +139,19 @@ pub(super) struct Fetcher {
     /// Block index → the fetch bringing it. Lock order: after the reader's state, before the
     /// cache's lock; never held across `.await`.
     inflight: Mutex<HashMap<u64, Arc<Fetch>>>,
+    /// Per block: bytes this handle's fetches brought, and whether a read of this handle asked
+    /// for it. What was fetched and never asked for is read-ahead wasted, counted when the
+    /// fetcher goes (the handle closed and its fetches ended). Lock order: after `inflight`.
+    usage: Mutex<HashMap<u64, (u64, bool)>>,
+    metrics: Arc<TenantMetrics>,
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        let usage = self.usage.get_mut().unwrap_or_else(|e| e.into_inner());
+        let wasted: u64 = usage.values().filter(|(_, asked)| !asked).map(|(n, _)| n).sum();
+        self.metrics.readahead_wasted.fetch_add(wasted, Ordering::Relaxed);
+    }
 }
 
 impl Fetcher {
@@ -146,6 +161,7 @@ impl Fetcher {
         cache: Arc<BlockCache>,
         disk: Option<DiskObject>,
         max_request: u64,
+        metrics: Arc<TenantMetrics>,
     ) -> Self {
         let block_size = cache.block_size();
         Self {
@@ -156,7 +172,14 @@ impl Fetcher {
             block_size,
             max_request_blocks: (max_request / block_size).max(1),
             inflight: Mutex::new(HashMap::new()),
+            usage: Mutex::new(HashMap::new()),
+            metrics,
         }
+    }
+
+    /// A fetch of this handle brought `bytes` of block `block`.
+    pub(super) fn note_fetched(&self, block: u64, bytes: u64) {
+        lock(&self.usage).entry(block).or_default().0 = bytes;
     }
 
     pub(super) fn id(&self) -> &ObjectId {
@@ -196,6 +219,12 @@ impl Fetcher {
         // The read's own blocks go out first, as their own GET: after a seek the caller waits
         // only for what it asked for, while the rest of the window streams in beside it.
         let (first, last) = (offset / bs, (end - 1) / bs);
+        {
+            let mut usage = lock(&self.usage);
+            for b in first..=last {
+                usage.entry(b).or_default().1 = true;
+            }
+        }
         // The cached tail of the read's first block, if it holds the bytes the read needs and
         // the whole block is not cached.
         let tail = if self.cache.contains(&self.id, first) {

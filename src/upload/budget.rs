@@ -45,6 +45,8 @@ pub(crate) struct MemoryBudget {
     tenants: Mutex<HashMap<String, Arc<TenantMemory>>>,
     in_use: Arc<AtomicU64>,
     high_water: Arc<AtomicU64>,
+    /// Microseconds writers spent waiting for memory, for the metrics.
+    wait_us: AtomicU64,
 }
 
 /// One tenant's share of the memory budget; a write session holds its tenant's.
@@ -111,7 +113,18 @@ impl MemoryBudget {
             tenants: Mutex::new(HashMap::new()),
             in_use: Arc::new(AtomicU64::new(0)),
             high_water: Arc::new(AtomicU64::new(0)),
+            wait_us: AtomicU64::new(0),
         }
+    }
+
+    /// The budget in bytes.
+    pub(crate) fn limit(&self) -> u64 {
+        u64::from(self.total_units) * UNIT
+    }
+
+    /// Microseconds writers have waited for memory so far.
+    pub(crate) fn wait_us(&self) -> u64 {
+        self.wait_us.load(Ordering::Relaxed)
     }
 
     /// The share of tenant `name`, for its write sessions to hold.
@@ -143,8 +156,23 @@ impl MemoryBudget {
             .unwrap_or(u32::MAX)
             .clamp(1, most.max(1));
         // The semaphores are never closed; if one were, proceeding unaccounted beats hanging.
-        let mine = tenant.sem.clone().acquire_many_owned(units).await.ok();
-        let permit = self.sem.clone().acquire_many_owned(units).await.ok();
+        // Timed only when it waits (the free path stays two atomic operations), and always
+        // in the order tenant share, then mount: a writer waiting for its share holds nothing.
+        let started = std::time::Instant::now();
+        let (mine, permit, waited) = match tenant.sem.clone().try_acquire_many_owned(units) {
+            Ok(m) => match self.sem.clone().try_acquire_many_owned(units) {
+                Ok(p) => (Some(m), Some(p), false),
+                Err(_) => (Some(m), self.sem.clone().acquire_many_owned(units).await.ok(), true),
+            },
+            Err(_) => {
+                let m = tenant.sem.clone().acquire_many_owned(units).await.ok();
+                (m, self.sem.clone().acquire_many_owned(units).await.ok(), true)
+            }
+        };
+        if waited {
+            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.wait_us.fetch_add(us, Ordering::Relaxed);
+        }
         self.charge(bytes);
         MemoryPermit {
             permit,
@@ -237,13 +265,15 @@ impl MemoryBudget {
 /// a tenant holds at most its share of it.
 #[derive(Debug)]
 pub(crate) struct StagingSpace {
-    limit: u64,
-    tenant_limit: u64,
+    tenant_share: u8,
     used: Mutex<Used>,
 }
 
 #[derive(Debug, Default)]
 struct Used {
+    /// The limits, changed together under the lock by [`StagingSpace::set_limit`].
+    limit: u64,
+    tenant_limit: u64,
     total: u64,
     /// By tenant name; a tenant holding nothing has no entry.
     by_tenant: HashMap<String, u64>,
@@ -254,10 +284,26 @@ impl StagingSpace {
     /// percent of them.
     pub(crate) fn new(limit: u64, tenant_share: u8) -> Self {
         Self {
-            limit,
-            tenant_limit: share_of(limit, tenant_share),
-            used: Mutex::new(Used::default()),
+            tenant_share,
+            used: Mutex::new(Used {
+                limit,
+                tenant_limit: share_of(limit, tenant_share),
+                ..Used::default()
+            }),
         }
+    }
+
+    /// Change the limit (and each tenant's share of it). Below what is reserved, new
+    /// reservations are refused until enough is released; nothing reserved is taken back.
+    pub(crate) fn set_limit(&self, limit: u64) {
+        let mut used = self.used();
+        used.limit = limit;
+        used.tenant_limit = share_of(limit, self.tenant_share);
+    }
+
+    /// The limit in bytes.
+    pub(crate) fn limit(&self) -> u64 {
+        self.used().limit
     }
 
     fn used(&self) -> std::sync::MutexGuard<'_, Used> {
@@ -269,7 +315,7 @@ impl StagingSpace {
     pub(crate) fn try_reserve(&self, tenant: &str, bytes: u64) -> bool {
         let mut used = self.used();
         let held = used.by_tenant.get(tenant).copied().unwrap_or(0);
-        if !fits(bytes, held, self.tenant_limit, used.total, self.limit) {
+        if !fits(bytes, held, used.tenant_limit, used.total, used.limit) {
             return false;
         }
         used.total += bytes;

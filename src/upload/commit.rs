@@ -258,6 +258,7 @@ impl WriteSession {
         let backend = self.backend.clone();
         let Upload { key, id, journal, .. } = upload.clone();
         let generation = self.generation;
+        let progress = self.progress.clone();
         self.tasks.spawn(async move {
             // Held until the request finishes: the buffer's memory stays charged until then.
             let _permit = permit;
@@ -278,6 +279,11 @@ impl WriteSession {
                 },
                 PartJob::Copy { src, range } => backend.upload_part_copy(&key, &id, number, &src, range).await,
             };
+            if result.is_ok() {
+                use std::sync::atomic::Ordering::Relaxed;
+                progress.parts_done.fetch_add(1, Relaxed);
+                progress.bytes_uploaded.fetch_add(len, Relaxed);
+            }
             if let (Ok(cp), Some(journal)) = (&result, &journal) {
                 // A short append, done inline: it is informational (see `journal`).
                 if let Err(e) = journal.record_part(number, len, &cp.etag) {

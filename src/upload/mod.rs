@@ -153,12 +153,26 @@ pub struct BaseObject {
 }
 
 /// A write session that exists right now (see [`Uploader::live_sessions`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LiveSession {
     /// Tenant the file belongs to (empty if the session was started without one).
     pub owner: String,
     /// The file's object key.
     pub key: String,
+    /// How far its upload is (for `byosfs status`).
+    pub progress: Arc<UploadProgress>,
+}
+
+/// Progress of one write session, updated by the session as it goes (relaxed atomics: a
+/// status reads a snapshot).
+#[derive(Debug, Default)]
+pub struct UploadProgress {
+    /// The file's size as written so far.
+    pub written: AtomicU64,
+    /// Part requests completed (data or copy), re-uploads of rewritten parts included.
+    pub parts_done: AtomicU64,
+    /// Bytes those parts carried.
+    pub bytes_uploaded: AtomicU64,
 }
 
 /// Creates write sessions; owns the mount-wide memory budget and staging accounting.
@@ -243,15 +257,20 @@ impl Uploader {
         base: Option<BaseObject>,
     ) -> WriteSession {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let progress = Arc::new(UploadProgress::default());
         self.live_map().insert(
             n,
             LiveSession {
                 owner: owner.to_owned(),
                 key: key.clone(),
+                progress: progress.clone(),
             },
         );
         let dir = self.root.join(format!("s{n}"));
-        WriteSession::new(self.clone(), n, owner.to_owned(), backend, key, base, dir)
+        let mut session = WriteSession::new(self.clone(), n, owner.to_owned(), backend, key, base, dir);
+        progress.written.store(session.size, Ordering::Relaxed);
+        session.progress = progress;
+        session
     }
 
     /// [`Self::start_for`] for a session that shutdown need not wait for and must not report
@@ -321,6 +340,27 @@ impl Uploader {
     /// Bytes of staging space reserved right now.
     pub fn staging_in_use(&self) -> u64 {
         self.staging.in_use()
+    }
+
+    /// The part-buffer memory budget now (the configured one unless resized).
+    pub fn memory_limit(&self) -> u64 {
+        self.memory.limit()
+    }
+
+    /// The staging limit now.
+    pub fn staging_limit(&self) -> u64 {
+        self.staging.limit()
+    }
+
+    /// Microseconds writers have waited for part-buffer memory, in total.
+    pub fn memory_wait_us(&self) -> u64 {
+        self.memory.wait_us()
+    }
+
+    /// Change the staging limit while writers run; below what is staged, new staging is
+    /// refused (`ENOSPC` after the usual eviction of uploaded parts) until enough is released.
+    pub fn set_staging_limit(&self, limit: u64) {
+        self.staging.set_limit(limit);
     }
 }
 

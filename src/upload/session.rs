@@ -132,6 +132,8 @@ pub struct WriteSession {
     pub(super) posix: PosixAttrs,
     /// `posix` was changed since the last commit and is not stored yet.
     pub(super) posix_dirty: bool,
+    /// What `byosfs status` shows of this session.
+    pub(super) progress: Arc<super::UploadProgress>,
 }
 
 pub(super) fn to_usize(n: u64) -> Result<usize, UploadError> {
@@ -183,6 +185,7 @@ impl WriteSession {
             mtime_dirty: false,
             posix: PosixAttrs::default(),
             posix_dirty: false,
+            progress: Arc::default(),
         }
     }
 
@@ -302,6 +305,9 @@ impl WriteSession {
         part.version = version;
         self.dirty = true;
         self.size = self.size.max(self.uploader.layout.part_start(idx) + rel_end);
+        self.progress
+            .written
+            .store(self.size, std::sync::atomic::Ordering::Relaxed);
         added
     }
 
@@ -380,6 +386,7 @@ impl WriteSession {
             }
         }
         self.size = size;
+        self.progress.written.store(size, std::sync::atomic::Ordering::Relaxed);
         self.dirty = true;
         self.clear_mtime();
         Ok(())

@@ -117,6 +117,7 @@ impl Fetcher {
                 // Outside the channel's lock; the fetch is still in flight, so no other reader
                 // fetches this block meanwhile. A headless block is cached as a tail, for the
                 // rest of its stream's reads.
+                self.note_fetched(block, len_u64(&complete));
                 if skip == 0 {
                     if let Some(disk) = &self.disk {
                         disk.put(block, complete.clone());
