@@ -203,7 +203,7 @@ pub(crate) fn plan(old: &Config, new: &Config, owner: (u32, u32)) -> Plan {
         (
             "write (other than memory and staging_limit)",
             crate::config::WriteConfig {
-                memory: old.write.memory,
+                memory: new.write.memory,
                 staging_limit: new.write.staging_limit,
                 ..old.write.clone()
             } != new.write,

@@ -31,13 +31,17 @@ struct Env {
 
 fn env_with(memory_budget: u64, staging_limit: u64, max_concurrent_parts: usize) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let up = Uploader::new(UploadConfig {
-        part_size: PART,
-        max_concurrent_parts,
-        memory_budget,
-        staging_dir: dir.path().to_path_buf(),
-        staging_limit,
-    })
+    let up = Uploader::with_tenant_share(
+        UploadConfig {
+            part_size: PART,
+            max_concurrent_parts,
+            memory_budget,
+            staging_dir: dir.path().to_path_buf(),
+            staging_limit,
+        },
+        // One tenant here: these tests are about the pipeline, not shares between tenants.
+        100,
+    )
     .unwrap();
     Env {
         _dir: dir,
