@@ -173,7 +173,7 @@ fn tenants_join_move_rotate_and_leave_while_files_stay_open() {
         return;
     }
     let server = TestS3Server::start(&["media", "other"]);
-    let a_data = pattern(32 * MIB, 1);
+    let a_data = pattern(200 * MIB, 1);
     let d_data = pattern(4 * MIB, 2);
     put(&server, "media", "a/stream.bin", &a_data);
     put(&server, "media", "d/open.bin", &d_data);
@@ -190,7 +190,7 @@ fn tenants_join_move_rotate_and_leave_while_files_stay_open() {
     // Open files that must survive every reload below: a reader of A, a writer of B, D's file.
     let mut reader = std::fs::File::open(mnt.join("A/stream.bin")).unwrap();
     let mut got_a = read_exact_at(&mut reader, 8 * MIB);
-    let b_data = pattern(32 * MIB, 3);
+    let b_data = pattern(100 * MIB, 3);
     let mut writer = std::fs::File::create(mnt.join("B/upload.bin")).unwrap();
     writer.write_all(&b_data[..16 * MIB]).unwrap();
     let mut d_file = std::fs::File::open(mnt.join("D/open.bin")).unwrap();
