@@ -566,3 +566,70 @@ fn a_server_that_verifies_no_checksum_takes_checksummed_uploads() {
         }
     });
 }
+
+/// On moto, which lists multipart uploads (s3s-fs does not): writes refused with EFBIG and
+/// EDQUOT after parts of theirs went up leave no object and no multipart upload behind.
+#[test]
+fn refused_writes_leave_no_multipart_upload_in_the_bucket() {
+    use byosfs::backend::s3::S3ClientPool;
+    use byosfs::backend::Backend;
+    if !fuse_available() {
+        return;
+    }
+    let Some(moto) = common::moto::MotoServer::start(&["media"]) else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "moto missing in CI");
+        return;
+    };
+    let rest = r#"
+[write]
+part_size = "5MiB"
+memory = "32MiB"
+staging_dir = "./staging"
+
+[[tenants]]
+name = "lim"
+backend = "s3"
+prefix = "lim/"
+max_file_size = "6MiB"
+
+[[tenants]]
+name = "quo"
+backend = "s3"
+prefix = "quo/"
+quota = "10MiB"
+"#;
+    let m = Mount::start(
+        &s3_config(&moto.endpoint, "max_attempts = 2", rest),
+        &[("TEST_AK", "testing"), ("TEST_SK", "testing")],
+    );
+    wait_for_log(&m, "quota usage counted");
+    // 8 MiB past a 6 MiB limit: the first 5 MiB part is up when the write is refused.
+    let e = write_file(&m.path().join("lim/big.bin"), 8 * MIB).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}");
+    // 12 MiB into a 10 MiB quota: two parts are up when the write is refused.
+    let e = write_file(&m.path().join("quo/b.bin"), 12 * MIB).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EDQUOT), "{e}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let b = S3ClientPool::new().backend(&moto.s3_config("media")).await.unwrap();
+        // The listing does show an upload left open (so an empty one below means something).
+        let probe = b.create_multipart("probe").await.unwrap();
+        assert_eq!(b.list_multipart_uploads("probe").await.unwrap().len(), 1);
+        b.abort_multipart("probe", &probe).await.unwrap();
+        // The abort follows the refusal; give it a bounded moment.
+        let mut left = Vec::new();
+        for _ in 0..100 {
+            left = b.list_multipart_uploads("").await.unwrap();
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(left.is_empty(), "multipart uploads left: {left:?}");
+        for key in ["lim/big.bin", "quo/b.bin"] {
+            assert!(b.head(key).await.is_err(), "{key} was published");
+        }
+    });
+    assert!(m.log().contains("upload aborted"), "{}", m.log());
+}
