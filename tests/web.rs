@@ -459,6 +459,11 @@ fn limits_refuse_with_efbig_edquot_eperm_and_leave_nothing() {
     assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}");
     assert!(server.object("lim/big.bin").is_none(), "nothing published");
     assert_eq!(server.object("lim/ok.bin").map(|d| d.len()), Some(6 * MIB));
+    // A rename cannot make a denied name either; the source stays.
+    let e = std::fs::rename(lim.join("ok.bin"), lim.join("ok.exe")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+    assert!(server.object("lim/ok.exe").is_none());
+    assert_eq!(server.object("lim/ok.bin").map(|d| d.len()), Some(6 * MIB));
 
     // EDQUOT past the quota; df shows quota and usage.
     let df = |p: &Path| {

@@ -460,6 +460,8 @@ impl Filesystem {
         if kind.is_dir() {
             self.rename_dir(&tenant, &src, &dst).await?;
         } else {
+            // A rename is a way to create a name: the tenant's extension rules apply to it.
+            self.check_name(&tenant, new_name)?;
             let claimed = flags & libc::RENAME_NOREPLACE != 0 && self.claim(&tenant, &dst).await?;
             if let Err(e) = self.rename_file(&tenant, parent, name, &src, &dst).await {
                 if claimed {
