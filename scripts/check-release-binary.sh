@@ -7,11 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin byosfs
 bin=target/release/byosfs
-if ! nm -C "$bin" | grep -q 'backend::local::LocalBackend'; then
+# Read the symbols once: `nm | grep -q` under pipefail fails whenever grep's early exit
+# makes nm die of SIGPIPE.
+syms=$(nm -C "$bin")
+if ! grep -q 'backend::local::LocalBackend' <<<"$syms"; then
     echo "check-release-binary: no symbols in $bin to check (stripped?)" >&2
     exit 1
 fi
-if nm -C "$bin" | grep -E 'backend::(memory|fault)::' | head -5 | grep .; then
+hits=$(grep -E 'backend::(memory|fault)::' <<<"$syms" || true)
+if [ -n "$hits" ]; then
+    head -5 <<<"$hits"
     echo "check-release-binary: test backends are in $bin" >&2
     exit 1
 fi
