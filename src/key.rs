@@ -51,6 +51,15 @@ pub fn is_valid_segment(seg: &str) -> bool {
     !seg.contains('/') && check_segment(seg).is_ok()
 }
 
+/// The lower-case extension of the last segment of a key or name (`None` without one;
+/// `.bashrc` has none). The one definition the extension rules and the Content-Type guess
+/// share, so a name is never one type to the limits and another to the headers.
+pub fn extension(key: &str) -> Option<String> {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let (stem, ext) = name.rsplit_once('.')?;
+    (!stem.is_empty() && !ext.is_empty()).then(|| ext.to_ascii_lowercase())
+}
+
 /// A key that passed the rules of this module; only [`ValidKey::parse`] makes one.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ValidKey<'a>(&'a str);

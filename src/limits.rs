@@ -58,16 +58,10 @@ pub enum LimitError {
     },
 }
 
-/// The lower-case extension of a file name (`None` without one; `.bashrc` has none).
-fn extension(name: &str) -> Option<String> {
-    let (stem, ext) = name.rsplit_once('.')?;
-    (!stem.is_empty() && !ext.is_empty()).then(|| ext.to_ascii_lowercase())
-}
-
 impl LimitRules {
     /// Whether a file named `name` may be created.
     pub fn check_name(&self, name: &str) -> Result<(), LimitError> {
-        let ext = extension(name);
+        let ext = crate::key::extension(name);
         let refuse = |rule: String| {
             Err(LimitError::Extension {
                 name: name.to_owned(),

@@ -25,8 +25,7 @@ use byosfs::backend::prefix::PrefixBackend;
 use byosfs::backend::retry::{RetryBackend, RetryConfig};
 use byosfs::backend::s3::{S3BackendConfig, S3ClientPool};
 use byosfs::backend::{
-    Backend, BackendResult, BodyStream, ByteRange, CompletedPart, ETag, ListPage, ListParams, MultipartUploadInfo,
-    ObjectMeta, PosixAttrs, PutOptions, PutResult, UploadId,
+    Backend, BackendResult, ByteRange, CompletedPart, Layer, PosixAttrs, PutOptions, PutResult, UploadId,
 };
 use byosfs::migrate::{migrate, Endpoints, MigrateParams};
 use common::moto::MotoServer;
@@ -352,74 +351,18 @@ impl Corrupting {
 }
 
 #[async_trait]
-impl Backend for Corrupting {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
-        self.inner.get_range(key, range, if_match).await
-    }
-    async fn get_range_stream(
-        &self,
-        key: &str,
-        range: ByteRange,
-        if_match: Option<&ETag>,
-    ) -> BackendResult<BodyStream> {
-        self.inner.get_range_stream(key, range, if_match).await
-    }
-    async fn list(&self, params: &ListParams) -> BackendResult<ListPage> {
-        self.inner.list(params).await
+impl Layer for Corrupting {
+    fn inner(&self) -> Arc<dyn Backend> {
+        self.inner.clone()
     }
     async fn put(&self, key: &str, data: Bytes) -> BackendResult<PutResult> {
         self.inner.put(key, self.spoil(key, data)).await
     }
-    async fn create_multipart(&self, key: &str) -> BackendResult<UploadId> {
-        self.inner.create_multipart(key).await
-    }
     async fn upload_part(&self, key: &str, upload: &UploadId, n: u32, data: Bytes) -> BackendResult<CompletedPart> {
         self.inner.upload_part(key, upload, n, self.spoil(key, data)).await
     }
-    async fn upload_part_copy(
-        &self,
-        key: &str,
-        upload: &UploadId,
-        n: u32,
-        src: &str,
-        range: ByteRange,
-    ) -> BackendResult<CompletedPart> {
-        self.inner.upload_part_copy(key, upload, n, src, range).await
-    }
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload: &UploadId,
-        parts: &[CompletedPart],
-    ) -> BackendResult<PutResult> {
-        self.inner.complete_multipart(key, upload, parts).await
-    }
-    async fn abort_multipart(&self, key: &str, upload: &UploadId) -> BackendResult<()> {
-        self.inner.abort_multipart(key, upload).await
-    }
-    async fn list_multipart_uploads(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-        self.inner.list_multipart_uploads(prefix).await
-    }
-    async fn copy(&self, src: &str, dst: &str) -> BackendResult<PutResult> {
-        self.inner.copy(src, dst).await
-    }
-    async fn delete(&self, key: &str) -> BackendResult<()> {
-        self.inner.delete(key).await
-    }
     async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
         self.inner.put_opts(key, self.spoil(key, data), opts).await
-    }
-    async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
-        self.inner.create_multipart_opts(key, opts).await
-    }
-    async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
-        self.inner.update_metadata(key, opts).await
     }
 }
 

@@ -13,10 +13,7 @@ use futures::{stream, StreamExt as _};
 use tokio::sync::watch;
 
 use byosfs::backend::memory::{InMemoryBackend, Op};
-use byosfs::backend::{
-    one_piece, Backend, BackendResult, BodyStream, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
-};
+use byosfs::backend::{one_piece, Backend, BackendResult, BodyStream, ByteRange, ETag, Layer, ObjectMeta};
 use byosfs::cache::{BlockCache, ObjectId};
 use byosfs::read::{ObjectReader, ReadConfig, ReadError};
 
@@ -75,7 +72,10 @@ impl Recorder {
 }
 
 #[async_trait]
-impl Backend for Recorder {
+impl Layer for Recorder {
+    fn inner(&self) -> Arc<dyn Backend> {
+        self.inner.clone()
+    }
     fn describe(&self) -> String {
         "recorder".into()
     }
@@ -98,7 +98,7 @@ impl Backend for Recorder {
         if_match: Option<&ETag>,
     ) -> BackendResult<BodyStream> {
         let Some(head) = *self.trickle.lock().unwrap() else {
-            return Ok(one_piece(self.get_range(key, range, if_match).await?));
+            return Ok(one_piece(Layer::get_range(self, key, range, if_match).await?));
         };
         self.gets.lock().unwrap().push((key.to_owned(), range));
         let data = self.inner.get_range(key, range, if_match).await?;
@@ -111,57 +111,6 @@ impl Backend for Recorder {
         Ok(Box::pin(
             stream::once(async move { Ok(first) }).chain(stream::once(rest)),
         ))
-    }
-    async fn list(&self, params: &ListParams) -> BackendResult<ListPage> {
-        self.inner.list(params).await
-    }
-    async fn put(&self, key: &str, data: Bytes) -> BackendResult<PutResult> {
-        self.inner.put(key, data).await
-    }
-    async fn create_multipart(&self, key: &str) -> BackendResult<UploadId> {
-        self.inner.create_multipart(key).await
-    }
-    async fn upload_part(&self, key: &str, upload: &UploadId, part: u32, data: Bytes) -> BackendResult<CompletedPart> {
-        self.inner.upload_part(key, upload, part, data).await
-    }
-    async fn upload_part_copy(
-        &self,
-        key: &str,
-        upload: &UploadId,
-        part: u32,
-        src: &str,
-        range: ByteRange,
-    ) -> BackendResult<CompletedPart> {
-        self.inner.upload_part_copy(key, upload, part, src, range).await
-    }
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload: &UploadId,
-        parts: &[CompletedPart],
-    ) -> BackendResult<PutResult> {
-        self.inner.complete_multipart(key, upload, parts).await
-    }
-    async fn abort_multipart(&self, key: &str, upload: &UploadId) -> BackendResult<()> {
-        self.inner.abort_multipart(key, upload).await
-    }
-    async fn list_multipart_uploads(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-        self.inner.list_multipart_uploads(prefix).await
-    }
-    async fn copy(&self, src: &str, dst: &str) -> BackendResult<PutResult> {
-        self.inner.copy(src, dst).await
-    }
-    async fn delete(&self, key: &str) -> BackendResult<()> {
-        self.inner.delete(key).await
-    }
-    async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
-        self.inner.put_opts(key, data, opts).await
-    }
-    async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
-        self.inner.create_multipart_opts(key, opts).await
-    }
-    async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
-        self.inner.update_metadata(key, opts).await
     }
 }
 
@@ -187,7 +136,7 @@ fn scaled() -> (ReadConfig, u64) {
 }
 
 async fn open(backend: &Arc<Recorder>, key: &str, cache: &Arc<BlockCache>, config: ReadConfig) -> ObjectReader {
-    let meta = backend.head(key).await.unwrap();
+    let meta = Backend::head(backend.as_ref(), key).await.unwrap();
     ObjectReader::new(
         backend.clone(),
         ObjectId::new(1, &meta),

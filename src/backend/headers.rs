@@ -17,10 +17,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{
-    Backend, BackendResult, BodyStream, ByteRange, CompletedPart, ETag, ListPage, ListParams, MultipartUploadInfo,
-    ObjectMeta, PutOptions, PutResult, UploadId,
-};
+use super::{Backend, BackendResult, Layer, PutOptions, PutResult, UploadId};
+use crate::key::extension;
 
 /// The headers one tenant's objects get.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,13 +33,6 @@ pub struct HeaderPolicy {
 
 /// Content-Type of names with no known extension.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
-
-/// The lower-case extension of the last segment of `key`, if it has one (`.bashrc`: none).
-fn extension(key: &str) -> Option<String> {
-    let name = key.rsplit('/').next().unwrap_or(key);
-    let (stem, ext) = name.rsplit_once('.')?;
-    (!stem.is_empty() && !ext.is_empty()).then(|| ext.to_ascii_lowercase())
-}
 
 impl HeaderPolicy {
     /// Content-Type for an object named `key`; `None` for directory markers (`a/`).
@@ -103,77 +94,20 @@ impl HeadersBackend {
     }
 }
 
+// Writes get the headers; everything else, including `update_metadata` (an mtime or mode
+// change keeps the object's Content-Type), goes through unchanged.
 #[async_trait]
-impl Backend for HeadersBackend {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
-        self.inner.head(key).await
-    }
-
-    async fn get_range(&self, key: &str, range: ByteRange, if_match: Option<&ETag>) -> BackendResult<Bytes> {
-        self.inner.get_range(key, range, if_match).await
-    }
-
-    async fn get_range_stream(
-        &self,
-        key: &str,
-        range: ByteRange,
-        if_match: Option<&ETag>,
-    ) -> BackendResult<BodyStream> {
-        self.inner.get_range_stream(key, range, if_match).await
-    }
-
-    async fn list(&self, params: &ListParams) -> BackendResult<ListPage> {
-        self.inner.list(params).await
+impl Layer for HeadersBackend {
+    fn inner(&self) -> Arc<dyn Backend> {
+        self.inner.clone()
     }
 
     async fn put(&self, key: &str, data: Bytes) -> BackendResult<PutResult> {
-        self.put_opts(key, data, &PutOptions::default()).await
+        Layer::put_opts(self, key, data, &PutOptions::default()).await
     }
 
     async fn create_multipart(&self, key: &str) -> BackendResult<UploadId> {
-        self.create_multipart_opts(key, &PutOptions::default()).await
-    }
-
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload: &UploadId,
-        part_number: u32,
-        data: Bytes,
-    ) -> BackendResult<CompletedPart> {
-        self.inner.upload_part(key, upload, part_number, data).await
-    }
-
-    async fn upload_part_copy(
-        &self,
-        key: &str,
-        upload: &UploadId,
-        part_number: u32,
-        src: &str,
-        range: ByteRange,
-    ) -> BackendResult<CompletedPart> {
-        self.inner.upload_part_copy(key, upload, part_number, src, range).await
-    }
-
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload: &UploadId,
-        parts: &[CompletedPart],
-    ) -> BackendResult<PutResult> {
-        self.inner.complete_multipart(key, upload, parts).await
-    }
-
-    async fn abort_multipart(&self, key: &str, upload: &UploadId) -> BackendResult<()> {
-        self.inner.abort_multipart(key, upload).await
-    }
-
-    async fn list_multipart_uploads(&self, prefix: &str) -> BackendResult<Vec<MultipartUploadInfo>> {
-        self.inner.list_multipart_uploads(prefix).await
+        Layer::create_multipart_opts(self, key, &PutOptions::default()).await
     }
 
     async fn copy(&self, src: &str, dst: &str) -> BackendResult<PutResult> {
@@ -186,10 +120,6 @@ impl Backend for HeadersBackend {
         }
     }
 
-    async fn delete(&self, key: &str) -> BackendResult<()> {
-        self.inner.delete(key).await
-    }
-
     async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
         self.inner.put_opts(key, data, &self.policy.fill(key, opts)).await
     }
@@ -198,10 +128,6 @@ impl Backend for HeadersBackend {
         self.inner
             .create_multipart_opts(key, &self.policy.fill(key, opts))
             .await
-    }
-
-    async fn update_metadata(&self, key: &str, opts: &PutOptions) -> BackendResult<PutResult> {
-        self.inner.update_metadata(key, opts).await
     }
 }
 

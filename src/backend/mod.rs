@@ -14,6 +14,7 @@ pub mod error;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fault;
 pub mod headers;
+pub mod layer;
 
 pub mod local;
 #[cfg(any(test, feature = "test-support"))]
@@ -35,6 +36,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use error::{BackendError, BackendErrorKind, BackendResult};
+pub use layer::Layer;
 pub use posix::PosixAttrs;
 
 /// An object's entity tag, as the service returned it (quotes included for S3).
