@@ -59,6 +59,12 @@ pub enum LimitError {
 }
 
 impl LimitRules {
+    /// Whether writes are checked at all (a size limit or a quota); extension rules apply
+    /// only when a name is made.
+    pub fn limits_size(&self) -> bool {
+        self.max_file_size.is_some() || self.quota.is_some()
+    }
+
     /// Whether a file named `name` may be created.
     pub fn check_name(&self, name: &str) -> Result<(), LimitError> {
         let ext = crate::key::extension(name);

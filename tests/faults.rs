@@ -13,7 +13,6 @@ mod common;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use byosfs::backend::retry::{RetryBackend, RetryConfig};
 use byosfs::backend::s3::S3ClientPool;
 use byosfs::backend::{Backend, BackendErrorKind, ByteRange};
 use bytes::Bytes;
-use common::mount::{fuse_available, pattern, sha256, sha256_file, Mount};
+use common::mount::{close_checked, fuse_available, pattern, sha256, sha256_file, Mount};
 use common::proxy::{Fault, FaultPlan, FaultProxy};
 use common::s3server::TestS3Server;
 
@@ -422,14 +421,10 @@ prefix = "acme/"
     proxy.set_plan(FaultPlan::always(Fault::Reset));
     let _ = f.write_all(&pattern(3 * MIB, 4));
     let t = Instant::now();
-    let fd = f.into_raw_fd();
-    // SAFETY: `fd` was just released by `into_raw_fd`; nothing else owns or closes it.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::close(fd) };
-    let err = std::io::Error::last_os_error();
+    let closed = close_checked(f);
     let took = t.elapsed();
-    eprintln!("close on a vanished server: rc {rc} ({err}) after {took:?}");
-    assert_eq!(rc, -1, "close() must report the failed upload");
+    eprintln!("close on a vanished server: {closed:?} after {took:?}");
+    let err = closed.expect_err("close() must report the failed upload");
     // EIO, or ETIMEDOUT when a part upload in flight when the server vanished ran into its
     // request timeout (fs/error.rs maps Timeout to ETIMEDOUT).
     let errno = err.raw_os_error();

@@ -296,7 +296,7 @@ impl Filesystem {
         self.handles.remove(fh);
     }
 
-    fn writable_tenant(&self, dir: &Inode) -> Result<Arc<Tenant>> {
+    pub(super) fn writable_tenant(&self, dir: &Inode) -> Result<Arc<Tenant>> {
         let t = self.tenant_of(dir)?;
         if t.read_only {
             return Err(Error::read_only(&t.name));
@@ -304,7 +304,7 @@ impl Filesystem {
         Ok(t)
     }
 
-    fn child_dir(&self, parent: u64) -> Result<Inode> {
+    pub(super) fn child_dir(&self, parent: u64) -> Result<Inode> {
         let dir = self.inodes.get(parent)?;
         match dir.kind {
             Kind::Root => Err(Error::expected(libc::EPERM, "tenants are defined in the configuration")),

@@ -79,12 +79,7 @@ impl Filesystem {
     /// never makes tools refuse to write (object stores have no fixed capacity).
     pub fn statfs_of(&self, ino: u64) -> StatFs {
         let base = self.statfs();
-        let tenant = self
-            .inodes
-            .get(ino)
-            .ok()
-            .and_then(|i| i.tenant)
-            .and_then(|id| self.tenants.get(id));
+        let tenant = self.inodes.tenant(ino).and_then(|id| self.tenants.get(id));
         let Some((quota, used)) = tenant.and_then(|t| Some((t.policy.rules.quota?, t.policy.usage.used()))) else {
             return base;
         };

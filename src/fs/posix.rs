@@ -138,21 +138,13 @@ impl Filesystem {
 
     /// A tenant that can hold symlinks and special files, and the directory to hold one.
     fn posix_dir(&self, parent: u64) -> Result<(Inode, std::sync::Arc<Tenant>)> {
-        let dir = self.inodes.get(parent)?;
-        match dir.kind {
-            Kind::TenantRoot | Kind::Dir => {}
-            Kind::Root => return Err(Error::expected(libc::EPERM, "tenants are defined in the configuration")),
-            Kind::File => return Err(Error::expected(libc::ENOTDIR, "not a directory")),
-        }
-        let tenant = self.tenant_of(&dir)?.clone();
+        let dir = self.child_dir(parent)?;
+        let tenant = self.writable_tenant(&dir)?;
         if !tenant.posix_metadata {
             return Err(Error::expected(
                 libc::EPERM,
                 "symlinks and special files need posix_metadata on an S3 backend",
             ));
-        }
-        if tenant.read_only {
-            return Err(Error::read_only(&tenant.name));
         }
         Ok((dir, tenant))
     }

@@ -233,8 +233,8 @@ impl Filesystem {
             Err(e) => return Some(Err(e)),
         };
         let mut s = w.session.try_lock().ok()?;
-        // Limits are checked (and a refusal aborts the upload) on the slow path.
-        if w.tenant.policy.rules != crate::limits::LimitRules::default() {
+        // Size limits are checked (and a refusal aborts the upload) on the slow path.
+        if w.tenant.policy.rules.limits_size() {
             return None;
         }
         if !s.try_write_now(offset, data) {

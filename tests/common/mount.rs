@@ -222,3 +222,18 @@ impl Mount {
         )
     }
 }
+
+/// Close `f` and return what `close(2)` said: a drop ignores it, and on byosfs a close is
+/// where a commit (or a write-back hand-off) reports its failure.
+#[allow(dead_code)]
+#[allow(unsafe_code)]
+pub fn close_checked(f: std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = f.into_raw_fd();
+    // SAFETY: `fd` was just released by `into_raw_fd`; nothing else owns or closes it.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -50,6 +50,12 @@ pub(crate) fn names(id: u64) -> (String, String) {
     (format!("w{id}{WB_SUFFIX}"), format!(".w{id}{WB_SUFFIX}.tmp"))
 }
 
+/// The id in a staged file's final name ([`names`]`(id).0`); `None` for any other name.
+/// Ids grow with each close, so ordering by it replays closes in the order they happened.
+pub(crate) fn id_of(name: &str) -> Option<u64> {
+    name.strip_prefix('w')?.strip_suffix(WB_SUFFIX)?.parse().ok()
+}
+
 fn opt(v: Option<u32>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
@@ -225,6 +231,16 @@ impl Drop for EntryWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_come_back_from_final_names_only() {
+        assert_eq!(id_of(&names(10).0), Some(10));
+        assert_eq!(id_of(&names(9).0), Some(9));
+        assert_eq!(id_of(&names(7).1), None, "a temporary name is not a closed file");
+        assert_eq!(id_of("w1.journal"), None);
+        // The order names sort in is not the order of closes; ids are.
+        assert!(names(10).0 < names(9).0);
+    }
 
     fn header(size: u64) -> EntryHeader {
         EntryHeader {

@@ -37,7 +37,8 @@ use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
-use entry::EntryWriter;
+pub(crate) use entry::id_of;
+pub(crate) use entry::EntryWriter;
 pub use entry::{read_header, EntryHeader, WB_SUFFIX};
 pub(crate) use queue::Scope;
 use queue::{Backoff, Queue};
