@@ -768,6 +768,9 @@ impl Backend for NullBackend {
     fn describe(&self) -> String {
         "null://".into()
     }
+    fn capabilities(&self) -> byosfs::backend::Capabilities {
+        byosfs::backend::Capabilities::S3
+    }
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
         Err(BackendError::not_found(key))
     }

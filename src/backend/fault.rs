@@ -90,6 +90,9 @@ impl Backend for FaultBackend {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn capabilities(&self) -> crate::backend::Capabilities {
+        self.inner.capabilities()
+    }
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
         self.check(Op::Head)?;
         self.inner.head(key).await

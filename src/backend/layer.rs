@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    Backend, BackendResult, BodyStream, ByteRange, CompletedPart, ETag, ListPage, ListParams, MultipartUploadInfo,
-    ObjectMeta, PutOptions, PutResult, UploadId,
+    Backend, BackendResult, BodyStream, ByteRange, Capabilities, CompletedPart, ETag, ListPage, ListParams,
+    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
 };
 
 /// A backend that wraps another; see the module docs. Call a layer's own methods from inside
@@ -27,6 +27,10 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
     /// See [`Backend::describe`].
     fn describe(&self) -> String {
         self.inner().describe()
+    }
+    /// See [`Backend::capabilities`].
+    fn capabilities(&self) -> Capabilities {
+        self.inner().capabilities()
     }
     /// See [`Backend::head`].
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
@@ -115,6 +119,9 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
 impl<L: Layer> Backend for L {
     fn describe(&self) -> String {
         Layer::describe(self)
+    }
+    fn capabilities(&self) -> Capabilities {
+        Layer::capabilities(self)
     }
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
         Layer::head(self, key).await

@@ -403,6 +403,9 @@ impl Backend for LocalBackend {
     fn describe(&self) -> String {
         format!("file://{}", self.inner.root.display())
     }
+    fn capabilities(&self) -> crate::backend::Capabilities {
+        crate::backend::Capabilities::S3
+    }
 
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
         let k = key.to_owned();

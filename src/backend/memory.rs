@@ -190,6 +190,9 @@ impl Backend for InMemoryBackend {
     fn describe(&self) -> String {
         "memory://".to_owned()
     }
+    fn capabilities(&self) -> crate::backend::Capabilities {
+        crate::backend::Capabilities::S3
+    }
 
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
         self.bump(Op::Head);

@@ -54,6 +54,9 @@ impl Backend for MeteredBackend {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn capabilities(&self) -> crate::backend::Capabilities {
+        self.inner.capabilities()
+    }
 
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
         self.note(BackendOp::Head, self.inner.head(key).await)

@@ -10,6 +10,7 @@
 //! Keys are plain `/`-separated strings. A backend never interprets `..` or `.`: those are
 //! ordinary characters in object keys, and the layers above refuse to produce them.
 
+pub mod capabilities;
 pub mod error;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fault;
@@ -35,6 +36,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use capabilities::{Capabilities, MultipartLimits};
 pub use error::{BackendError, BackendErrorKind, BackendResult};
 pub use layer::Layer;
 pub use posix::PosixAttrs;
@@ -335,6 +337,10 @@ pub fn one_piece(data: Bytes) -> BodyStream {
 pub trait Backend: Send + Sync + fmt::Debug {
     /// A short description for logs and `check` output (`s3://bucket/prefix`), never secrets.
     fn describe(&self) -> String;
+
+    /// What this store can do. Required (no default) so a wrapper cannot hide its inner
+    /// backend's limits by forgetting to forward them.
+    fn capabilities(&self) -> Capabilities;
 
     /// Metadata of `key`; [`BackendErrorKind::NotFound`] if absent.
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta>;

@@ -69,6 +69,9 @@ impl Backend for PrefixBackend {
     fn describe(&self) -> String {
         format!("{}/{}", self.inner.describe().trim_end_matches('/'), self.prefix)
     }
+    fn capabilities(&self) -> crate::backend::Capabilities {
+        self.inner.capabilities()
+    }
 
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
         let mut m = self.inner.head(&self.full(key)?).await?;

@@ -286,6 +286,9 @@ impl Backend for RetryBackend {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn capabilities(&self) -> crate::backend::Capabilities {
+        self.inner.capabilities()
+    }
 
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
         self.run("head", key, || self.inner.head(key)).await
@@ -719,6 +722,9 @@ mod tests {
     impl Backend for Flaky {
         fn describe(&self) -> String {
             self.inner.describe()
+        }
+        fn capabilities(&self) -> crate::backend::Capabilities {
+            self.inner.capabilities()
         }
         async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
             self.inner.head(key).await

@@ -328,6 +328,9 @@ impl Backend for S3Backend {
             None => format!("s3://{}", self.bucket),
         }
     }
+    fn capabilities(&self) -> crate::backend::Capabilities {
+        crate::backend::Capabilities::S3
+    }
 
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
         let out = self
