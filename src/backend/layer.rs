@@ -105,6 +105,10 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
     async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
         self.inner().put_opts(key, data, opts).await
     }
+    /// See [`Backend::put_stream`].
+    async fn put_stream(&self, key: &str, size: u64, body: BodyStream, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.inner().put_stream(key, size, body, opts).await
+    }
     /// See [`Backend::create_multipart_opts`].
     async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
         self.inner().create_multipart_opts(key, opts).await
@@ -181,6 +185,9 @@ impl<L: Layer> Backend for L {
     }
     async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
         Layer::put_opts(self, key, data, opts).await
+    }
+    async fn put_stream(&self, key: &str, size: u64, body: BodyStream, opts: &PutOptions) -> BackendResult<PutResult> {
+        Layer::put_stream(self, key, size, body, opts).await
     }
     async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
         Layer::create_multipart_opts(self, key, opts).await

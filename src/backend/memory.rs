@@ -461,6 +461,28 @@ impl Backend for InMemoryBackend {
 mod tests {
     use super::*;
 
+    fn pieces(parts: &[&'static str]) -> crate::backend::BodyStream {
+        let items: Vec<BackendResult<Bytes>> = parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect();
+        Box::pin(futures::stream::iter(items))
+    }
+
+    #[tokio::test]
+    async fn default_put_stream_publishes_only_a_body_of_the_announced_size() {
+        let b = InMemoryBackend::new();
+        let opts = PutOptions::default();
+        b.put_stream("ok", 6, pieces(&["abc", "def"]), &opts).await.unwrap();
+        assert_eq!(b.get_range("ok", ByteRange::new(0, 6), None).await.unwrap(), "abcdef");
+        for (key, parts) in [("short", &["abc"][..]), ("long", &["abc", "defg"][..])] {
+            let err = b.put_stream(key, 6, pieces(parts), &opts).await.unwrap_err();
+            assert_eq!(err.kind(), BackendErrorKind::InvalidRequest, "{key}");
+            assert_eq!(
+                b.head(key).await.unwrap_err().kind(),
+                BackendErrorKind::NotFound,
+                "{key} was published"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn delimited_listing_paginates_prefixes_and_objects() {
         let b = InMemoryBackend::new();

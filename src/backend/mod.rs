@@ -421,6 +421,37 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// `create_only`, `If-None-Match: *` where the service honours it).
     async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult>;
 
+    /// Create or replace `key` with the `size` bytes `body` yields, sent as they arrive (the
+    /// writer for stores without multipart uploads: OpenDAL's writers, a WebDAV PUT). A body
+    /// that ends early or runs long fails with [`BackendErrorKind::InvalidRequest`] and
+    /// publishes nothing.
+    ///
+    /// The default gathers the body and calls [`Backend::put_opts`], which is right where a
+    /// whole object fits in memory (the in-memory and local backends, small objects); backends
+    /// that can stream override it. A stream cannot be replayed, so callers that can reopen
+    /// their source (a staged file) retry a failed call themselves.
+    async fn put_stream(&self, key: &str, size: u64, body: BodyStream, opts: &PutOptions) -> BackendResult<PutResult> {
+        use futures::TryStreamExt as _;
+        let mut buf = bytes::BytesMut::with_capacity(usize::try_from(size).unwrap_or(0).min(64 << 20));
+        let mut body = body;
+        while let Some(piece) = body.try_next().await? {
+            if buf.len() as u64 + piece.len() as u64 > size {
+                return Err(BackendError::new(
+                    BackendErrorKind::InvalidRequest,
+                    "put_stream: body longer than its size",
+                ));
+            }
+            buf.extend_from_slice(&piece);
+        }
+        if buf.len() as u64 != size {
+            return Err(BackendError::new(
+                BackendErrorKind::InvalidRequest,
+                "put_stream: body shorter than its size",
+            ));
+        }
+        self.put_opts(key, buf.freeze(), opts).await
+    }
+
     /// [`Backend::create_multipart`] with options; they apply to the completed object.
     async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId>;
 
