@@ -261,7 +261,11 @@ req_row() {
 
 # ---------------------------------------------------------------------------- mounts
 BYO_CFG=$WORK/byosfs.toml
+# One tenant: give it the whole cache and write budget (the 50 % default share is for mounts
+# shared by tenants; the peers have no such split).
 cat >"$BYO_CFG" <<EOF
+[mount]
+tenant_share = 100
 [cache]
 memory = "${CACHE_MIB}MiB"
 [write]

@@ -1,6 +1,7 @@
 //! Metrics and live budgets on a real mount over a real S3 server on loopback: after a known
 //! workload per tenant the scraped `/metrics` counters match it and carry no object key; a
-//! reload resizes the block cache and the write budget while a writer is mid-file.
+//! reload resizes the block cache while a writer is mid-file, and reports a new write budget as
+//! needing a remount.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
