@@ -44,7 +44,7 @@ start_server() { # $1 name, then buckets
   die "server $name did not start"
 }
 start_server a src
-start_server b rc bm
+start_server b rcopy bmigrate
 EP_A=$(cat "$WORK/a.endpoint") EP_B=$(cat "$WORK/b.endpoint")
 log "servers: source $EP_A, target $EP_B"
 for r in A B; do
@@ -78,7 +78,8 @@ PY
   mv "$TREE.tmp" "$TREE"
 fi
 log "uploading the tree to the source"
-timeout 900 env -u AWS_CA_BUNDLE rclone copy "$TREE" A:src --transfers 8 2>>"$WORK/rclone.log"
+timeout 900 env -u AWS_CA_BUNDLE rclone copy "$TREE" A:src --transfers 8 2>>"$WORK/rclone.log" ||
+  { tail -20 "$WORK/rclone.log" >&2; die "rclone could not upload the tree"; }
 
 CFG=$WORK/migrate.toml
 backend() {
@@ -96,15 +97,16 @@ EOF2
 {
   printf '[write]\nmemory = "%sMiB"\nstaging_dir = "%s"\n' "$WMEM_MIB" "$WORK/staging"
   backend a "$EP_A" src
-  backend b "$EP_B" bm
+  backend b "$EP_B" bmigrate
   printf '[[tenants]]\nname = "t"\nbackend = "a"\nprefix = ""\n'
 } >"$CFG"
 
 secs() { echo "$2 - $1" | bc -l; }
 sync
-log "rclone copy A:src B:rc"
+log "rclone copy A:src B:rcopy"
 t0=$(date +%s.%N)
-timeout 1800 env -u AWS_CA_BUNDLE rclone copy A:src B:rc 2>>"$WORK/rclone.log" || die "rclone copy failed"
+timeout 1800 env -u AWS_CA_BUNDLE rclone copy A:src B:rcopy 2>>"$WORK/rclone.log" ||
+  { tail -20 "$WORK/rclone.log" >&2; die "rclone copy failed"; }
 t1=$(date +%s.%N)
 RCLONE_S=$(secs "$t0" "$t1")
 sync
@@ -118,7 +120,7 @@ MIGRATE_S=$(secs "$t0" "$t1")
 RSS_MIB=$(( $(tail -1 "$WORK/rss") / 1024 ))
 COPIED=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["copied"], len(r["failed"]))' "$WORK/report.json")
 [ "$COPIED" = "$N 0" ] || die "migrate copied/failed: $COPIED, expected $N 0"
-RC_N=$(find "$DATA/b/rc" -type f ! -name '.*' | wc -l)
+RC_N=$(find "$DATA/b/rcopy" -type f ! -name '.*' | wc -l)
 [ "$RC_N" -ge "$N" ] || die "rclone copied $RC_N of $N"
 
 BYTES=$((TOTAL_MIB << 20))
