@@ -8,8 +8,8 @@ use bytes::Bytes;
 
 use super::memory::Op;
 use super::{
-    Backend, BackendError, BackendErrorKind, BackendResult, ByteRange, CompletedPart, ETag, ListPage, ListParams,
-    MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
+    Backend, BackendError, BackendErrorKind, BackendResult, BodyStream, ByteRange, CompletedPart, ETag, ListPage,
+    ListParams, MultipartUploadInfo, ObjectMeta, PutOptions, PutResult, UploadId,
 };
 
 /// Which calls fail, and how.
@@ -156,6 +156,10 @@ impl Backend for FaultBackend {
     async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
         self.check(Op::Put)?;
         self.inner.put_opts(key, data, opts).await
+    }
+    async fn put_stream(&self, key: &str, size: u64, body: BodyStream, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.check(Op::Put)?;
+        self.inner.put_stream(key, size, body, opts).await
     }
     async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
         self.check(Op::CreateMultipart)?;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Backend, BackendResult, Layer, PutOptions, PutResult, UploadId};
+use super::{Backend, BackendResult, BodyStream, Layer, PutOptions, PutResult, UploadId};
 use crate::key::extension;
 
 /// The headers one tenant's objects get.
@@ -122,6 +122,12 @@ impl Layer for HeadersBackend {
 
     async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
         self.inner.put_opts(key, data, &self.policy.fill(key, opts)).await
+    }
+
+    async fn put_stream(&self, key: &str, size: u64, body: BodyStream, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.inner
+            .put_stream(key, size, body, &self.policy.fill(key, opts))
+            .await
     }
 
     async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {

@@ -110,6 +110,17 @@ impl Backend for MeteredBackend {
         r
     }
 
+    async fn put_stream(&self, key: &str, size: u64, body: BodyStream, opts: &PutOptions) -> BackendResult<PutResult> {
+        let r = self.note(BackendOp::Put, self.inner.put_stream(key, size, body, opts).await);
+        if r.is_ok() {
+            TenantMetrics::add(
+                &self.metrics.bytes_uploaded,
+                usize::try_from(size).unwrap_or(usize::MAX),
+            );
+        }
+        r
+    }
+
     async fn create_multipart(&self, key: &str) -> BackendResult<UploadId> {
         self.note(BackendOp::CreateMultipart, self.inner.create_multipart(key).await)
     }

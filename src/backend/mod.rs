@@ -19,6 +19,8 @@ pub mod layer;
 
 pub mod local;
 #[cfg(any(test, feature = "test-support"))]
+pub mod masked;
+#[cfg(any(test, feature = "test-support"))]
 pub mod memory;
 pub mod metered;
 pub(crate) mod mtime;

@@ -185,6 +185,10 @@ impl Backend for PrefixBackend {
         self.inner.put_opts(&self.full(key)?, data, opts).await
     }
 
+    async fn put_stream(&self, key: &str, size: u64, body: BodyStream, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.inner.put_stream(&self.full(key)?, size, body, opts).await
+    }
+
     async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
         self.inner.create_multipart_opts(&self.full(key)?, opts).await
     }

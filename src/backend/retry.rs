@@ -420,6 +420,12 @@ impl Backend for RetryBackend {
             .await
     }
 
+    /// Not retried here: a body stream cannot be replayed, so the caller (who can reopen its
+    /// source) retries. Forwarded as a stream, not gathered by the trait's default.
+    async fn put_stream(&self, key: &str, size: u64, body: BodyStream, opts: &PutOptions) -> BackendResult<PutResult> {
+        self.inner.put_stream(key, size, body, opts).await
+    }
+
     async fn create_multipart_opts(&self, key: &str, opts: &PutOptions) -> BackendResult<UploadId> {
         self.run("create multipart", key, || self.inner.create_multipart_opts(key, opts))
             .await
