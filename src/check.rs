@@ -203,6 +203,10 @@ async fn check_object(backend: &dyn Backend, key: &str, steps: &mut Vec<StepTimi
         latency: t.elapsed(),
     });
 
+    if backend.capabilities().multipart.is_none() {
+        // Nothing to probe: uploads to this store are single streamed PUTs (the Put step).
+        return Ok(());
+    }
     let t = Instant::now();
     let mp_key = format!("{key}-multipart");
     let upload = backend

@@ -10,10 +10,11 @@ use std::time::{Instant, SystemTime};
 use tracing::{debug, info};
 
 use super::attr::{attr_of, DirEntry, DirReplier};
+use super::copy::{copy_object, copy_plan, CopyPlan};
 use super::handles::Handle;
 use super::{listed_stat_of, Entry, Error, Filesystem, NewNode, Result};
 use crate::backend::paging::{ListGuard, MAX_LISTING_ENTRIES};
-use crate::backend::{BackendErrorKind, ByteRange, ListParams, PutOptions, MAX_PART_SIZE};
+use crate::backend::{BackendErrorKind, ListParams, PutOptions};
 use crate::namespace::name::{child_key, dir_prefix, entry_name, validate_name};
 use crate::namespace::{Inode, Kind, Stat, TenantId};
 use crate::tenant::Tenant;
@@ -502,7 +503,7 @@ impl Filesystem {
             // moves with the name, so it stays readable until the new content is complete,
             // and an unwritten range of it is still the session's base (read from `dst`).
             let mut s = w.session.lock().await;
-            match copy_object(tenant, src, dst).await {
+            match copy_object(&tenant.backend, src, dst).await.map_err(Error::from) {
                 Ok(()) => s.set_key(dst.to_owned()),
                 // A new file nobody has committed yet: no object to move.
                 Err(e) if e.errno() == libc::ENOENT => {
@@ -517,7 +518,7 @@ impl Filesystem {
             info!(tenant = %tenant.name, src, dst, "renamed file");
             return Ok(());
         }
-        copy_object(tenant, src, dst).await?;
+        copy_object(&tenant.backend, src, dst).await?;
         tenant.backend.delete(src).await?;
         info!(tenant = %tenant.name, src, dst, "renamed file");
         Ok(())
@@ -556,13 +557,15 @@ impl Filesystem {
                 break;
             }
         }
+        let caps = tenant.backend.capabilities();
         for (key, size) in &keys {
             let rest = key.get(sp.len()..).unwrap_or_default();
             let target = format!("{dp}{rest}");
-            if *size > MAX_PART_SIZE {
-                copy_object(tenant, key, &target).await?;
-            } else {
+            if copy_plan(&caps, *size) == CopyPlan::Whole {
+                // The listing gave the size: no HEAD needed for a one-request copy.
                 tenant.backend.copy(key, &target).await?;
+            } else {
+                copy_object(&tenant.backend, key, &target).await?;
             }
         }
         if keys.is_empty() {
@@ -576,44 +579,6 @@ impl Filesystem {
         debug!(tenant = %tenant.name, src, dst, objects = keys.len(), "renamed directory");
         Ok(())
     }
-}
-
-/// Copy an object server-side: one CopyObject up to 5 GiB, a multipart copy above.
-pub(super) async fn copy_object(tenant: &Tenant, src: &str, dst: &str) -> Result<()> {
-    let meta = tenant.backend.head(src).await?;
-    if meta.size <= MAX_PART_SIZE {
-        tenant.backend.copy(src, dst).await?;
-        return Ok(());
-    }
-    // 1 GiB parts: far below the 10,000-part limit for any object S3 can hold.
-    const COPY_PART: u64 = 1 << 30;
-    // CopyObject keeps the stored mtime; a multipart copy must set it again.
-    let opts = PutOptions::default().with_mtime(meta.mtime);
-    let upload = tenant.backend.create_multipart_opts(dst, &opts).await?;
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let mut number = 1;
-    while start < meta.size {
-        let end = (start + COPY_PART).min(meta.size);
-        match tenant
-            .backend
-            .upload_part_copy(dst, &upload, number, src, ByteRange::new(start, end))
-            .await
-        {
-            Ok(p) => parts.push(p),
-            Err(e) => {
-                let _ = tenant.backend.abort_multipart(dst, &upload).await;
-                return Err(e.into());
-            }
-        }
-        start = end;
-        number += 1;
-    }
-    if let Err(e) = tenant.backend.complete_multipart(dst, &upload, &parts).await {
-        let _ = tenant.backend.abort_multipart(dst, &upload).await;
-        return Err(e.into());
-    }
-    Ok(())
 }
 
 impl DirStream {

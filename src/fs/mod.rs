@@ -9,6 +9,7 @@
 //! owners, symlinks and special files.
 
 pub mod attr;
+mod copy;
 pub mod dir;
 pub mod error;
 pub mod handles;
@@ -492,7 +493,17 @@ impl Filesystem {
         // Pages of the version pinned by the previous open may be kept; the stat's ETag is no
         // proof, since a lookup may have refreshed it after the object was replaced.
         let keep_cache = self.inodes.pin_pages(ino, meta.etag.as_ref()) && unchanged;
-        let id = ObjectId::new(tenant.id, &meta);
+        let id = if tenant.backend.capabilities().conditional_get {
+            ObjectId::new(tenant.id, &meta)
+        } else {
+            // No If-Match on this store: the version read is pinned by size and modification
+            // time instead (as seen by the HEAD above; each GET's length is checked), a weaker
+            // guarantee described in docs/backends.md.
+            let mut unpinned = meta.clone();
+            unpinned.etag = None;
+            unpinned.last_modified = unpinned.last_modified.or(unpinned.mtime);
+            ObjectId::new(tenant.id, &unpinned)
+        };
         let config = ReadConfig {
             // Pages of an unchanged version are kept by the next open (pinned above), so a
             // re-read need not come back through the block cache.

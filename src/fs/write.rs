@@ -457,6 +457,13 @@ impl Filesystem {
         if tenant.read_only {
             return Err(Error::read_only(&tenant.name));
         }
+        if !tenant.backend.capabilities().user_metadata {
+            // The store keeps no mtime beside the content (WebDAV, Drive-shaped stores): the
+            // call succeeds (so `touch`, `cp -p`, rsync go on) and stores nothing; the file
+            // keeps showing the store's own modification time (docs/backends.md).
+            debug!(ino, tenant = %tenant.name, "mtime not stored: the backend keeps no user metadata");
+            return Ok(());
+        }
         if let Some(w) = fh.and_then(|fh| self.write_state(fh).ok()).or_else(|| self.writer(ino)) {
             let mut s = w.session.lock().await;
             // A writer whose last handle is closed and whose final commit is done will commit

@@ -10,7 +10,28 @@ use super::budget::MemoryPermit;
 use super::session::{to_usize, Base, PartDone, Upload, WriteSession};
 use super::staging::{read_pieces_into, Piece, Source};
 use super::UploadError;
-use crate::backend::{Backend, ByteRange, CompletedPart, ETag, PosixAttrs, PutOptions, PutResult};
+use crate::backend::{
+    Backend, BackendError, BackendErrorKind, BodyStream, ByteRange, CompletedPart, ETag, PosixAttrs, PutOptions,
+    PutResult,
+};
+
+/// Largest piece of a streamed upload's body (the default part size: big enough that the
+/// per-piece overhead vanishes, small enough that a few of them fit any memory budget).
+const STREAM_CHUNK: u64 = 8 * 1024 * 1024;
+/// Tries of one streamed upload, the first included.
+const STREAM_ATTEMPTS: u32 = 3;
+/// Pause before a retried streamed upload, times the attempt number.
+const STREAM_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The state of a streamed upload's body (see [`WriteSession::staged_body`]).
+struct StreamState {
+    plans: std::vec::IntoIter<(u64, Assembly)>,
+    backend: std::sync::Arc<dyn Backend>,
+    uploader: std::sync::Arc<super::Uploader>,
+    tenant: std::sync::Arc<super::budget::TenantMemory>,
+    /// The previous chunk's memory, returned when the next is asked for.
+    held: Option<MemoryPermit>,
+}
 
 /// How the bytes of one part reach the backend.
 #[derive(Debug)]
@@ -77,9 +98,11 @@ impl WriteSession {
         if !self.dirty {
             return self.commit_mtime_only().await;
         }
-        let single = self.size <= self.uploader.layout.part_size(0);
+        let single = self.size <= self.layout.part_size(0);
         let result = if single {
             self.commit_single().await
+        } else if self.caps.multipart.is_none() {
+            self.commit_streamed().await
         } else {
             self.commit_multipart().await
         };
@@ -119,7 +142,7 @@ impl WriteSession {
 
     async fn commit_multipart(&mut self) -> Result<PutResult, UploadError> {
         let upload = self.ensure_upload().await?;
-        let layout = self.uploader.layout;
+        let layout = self.layout;
         let max = layout.capacity();
         let count = layout
             .part_count(self.size)
@@ -138,10 +161,11 @@ impl WriteSession {
             let full = layout.part_range(idx);
             let range = ByteRange::new(full.start, full.end.min(self.size));
             let untouched = self.parts.get(&idx).is_none_or(|p| p.local.is_empty());
+            // Without part copies the untouched bytes are read (ranged GETs) and sent again.
             let copy_src = self
                 .base
                 .as_ref()
-                .filter(|b| untouched && range.end <= b.len)
+                .filter(|b| self.caps.part_copy && untouched && range.end <= b.len)
                 .map(|b| b.key.clone());
             let (job, permit) = match copy_src {
                 Some(src) => (PartJob::Copy { src, range }, None),
@@ -181,7 +205,7 @@ impl WriteSession {
         tracing::debug!(key = ?upload.key, parts = count, "multipart upload completed");
         upload.forget_journal();
         self.upload = None;
-        if upload.mtime == self.mtime && upload.posix == self.posix {
+        if !self.caps.user_metadata || (upload.mtime == self.mtime && upload.posix == self.posix) {
             return Ok(result);
         }
         // The mtime or mode changed after the upload started (`cp -p` sets them after
@@ -200,12 +224,75 @@ impl WriteSession {
         }
     }
 
+    /// For a store without multipart uploads: publish the file with one streamed PUT that
+    /// reads it from staging (and the base object's untouched bytes) one chunk at a time, so
+    /// memory stays within a chunk or two whatever the file's size. A body stream cannot be
+    /// replayed, so a retryable failure is retried here by building the stream again from
+    /// the staged data (the retry layer passes `put_stream` through untried).
+    async fn commit_streamed(&mut self) -> Result<PutResult, UploadError> {
+        let opts = self.put_options();
+        let mut attempt = 1;
+        loop {
+            let body = self.staged_body()?;
+            match self.backend.put_stream(&self.key, self.size, body, &opts).await {
+                Ok(r) => return Ok(r),
+                Err(e) if e.is_retryable() && attempt < STREAM_ATTEMPTS => {
+                    tracing::debug!(key = ?self.key, attempt, error = %e, "streamed upload failed; sending it again from staging");
+                    tokio::time::sleep(STREAM_RETRY_PAUSE * attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(UploadError::Backend(e)),
+            }
+        }
+    }
+
+    /// The file's content as a body stream of chunks of at most [`STREAM_CHUNK`] bytes, each
+    /// assembled when the consumer asks for it under a memory-budget permit that is held
+    /// until the next chunk is asked for (by then the consumer has sent it).
+    fn staged_body(&self) -> Result<BodyStream, UploadError> {
+        // Never more than one part: the memory budget holds at least one.
+        let chunk = STREAM_CHUNK.min(self.layout.base());
+        let mut plans = Vec::new();
+        let mut start = 0;
+        while start < self.size {
+            let part_end = self
+                .layout
+                .part_range(self.layout.part_index(start).unwrap_or(u32::MAX))
+                .end;
+            let end = part_end.min(start + chunk).min(self.size).max(start + 1);
+            plans.push((end - start, self.assembly(start, end)?));
+            start = end;
+        }
+        let state = StreamState {
+            plans: plans.into_iter(),
+            backend: self.backend.clone(),
+            uploader: self.uploader.clone(),
+            tenant: self.memory.clone(),
+            held: None,
+        };
+        Ok(Box::pin(futures::stream::try_unfold(state, |mut st| async move {
+            st.held = None;
+            let Some((len, plan)) = st.plans.next() else {
+                return Ok(None);
+            };
+            let permit = st.uploader.memory.acquire(&st.tenant, len).await;
+            let data = assemble(&*st.backend, plan).await.map_err(|e| {
+                BackendError::new(BackendErrorKind::Other, "reading the staged file for upload").with_source(e)
+            })?;
+            st.held = Some(permit);
+            Ok(Some((data, st)))
+        })))
+    }
+
     /// Nothing but the mtime or the mode/owner changed since the last commit: update the
     /// object's metadata.
     async fn commit_mtime_only(&mut self) -> Result<PutResult, UploadError> {
         let etag = self.base.as_ref().and_then(|b| b.etag.clone());
         let mtime = self.mtime.filter(|_| self.mtime_dirty);
-        if mtime.is_none() && !self.posix_dirty {
+        if (mtime.is_none() && !self.posix_dirty) || !self.caps.user_metadata {
+            // A store without user metadata keeps nothing of them: its own time serves.
+            self.mtime_dirty = false;
+            self.posix_dirty = false;
             return Ok(PutResult::new(etag));
         }
         let posix = if self.posix_dirty {
@@ -302,7 +389,7 @@ impl WriteSession {
 
     /// The recipe for bytes `[start, end)` of the file (`end <= size`).
     pub(super) fn assembly(&self, start: u64, end: u64) -> Result<Assembly, UploadError> {
-        let layout = self.uploader.layout;
+        let layout = self.layout;
         let len = to_usize(end - start)?;
         let base_len = self.base.as_ref().map_or(0, |b| b.len);
         let mut pieces = Vec::new();

@@ -13,7 +13,7 @@
 //!
 //! Part indices here are 0-based; S3 part numbers are `index + 1`.
 
-use crate::backend::{ByteRange, MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
+use crate::backend::{ByteRange, MultipartLimits, MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
 
 /// Number of consecutive parts sharing one size before the size doubles.
 ///
@@ -21,20 +21,38 @@ use crate::backend::{ByteRange, MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
 /// exactly fill the 10,000-part limit.
 pub const PARTS_PER_TIER: u32 = 1000;
 
-/// Number of tiers the part limit allows.
-const TIERS: u32 = MAX_PARTS / PARTS_PER_TIER;
-
-/// The fixed mapping between byte offsets and parts for one base part size.
+/// The fixed mapping between byte offsets and parts for one base part size, within one
+/// store's multipart limits (S3's unless [`PartLayout::for_store`] says otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartLayout {
     base: u64,
+    max_part: u64,
+    max_parts: u32,
 }
 
 impl PartLayout {
-    /// A layout with `base`-sized first parts; `None` unless
+    /// A layout with `base`-sized first parts within S3's limits; `None` unless
     /// `MIN_PART_SIZE <= base <= MAX_PART_SIZE`.
     pub fn new(base: u64) -> Option<Self> {
-        (MIN_PART_SIZE..=MAX_PART_SIZE).contains(&base).then_some(Self { base })
+        (MIN_PART_SIZE..=MAX_PART_SIZE).contains(&base).then_some(Self {
+            base,
+            max_part: MAX_PART_SIZE,
+            max_parts: MAX_PARTS,
+        })
+    }
+
+    /// This layout as a store with `limits` allows it: the base part size clamped into the
+    /// store's part-size range, its largest part and part count. `None` (no multipart
+    /// uploads) keeps the layout as is: its parts then only organise local staging, and the
+    /// object is sent by one streamed PUT.
+    pub fn for_store(&self, limits: Option<MultipartLimits>) -> Self {
+        let Some(l) = limits else { return *self };
+        let max_part = l.max_part.max(1);
+        Self {
+            base: self.base.clamp(l.min_part.min(max_part).max(1), max_part),
+            max_part,
+            max_parts: l.max_parts.max(1),
+        }
     }
 
     /// The layout's base part size.
@@ -42,25 +60,36 @@ impl PartLayout {
         self.base
     }
 
+    /// Parts per tier: [`PARTS_PER_TIER`], or the store's whole part count if smaller.
+    fn per_tier(&self) -> u32 {
+        PARTS_PER_TIER.min(self.max_parts)
+    }
+
+    /// Number of tiers the part limit allows.
+    fn tiers(&self) -> u32 {
+        self.max_parts / self.per_tier()
+    }
+
     fn tier_part_size(&self, tier: u32) -> u64 {
-        // tier < 32 always (TIERS is 10), so the shift cannot overflow the shift width.
-        self.base.saturating_mul(1u64 << tier.min(32)).min(MAX_PART_SIZE)
+        // Capped at 32 doublings: far past any store's largest part, and no shift overflow.
+        self.base.saturating_mul(1u64 << tier.min(32)).min(self.max_part)
     }
 
     fn tier_bytes(&self, tier: u32) -> u64 {
-        u64::from(PARTS_PER_TIER).saturating_mul(self.tier_part_size(tier))
+        u64::from(self.per_tier()).saturating_mul(self.tier_part_size(tier))
     }
 
     /// Size of part `idx` when it is not the last part of the file.
     pub fn part_size(&self, idx: u32) -> u64 {
-        self.tier_part_size(idx / PARTS_PER_TIER)
+        self.tier_part_size(idx / self.per_tier())
     }
 
-    /// First byte of part `idx`. For `idx == MAX_PARTS` this is [`Self::capacity`].
+    /// First byte of part `idx`. For `idx == max_parts` this is [`Self::capacity`].
     pub fn part_start(&self, idx: u32) -> u64 {
-        let tier = idx / PARTS_PER_TIER;
+        let per_tier = self.per_tier();
+        let tier = idx / per_tier;
         let full: u64 = (0..tier).map(|t| self.tier_bytes(t)).sum();
-        full + u64::from(idx % PARTS_PER_TIER) * self.tier_part_size(tier)
+        full + u64::from(idx % per_tier) * self.tier_part_size(tier)
     }
 
     /// The full byte range of part `idx`.
@@ -78,12 +107,12 @@ impl PartLayout {
     /// The part holding byte `offset`, or `None` if it lies beyond [`Self::capacity`].
     pub fn part_index(&self, offset: u64) -> Option<u32> {
         let mut tier_start = 0u64;
-        for tier in 0..TIERS {
+        for tier in 0..self.tiers() {
             let bytes = self.tier_bytes(tier);
             if offset < tier_start + bytes {
                 let within = (offset - tier_start) / self.tier_part_size(tier);
                 let within = u32::try_from(within).ok()?;
-                return Some(tier * PARTS_PER_TIER + within);
+                return Some(tier * self.per_tier() + within);
             }
             tier_start += bytes;
         }
@@ -98,9 +127,9 @@ impl PartLayout {
         }
     }
 
-    /// Largest file size the layout can hold in [`MAX_PARTS`] parts.
+    /// Largest file size the layout can hold in its store's part count.
     pub fn capacity(&self) -> u64 {
-        self.part_start(MAX_PARTS)
+        self.part_start(self.tiers() * self.per_tier())
     }
 }
 
@@ -113,6 +142,28 @@ mod tests {
     const MIB: u64 = 1024 * 1024;
     const GIB: u64 = 1024 * MIB;
     const TIB: u64 = 1024 * GIB;
+
+    #[test_case(MultipartLimits { min_part: MIB, max_part: 64 * MIB, max_parts: 50 } ; "few parts")]
+    #[test_case(MultipartLimits { min_part: 16 * MIB, max_part: 4 * GIB, max_parts: 50_000 } ; "big minimum, many parts")]
+    #[test_case(MultipartLimits { min_part: MIB, max_part: 6 * MIB, max_parts: 10_000 } ; "small maximum")]
+    fn store_limits_bound_every_part(l: MultipartLimits) {
+        let layout = PartLayout::new(8 * MIB).unwrap().for_store(Some(l));
+        let count = layout.part_count(layout.capacity()).unwrap();
+        assert!(count <= l.max_parts, "{count} parts");
+        assert_eq!(layout.part_index(layout.capacity()), None);
+        for idx in [0, 1, count / 2, count.saturating_sub(2), count - 1] {
+            let size = layout.part_size(idx);
+            assert!((l.min_part..=l.max_part).contains(&size), "part {idx}: {size}");
+            assert_eq!(layout.part_index(layout.part_start(idx)), Some(idx));
+        }
+    }
+
+    #[test]
+    fn no_multipart_keeps_the_staging_layout() {
+        let layout = PartLayout::new(8 * MIB).unwrap();
+        assert_eq!(layout.for_store(None), layout);
+        assert_eq!(layout.for_store(Some(MultipartLimits::S3)), layout);
+    }
 
     #[test]
     fn rejects_out_of_range_base() {

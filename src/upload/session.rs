@@ -24,8 +24,9 @@ use super::fill::Fill;
 use super::journal::Journal;
 use super::staging::SessionStaging;
 use super::transfer::spawn_abort;
+use super::PartLayout;
 use super::{BaseObject, UploadError, Uploader};
-use crate::backend::{Backend, CompletedPart, ETag, PosixAttrs, PutOptions, UploadId};
+use crate::backend::{Backend, Capabilities, CompletedPart, ETag, PosixAttrs, PutOptions, UploadId};
 
 /// The object bytes a session builds on.
 #[derive(Debug, Clone)]
@@ -110,6 +111,10 @@ pub struct WriteSession {
     /// The tenant's share of the write memory.
     pub(super) memory: Arc<TenantMemory>,
     pub(super) backend: Arc<dyn Backend>,
+    /// What the backend can do, asked once at the start (a cheap copy, but per write).
+    pub(super) caps: Capabilities,
+    /// The uploader's part layout within the backend's multipart limits.
+    pub(super) layout: PartLayout,
     pub(super) key: String,
     pub(super) size: u64,
     pub(super) base: Option<Base>,
@@ -158,17 +163,23 @@ impl WriteSession {
         // A new or truncated file must be created by the commit even if never written.
         let dirty = base.is_none();
         let size = base.as_ref().map_or(0, |b| b.size);
+        let caps = backend.capabilities();
+        // Without conditional GETs the base is read unpinned: a store that ignores If-Match
+        // would pass silently, one that refuses it would fail every read of old bytes.
         let base = base.map(|b| Base {
             key: key.clone(),
-            etag: b.etag,
+            etag: b.etag.filter(|_| caps.conditional_get),
             len: b.size,
         });
+        let layout = uploader.layout.for_store(caps.multipart);
         Self {
             uploader,
             id,
             owner,
             memory,
             backend,
+            caps,
+            layout,
             key,
             size,
             base,
@@ -207,8 +218,7 @@ impl WriteSession {
         if data.is_empty() {
             return Ok(());
         }
-        let layout = self.uploader.layout;
-        let max = layout.capacity();
+        let max = self.max_size();
         let end = offset
             .checked_add(u64::try_from(data.len()).unwrap_or(u64::MAX))
             .filter(|e| *e <= max)
@@ -265,7 +275,7 @@ impl WriteSession {
         if self.lost || self.failed.is_some() || data.is_empty() {
             return false;
         }
-        let layout = self.uploader.layout;
+        let layout = self.layout;
         let Some(end) = u64::try_from(data.len()).ok().and_then(|n| offset.checked_add(n)) else {
             return false;
         };
@@ -304,7 +314,7 @@ impl WriteSession {
         let added = part.local.insert(rel_start, rel_end);
         part.version = version;
         self.dirty = true;
-        self.size = self.size.max(self.uploader.layout.part_start(idx) + rel_end);
+        self.size = self.size.max(self.layout.part_start(idx) + rel_end);
         self.progress
             .written
             .store(self.size, std::sync::atomic::Ordering::Relaxed);
@@ -329,11 +339,11 @@ impl WriteSession {
     pub async fn truncate(&mut self, size: u64) -> Result<(), UploadError> {
         self.check_usable()?;
         self.reap();
-        let layout = self.uploader.layout;
-        if size > layout.capacity() {
+        let layout = self.layout;
+        if size > self.max_size() {
             return Err(UploadError::TooLarge {
                 size,
-                max: layout.capacity(),
+                max: self.max_size(),
             });
         }
         if size == self.size {
@@ -409,9 +419,20 @@ impl WriteSession {
         self.posix_dirty |= changed;
     }
 
-    /// The options a commit stores the object with.
+    /// The options a commit stores the object with (none where the store keeps no user
+    /// metadata: its own modification time then serves).
     pub(super) fn put_options(&self) -> PutOptions {
+        if !self.caps.user_metadata {
+            return PutOptions::default();
+        }
         PutOptions::default().with_mtime(self.mtime).with_posix(self.posix)
+    }
+
+    /// The largest file this session can commit: what the part layout holds, and no more
+    /// than the store accepts.
+    pub(super) fn max_size(&self) -> u64 {
+        let layout = self.layout.capacity();
+        self.caps.max_object_size.map_or(layout, |m| m.min(layout))
     }
 
     /// The mtime set with [`WriteSession::set_mtime`] and not cleared by a write since.
@@ -518,7 +539,7 @@ impl WriteSession {
 
     /// Whether part `idx` may be reused as uploaded for a file of the current size.
     pub(super) fn is_clean(&self, idx: u32, p: &Part) -> bool {
-        let len = self.uploader.layout.part_len(idx, self.size);
+        let len = self.layout.part_len(idx, self.size);
         p.uploaded
             .as_ref()
             .is_some_and(|u| u.version == p.version && u.len == len && !p.in_flight)
@@ -526,7 +547,7 @@ impl WriteSession {
 
     /// `[offset, end)` as `(part, start in part, end in part, offset in data)` pieces.
     fn split(&self, offset: u64, end: u64) -> Result<Vec<(u32, u64, u64, usize)>, UploadError> {
-        let layout = self.uploader.layout;
+        let layout = self.layout;
         let mut out = Vec::new();
         let mut pos = offset;
         while pos < end {
@@ -598,7 +619,7 @@ impl WriteSession {
             Some(p) if p.mem.is_some() => p.mem.as_mut().is_some_and(|f| f.try_write(budget, offset, data)),
             Some(p) if !p.local.is_empty() || p.evicted => false,
             _ => {
-                let part_len = self.uploader.layout.part_range(idx).len();
+                let part_len = self.layout.part_range(idx).len();
                 match Fill::start(budget, &self.memory, offset, part_len, data) {
                     Some(f) => {
                         self.parts.entry(idx).or_default().mem = Some(f);

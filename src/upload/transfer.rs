@@ -20,7 +20,7 @@ use crate::backend::{Backend, UploadId};
 impl WriteSession {
     /// Start uploading parts that became complete and that the writer has moved past.
     pub(super) async fn upload_finished_parts(&mut self, offset: u64, end: u64) {
-        let layout = self.uploader.layout;
+        let layout = self.layout;
         let (Some(first), Some(last)) = (layout.part_index(offset), layout.part_index(end - 1)) else {
             return;
         };
@@ -38,6 +38,18 @@ impl WriteSession {
             }
             // Ready means every byte is local, so a fill buffer holds the whole part.
             let in_memory = self.parts.get(&idx).is_some_and(|p| p.mem.is_some());
+            if self.caps.multipart.is_none() {
+                // No part uploads: the commit streams the file from staging in one PUT. Move
+                // the full buffer there now, so the memory budget bounds only the parts
+                // being filled, not the whole file.
+                if in_memory {
+                    if let Err(e) = self.stage_fill(idx, (idx, idx)).await {
+                        // Nothing is lost: the part stays in memory and the commit reads it there.
+                        tracing::debug!(key = ?self.key, part = idx, error = %e, "could not stage a full part; it stays in memory");
+                    }
+                }
+                continue;
+            }
             let started = if in_memory {
                 self.upload_filled_part(idx, full.len()).await
             } else {
@@ -121,7 +133,7 @@ impl WriteSession {
             backend: self.backend.describe(),
             key: self.key.clone(),
             upload_id: id.clone(),
-            part_size: self.uploader.layout.base(),
+            part_size: self.layout.base(),
             parts: Default::default(),
         };
         let path = self.uploader.journal_path(self.id, self.generation);
