@@ -23,6 +23,11 @@
 //!   container formats patch their header) are dropped; writing or reading such a part
 //!   before the commit then fails. With no such part to drop the writer gets
 //!   [`UploadError::StagingFull`] and nothing already acknowledged is lost.
+//! - The store's capabilities decide the rest (asked once per session): parts follow its
+//!   `MultipartLimits`; without part copies untouched ranges are read and uploaded; without
+//!   multipart uploads nothing is sent before the commit, full parts go from memory to
+//!   staging, and the commit is one `put_stream` reading staging chunk by chunk; files
+//!   beyond `max_object_size` are [`UploadError::TooLarge`]; see docs/backends.md.
 //! - Failures abort the multipart upload: no partial object, no orphaned upload.
 //! - Every multipart upload is recorded in a [`journal`] in the staging directory from
 //!   before its first part until it is completed or aborted, so after a crash the next mount
