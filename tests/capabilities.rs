@@ -7,18 +7,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use byosfs::backend::masked::MaskedBackend;
 use byosfs::backend::memory::{InMemoryBackend, Op};
 use byosfs::backend::prefix::PrefixBackend;
-use byosfs::backend::{Backend, Capabilities, MultipartLimits};
+use byosfs::backend::{
+    Backend, BackendError, BackendErrorKind, BackendResult, BodyStream, Capabilities, Layer, MultipartLimits,
+    PutOptions, PutResult,
+};
 use byosfs::cache::BlockCache;
 use byosfs::fs::{Filesystem, FsConfig, NewNode, SetAttr};
 use byosfs::namespace::ROOT_INO;
 use byosfs::tenant::{TenantSpec, TenantTable};
 use byosfs::upload::{UploadConfig, Uploader};
+use futures::TryStreamExt as _;
 use test_case::test_case;
 
 const MIB: usize = 1 << 20;
@@ -60,8 +65,13 @@ struct Fixture {
 }
 
 fn fixture(caps: Capabilities) -> Fixture {
+    fixture_with(caps, |b| b)
+}
+
+/// [`fixture`] with `wrap` between the bucket and the mask (fault injection).
+fn fixture_with(caps: Capabilities, wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>) -> Fixture {
     let bucket = Arc::new(InMemoryBackend::new());
-    let store: Arc<dyn Backend> = Arc::new(MaskedBackend::new(bucket.clone(), caps));
+    let store: Arc<dyn Backend> = Arc::new(MaskedBackend::new(wrap(bucket.clone()), caps));
     let tenants = TenantTable::new(vec![TenantSpec {
         name: "acme".to_owned(),
         backend: Arc::new(PrefixBackend::new(store, "acme/")),
@@ -263,6 +273,55 @@ async fn without_conditional_get_a_replaced_object_is_detected_by_size() {
     f.fs.release(o.fh).await.unwrap();
     // A new open sees the new version (size and modification time), not cached blocks.
     assert_eq!(read_all(&f.fs, "acme/v.bin").await, pattern(MIB, 6));
+}
+
+/// Fails the first `put_stream` after taking part of its body, as a connection lost
+/// mid-upload does.
+#[derive(Debug)]
+struct DropsFirstStream {
+    inner: Arc<dyn Backend>,
+    calls: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Layer for DropsFirstStream {
+    fn inner(&self) -> Arc<dyn Backend> {
+        self.inner.clone()
+    }
+    async fn put_stream(
+        &self,
+        key: &str,
+        size: u64,
+        mut body: BodyStream,
+        opts: &PutOptions,
+    ) -> BackendResult<PutResult> {
+        if self.calls.fetch_add(1, Ordering::Relaxed) == 0 {
+            let _first = body.try_next().await?;
+            return Err(BackendError::new(
+                BackendErrorKind::Transient,
+                "connection reset mid-body",
+            ));
+        }
+        self.inner.put_stream(key, size, body, opts).await
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_upload_cut_midway_is_sent_again_from_staging() {
+    let layer = Arc::new(std::sync::OnceLock::new());
+    let seen = layer.clone();
+    let f = fixture_with(minimal(None), move |b| {
+        let l = Arc::new(DropsFirstStream {
+            inner: b,
+            calls: AtomicU32::new(0),
+        });
+        let _ = seen.set(l.clone());
+        l
+    });
+    let data = pattern(20 * MIB, 9);
+    write_file(&f.fs, "acme", "r.bin", &data).await;
+    assert_eq!(f.bucket.object("acme/r.bin").unwrap(), data);
+    assert_eq!(layer.get().unwrap().calls.load(Ordering::Relaxed), 2);
 }
 
 #[tokio::test]
