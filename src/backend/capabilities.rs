@@ -57,7 +57,8 @@ impl Capabilities {
         conditional_get: true,
         conditional_put: true,
         stable_etags: true,
-        max_object_size: Some(MAX_PARTS as u64 * MAX_PART_SIZE),
+        // S3's published limit (5 TiB), below what 10,000 parts of 5 GiB could hold.
+        max_object_size: Some(5 << 40),
         duplicate_names: false,
         user_metadata: true,
     };
