@@ -14,7 +14,9 @@
 //! alone aborted.
 //!
 //! Closed files a crashed run staged for write-back (`crate::upload::writeback`) are the
-//! opposite case: a `close()` acknowledged each of them, so they are never deleted here.
+//! opposite case: a `close()` acknowledged each of them, so they are never deleted here
+//! (only files that fail `writeback::check` as cut short, whose close never returned, and
+//! empty names made ahead that no close used, are).
 //! Each is moved into this mount's write-back queue before the mount serves, so its name
 //! shows the closed content from the first lookup on, and is uploaded from there; one whose
 //! tenant is gone stays where it is, named in the log, for a later mount.
@@ -54,8 +56,11 @@ pub(crate) struct RecoveryReport {
     pub(crate) discarded_bytes: u64,
     /// Closed files staged for write-back, taken over by this mount to upload.
     pub adopted: usize,
-    /// Of those files, kept where they are (no tenant uses their storage any more).
+    /// Of those files, kept where they are (no tenant uses their storage any more, or
+    /// damaged).
     pub adopt_kept: usize,
+    /// Write-back files whose close never returned (cut short by the crash), deleted.
+    pub torn: usize,
 }
 
 /// For a root without a lock file (made by an older byosfs): whether the process named by
@@ -206,10 +211,11 @@ async fn recover_root(
                 "crash recovery: discarding staged data that was never closed or fsynced"
             );
         } else if path.to_string_lossy().ends_with(WB_SUFFIX) {
-            if adopt(dir, path, tenants, wb) {
-                report.adopted += 1;
-            } else {
-                report.adopt_kept += 1;
+            match adopt(dir, path, tenants, wb) {
+                Adoption::Adopted => report.adopted += 1,
+                Adoption::Kept => report.adopt_kept += 1,
+                Adoption::Torn => report.torn += 1,
+                Adoption::Unused => {}
             }
         } else if path.to_string_lossy().ends_with(JOURNAL_SUFFIX) {
             match recover_journal(dir, path, tenants, timeout).await {
@@ -236,23 +242,48 @@ async fn recover_root(
     }
 }
 
-/// Hand the staged write-back file at `path` (in the root open as `dir`) to `wb`; `false`
-/// when it stays where it is (no queue, no tenant on its storage, unreadable), to be tried
-/// again by a later mount. A close returned for it: it is never deleted here.
-fn adopt(dir: &OwnedFd, path: &Path, tenants: &TenantTable, wb: Option<&Arc<WriteBack>>) -> bool {
-    let Some(name) = path.file_name() else { return false };
+/// What became of one staged write-back file of a crashed run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Adoption {
+    /// Queued in this mount.
+    Adopted,
+    /// Left where it is (no queue, no tenant on its storage, unreadable, damaged), to be
+    /// tried again by a later mount or inspected.
+    Kept,
+    /// Cut short or without its trailer: its close never returned. Deleted.
+    Torn,
+    /// An empty name made ahead that no close used. Deleted.
+    Unused,
+}
+
+/// Hand the staged write-back file at `path` (in the root open as `dir`) to `wb`. A file
+/// whose close returned is complete (trailer and checksum valid, `writeback::check`) and is
+/// never deleted here; only a file that is not a complete version goes (see [`Adoption`]).
+fn adopt(dir: &OwnedFd, path: &Path, tenants: &TenantTable, wb: Option<&Arc<WriteBack>>) -> Adoption {
+    let Some(name) = path.file_name() else {
+        return Adoption::Kept;
+    };
     let file = match root::open_own_file(dir, name, u64::MAX) {
         Ok(f) => f,
         Err(e) => {
             warn!(file = ?path, error = %e, "crash recovery: skipping a write-back file that is not a regular file of ours");
-            return false;
+            return Adoption::Kept;
         }
     };
-    let header = match writeback::read_header(&file) {
-        Ok((h, _)) => h,
+    let (header, offset) = match writeback::check(&file) {
+        Ok(found) => found,
+        Err(writeback::Invalid::Unused) => {
+            remove_quietly(path);
+            return Adoption::Unused;
+        }
+        Err(e @ writeback::Invalid::Incomplete(_)) => {
+            info!(file = %path.display(), error = %e, "crash recovery: discarding a write-back file whose close never returned");
+            remove_quietly(path);
+            return Adoption::Torn;
+        }
         Err(e) => {
             error!(file = %path.display(), error = %e, "crash recovery: damaged write-back file kept for inspection; not uploaded");
-            return false;
+            return Adoption::Kept;
         }
     };
     let Some(tenant) = tenant_for(&header.owner, &header.backend, tenants) else {
@@ -262,10 +293,16 @@ fn adopt(dir: &OwnedFd, path: &Path, tenants: &TenantTable, wb: Option<&Arc<Writ
             key = ?header.key,
             "crash recovery: a closed file waits for upload but no configured tenant uses its storage any more; kept"
         );
-        return false;
+        return Adoption::Kept;
     };
-    let Some(wb) = wb else { return false };
-    match wb.adopt(&file, path, u64::from(tenant.id), tenant.backend.clone()) {
+    let Some(wb) = wb else { return Adoption::Kept };
+    match wb.adopt(
+        header.clone(),
+        offset,
+        path,
+        u64::from(tenant.id),
+        tenant.backend.clone(),
+    ) {
         Ok(()) => {
             info!(
                 tenant = %tenant.name,
@@ -273,12 +310,18 @@ fn adopt(dir: &OwnedFd, path: &Path, tenants: &TenantTable, wb: Option<&Arc<Writ
                 size = header.size,
                 "crash recovery: a closed file was not uploaded yet; queued for upload"
             );
-            true
+            Adoption::Adopted
         }
         Err(e) => {
             warn!(tenant = %tenant.name, key = ?header.key, error = %e, "crash recovery: could not take over a write-back file; kept");
-            false
+            Adoption::Kept
         }
+    }
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        warn!(file = %path.display(), error = %e, "crash recovery: could not delete a write-back file");
     }
 }
 
@@ -484,6 +527,7 @@ mod tests {
             ..UploadConfig::default()
         };
         let crashed = Uploader::new(config()).unwrap();
+        let slots = writeback::Slots::new(crashed.root().to_path_buf());
         // Ids 9 and 10: "w10.wb" sorts before "w9.wb".
         for (id, body) in [(9, b"older".as_slice()), (10, b"newer".as_slice())] {
             let header = writeback::EntryHeader {
@@ -494,7 +538,7 @@ mod tests {
                 mtime: std::time::SystemTime::now(),
                 posix: Default::default(),
             };
-            let mut w = writeback::EntryWriter::create(crashed.root(), id, &header).unwrap();
+            let mut w = writeback::EntryWriter::create(&slots, id, &header).unwrap();
             w.write(body).unwrap();
             w.finish().unwrap();
         }
@@ -514,6 +558,83 @@ mod tests {
         }
         assert!(wb.is_idle(), "{:?}", wb.summary());
         assert_eq!(inner.object("acme/v.bin").as_deref(), Some(b"newer".as_slice()));
+    }
+
+    /// A crash while a close was staging its file (cut short), a file damaged on disk after
+    /// its close (a flipped byte) and a complete one: only the complete one is adopted; the
+    /// torn one is deleted, the damaged one kept for inspection, neither uploaded.
+    #[tokio::test]
+    async fn only_complete_staged_files_are_adopted() {
+        let inner = Arc::new(InMemoryBackend::new());
+        let table = tenants(inner.clone());
+        let acme = table.by_name("acme").unwrap().backend.clone();
+        let staging = tempfile::tempdir().unwrap();
+        let config = || UploadConfig {
+            part_size: 5 * MIB as u64,
+            staging_dir: staging.path().to_path_buf(),
+            ..UploadConfig::default()
+        };
+        let crashed = Uploader::new(config()).unwrap();
+        let slots = writeback::Slots::new(crashed.root().to_path_buf());
+        let mut paths = Vec::new();
+        for (id, key) in [(1, "whole.bin"), (2, "torn.bin"), (3, "damaged.bin")] {
+            let body = vec![b'x'; 1000];
+            let header = writeback::EntryHeader {
+                owner: "acme".into(),
+                backend: acme.describe(),
+                key: key.into(),
+                size: body.len() as u64,
+                mtime: std::time::SystemTime::now(),
+                posix: Default::default(),
+            };
+            let mut w = writeback::EntryWriter::create(&slots, id, &header).unwrap();
+            w.write(&body).unwrap();
+            paths.push(w.finish().unwrap().0);
+        }
+        let torn = std::fs::OpenOptions::new().write(true).open(&paths[1]).unwrap();
+        torn.set_len(torn.metadata().unwrap().len() - 30).unwrap();
+        let mut damaged = std::fs::read(&paths[2]).unwrap();
+        let mid = damaged.len() / 2;
+        damaged[mid] ^= 1;
+        std::fs::write(&paths[2], damaged).unwrap();
+        let root = crashed.root().to_path_buf();
+        std::mem::forget(crashed);
+        let root = fake_crash(&root);
+        let paths: Vec<PathBuf> = paths.iter().map(|p| root.join(p.file_name().unwrap())).collect();
+
+        let uploader = Uploader::new(config()).unwrap();
+        let wb = WriteBack::new(uploader, Default::default());
+        let report = recover_staging(staging.path(), &table, Duration::from_secs(5), Some(&wb)).await;
+        assert_eq!(
+            (report.adopted, report.torn, report.adopt_kept),
+            (1, 1, 1),
+            "{report:?}"
+        );
+        for _ in 0..500 {
+            if wb.is_idle() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(wb.is_idle(), "{:?}", wb.summary());
+        assert_eq!(
+            inner.object("acme/whole.bin").as_deref(),
+            Some(vec![b'x'; 1000].as_slice())
+        );
+        assert!(inner.object("acme/torn.bin").is_none());
+        assert!(inner.object("acme/damaged.bin").is_none());
+        assert!(!paths[1].exists(), "the torn file is deleted");
+        assert!(paths[2].exists(), "the damaged file is kept for inspection");
+        let left: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            left.len(),
+            2,
+            "the damaged file and the lock, no unused names: {left:?}"
+        );
     }
 
     #[tokio::test]

@@ -395,9 +395,10 @@ impl Drop for Uploader {
 /// Whether a file in a staging root must survive its process: a multipart upload's journal
 /// (the next mount aborts it) or a closed file staged for write-back (the next mount uploads
 /// it).
-fn is_kept_file(path: &std::path::Path) -> bool {
+fn is_kept_file(path: &std::path::Path, len: u64) -> bool {
     let name = path.to_string_lossy();
-    name.ends_with(journal::JOURNAL_SUFFIX) || name.ends_with(writeback::WB_SUFFIX)
+    // An empty write-back file is a name made ahead that no close used.
+    name.ends_with(journal::JOURNAL_SUFFIX) || (name.ends_with(writeback::WB_SUFFIX) && len > 0)
 }
 
 /// Delete everything in `root` except upload journals, staged write-back files and the lock
@@ -413,7 +414,7 @@ pub(crate) fn remove_all_but_journals(root: &std::path::Path) -> io::Result<usiz
         let kind = entry.file_type()?;
         if kind.is_dir() {
             std::fs::remove_dir_all(&path)?;
-        } else if kind.is_file() && is_kept_file(&path) {
+        } else if kind.is_file() && is_kept_file(&path, entry.metadata()?.len()) {
             kept += 1;
         } else {
             std::fs::remove_file(&path)?;

@@ -2,7 +2,8 @@
 //! uploaded in the background, so `close()` does not wait for the network.
 //!
 //! - [`WriteBack::begin`] / [`StagedWriter::finish`] stage one closed version of a file
-//!   ([`entry`]: fsynced, then renamed into place) and queue it; `close()` returns after that.
+//!   ([`entry`]: written under a name made durable ahead, with a checksummed trailer, then
+//!   one fsync) and queue it; `close()` returns after that.
 //! - Uploads run in the background, at most [`WriteBackConfig::concurrency`] at once, each
 //!   through an ordinary [`WriteSession`](super::WriteSession) (so the mount's memory budget
 //!   bounds their buffers, and a large file goes up as a journaled multipart upload).
@@ -38,8 +39,8 @@ use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
 pub(crate) use entry::id_of;
-pub(crate) use entry::EntryWriter;
-pub use entry::{read_header, EntryHeader, WB_SUFFIX};
+pub use entry::{check, EntryHeader, Invalid, WB_SUFFIX};
+pub(crate) use entry::{EntryWriter, Slots};
 pub(crate) use queue::Scope;
 use queue::{Backoff, Queue};
 
@@ -142,6 +143,8 @@ struct State {
 pub struct WriteBack {
     uploader: Arc<Uploader>,
     config: WriteBackConfig,
+    /// Names of staged files, made ahead in the uploader's root.
+    slots: Arc<Slots>,
     state: Mutex<State>,
     /// Bumped on every completion or failure; waiters watch it.
     changed: watch::Sender<u64>,
@@ -168,6 +171,7 @@ impl WriteBack {
             max: config.retry_max,
         };
         Arc::new(Self {
+            slots: Arc::new(Slots::new(uploader.root().to_path_buf())),
             uploader,
             config,
             state: Mutex::new(State {
@@ -214,7 +218,7 @@ impl WriteBack {
             header,
             buf: Vec::new(),
             writer: None,
-            root: self.uploader.root().to_path_buf(),
+            slots: self.slots.clone(),
             staging: self.uploader.staging.clone(),
             reserved: true,
             tenant: tenant.to_owned(),
@@ -223,12 +227,12 @@ impl WriteBack {
 
     /// Make `w` durable and queue it; returns once it is on the staging disk (fsynced).
     pub async fn finish(self: &Arc<Self>, mut w: StagedWriter) -> Result<(), UploadError> {
-        let root = w.root.clone();
+        let slots = w.slots.clone();
         let (id, header, buf, writer) = (w.id, w.header.clone(), std::mem::take(&mut w.buf), w.writer.take());
         let (path, offset) = blocking(move || {
             let mut writer = match writer {
                 Some(wr) => wr,
-                None => EntryWriter::create(&root, id, &header)?,
+                None => EntryWriter::create(&slots, id, &header)?,
             };
             writer.write(&buf)?;
             writer.finish()
@@ -469,21 +473,23 @@ impl WriteBack {
         }
     }
 
-    /// Take over the staged file `from` (open as `file`) that a crashed run left: move it into
-    /// this mount's root and queue it for `backend`, so lookups see it before the bucket does.
+    /// Take over the staged file `from` that a crashed run left, found complete by [`check`]
+    /// (`header`, content at `offset`): move it into this mount's root and queue it for
+    /// `backend`, so lookups see it before the bucket does.
     pub fn adopt(
         self: &Arc<Self>,
-        file: &File,
+        header: EntryHeader,
+        offset: u64,
         from: &Path,
         scope: Scope,
         backend: Arc<dyn Backend>,
     ) -> io::Result<()> {
-        let (header, offset) = read_header(file)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let root = self.uploader.root();
-        let path = root.join(entry::names(id).0);
+        // Its id is taken by a file that brings its own name: never made ahead for a close.
+        self.slots.skip_to(id + 1);
+        let path = self.slots.path(id);
         std::fs::rename(from, &path)?;
-        File::open(root)?.sync_all()?;
+        File::open(self.slots.root())?.sync_all()?;
         let meta = Meta {
             header,
             backend,
@@ -606,7 +612,7 @@ pub struct StagedWriter {
     /// Content not written to the file yet: a small file is written in one go at `finish`.
     buf: Vec<u8>,
     writer: Option<EntryWriter>,
-    root: PathBuf,
+    slots: Arc<Slots>,
     staging: Arc<super::budget::StagingSpace>,
     reserved: bool,
     tenant: String,
@@ -620,11 +626,11 @@ impl StagedWriter {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.buf);
-        let (root, id, header, writer) = (self.root.clone(), self.id, self.header.clone(), self.writer.take());
+        let (slots, id, header, writer) = (self.slots.clone(), self.id, self.header.clone(), self.writer.take());
         let writer = blocking(move || {
             let mut w = match writer {
                 Some(w) => w,
-                None => EntryWriter::create(&root, id, &header)?,
+                None => EntryWriter::create(&slots, id, &header)?,
             };
             w.write(&buf)?;
             Ok(w)
