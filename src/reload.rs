@@ -84,6 +84,8 @@ pub(crate) enum TenantStep {
     Repoint,
     /// Same location, other owner/mode/read-only.
     Update,
+    /// Same location, other upload headers, limits or URL settings (and maybe owner/mode).
+    Reconfigure,
 }
 
 /// The difference between the running config and a new one.
@@ -158,10 +160,10 @@ pub(crate) fn plan(old: &Config, new: &Config, owner: (u32, u32)) -> Plan {
         let step = match old_tenants.get(t.name.as_str()) {
             None => Some(TenantStep::Add),
             Some(o) if o.backend != t.backend || o.prefix != t.prefix => Some(TenantStep::Repoint),
-            // Headers and limits live in the tenant's backend view and policy, which only a
-            // new binding replaces.
-            Some(o) if o.web != t.web => Some(TenantStep::Repoint),
             Some(_) if changes.get(t.backend.as_str()) == Some(&BackendChange::Move) => Some(TenantStep::Repoint),
+            // Headers, limits and URL settings live in the tenant's backend view and policy:
+            // replaced, but the location (and with it the binding) stays.
+            Some(o) if o.web != t.web => Some(TenantStep::Reconfigure),
             Some(o) if effective(old, o, owner) != effective(new, t, owner) || o.write_back != t.write_back => {
                 Some(TenantStep::Update)
             }
@@ -256,7 +258,8 @@ pub(crate) struct ReloadReport {
     pub(crate) removed: Vec<String>,
     /// Tenants bound to a new storage location.
     pub(crate) repointed: Vec<String>,
-    /// Tenants whose owner, mode or read-only flag changed.
+    /// Tenants whose owner, mode, read-only flag, upload headers, limits or URL settings
+    /// changed (same location, same binding).
     pub(crate) updated: Vec<String>,
     /// Backends whose connection (credentials, ...) was replaced.
     pub(crate) rotated: Vec<String>,
@@ -516,6 +519,7 @@ impl Reloader {
             changes.push(match step {
                 TenantStep::Add => TenantChange::Add(spec),
                 TenantStep::Repoint => TenantChange::Repoint(spec),
+                TenantStep::Reconfigure => TenantChange::Reconfigure(spec),
                 TenantStep::Update | TenantStep::Remove => TenantChange::Update(spec),
             });
         }
@@ -726,5 +730,30 @@ root = "/tmp/byosfs-plan-test-b"
         let p = plan(&old, &new, (1, 1));
         assert_eq!(p.tenants, vec![("t".to_owned(), TenantStep::Repoint)]);
         assert_eq!(p.build, vec!["a".to_owned()]);
+    }
+
+    #[test]
+    fn web_and_limit_settings_keep_the_binding_a_new_location_does_not() {
+        let old = config(&tenant("t", "a", ""), "");
+        for web in [
+            "cache_control = \"max-age=60\"",
+            "max_file_size = \"1MiB\"",
+            "public_url_base = \"https://cdn.example/\"",
+        ] {
+            let new = config(&tenant("t", "a", web), "");
+            let p = plan(&old, &new, (1, 1));
+            assert_eq!(p.tenants, vec![("t".to_owned(), TenantStep::Reconfigure)], "{web}");
+            assert!(p.build.is_empty() && p.rotate.is_empty(), "{web}");
+        }
+        // Headers changed and the backend moved: the location wins.
+        let text = format!(
+            "[backends.a]\ntype = \"local\"\nroot = \"/tmp/elsewhere\"\n{}",
+            tenant("t", "a", "cache_control = \"no-cache\"")
+        );
+        let moved = Config::from_toml(&text, Path::new("/tmp/plan.toml")).unwrap();
+        assert_eq!(
+            plan(&old, &moved, (1, 1)).tenants,
+            vec![("t".to_owned(), TenantStep::Repoint)]
+        );
     }
 }

@@ -99,7 +99,7 @@ pub enum UrlError {
 }
 
 /// How one tenant's URLs are made.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct UrlMaker {
     /// The tenant's own base (keys relative to the tenant).
     pub tenant_base: Option<String>,
