@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use crate::backend::local::LocalBackend;
 use crate::backend::prefix::PrefixBackend;
 use crate::backend::retry::{RetryBackend, RetryConfig};
-use crate::backend::s3::{S3BackendConfig, S3ClientPool, S3Credentials, UploadChecksum};
+use crate::backend::s3::{Presigner, S3BackendConfig, S3ClientPool, S3Credentials, UploadChecksum};
 use crate::backend::swap::SwapBackend;
 use crate::backend::Backend;
 use crate::cache::disk::{DiskCache, DiskCacheConfig, DiskCacheError};
@@ -149,10 +149,13 @@ pub fn tenant_backend(
 }
 
 /// One [`SwapBackend`] per config entry: the objects a reload rotates in place.
-fn swappable(backends: HashMap<String, Arc<dyn Backend>>) -> HashMap<String, Arc<SwapBackend>> {
+fn swappable(config: &Config, backends: HashMap<String, Arc<dyn Backend>>) -> HashMap<String, Arc<SwapBackend>> {
     backends
         .into_iter()
-        .map(|(name, b)| (name, Arc::new(SwapBackend::new(b))))
+        .map(|(name, b)| {
+            let presigner = Presigner::new(config.backends.get(&name).and_then(crate::reload::signing));
+            (name, Arc::new(SwapBackend::new(b, presigner)))
+        })
         .collect()
 }
 
@@ -167,7 +170,7 @@ fn tenant_table(
         let b = backends
             .get(&t.backend)
             .with_context(|| format!("tenant {}: unknown backend {}", t.name, t.backend))?;
-        let spec = tenant_spec(config, t, b.clone(), owner);
+        let spec = tenant_spec(config, t, b, owner);
         if spec.mode & 0o077 != 0 {
             shared.push(format!("{} ({:04o})", t.name, spec.mode));
         }
@@ -319,7 +322,7 @@ async fn build_with_uploader(config: &Config, owner: (u32, u32)) -> anyhow::Resu
 }
 
 async fn build(config: &Config, owner: (u32, u32)) -> anyhow::Result<Built> {
-    let backends = swappable(build_backends(config).await?);
+    let backends = swappable(config, build_backends(config).await?);
     let tenants = tenant_table(config, &backends, owner)?;
     let cache = Arc::new(
         BlockCache::new(config.cache.memory, config.cache.block_size).with_tenant_share(config.mount.tenant_share),

@@ -39,6 +39,12 @@ pub enum Request {
         /// Read-only or not.
         frozen: bool,
     },
+    /// Wait (bounded) until the tenant's files closed with write-back are uploaded
+    /// (`byosfs migrate --freeze`, before the final pass).
+    SettleWriteBack {
+        /// Tenant name.
+        tenant: String,
+    },
     /// Point a tenant at another backend of the running config (`byosfs migrate --switch`).
     Switch {
         /// Tenant name.

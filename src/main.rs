@@ -164,6 +164,17 @@ fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
             })?
         );
         wait_for_writers(&target, &args.tenant)?;
+        // Files closed with write-back are not in the bucket yet: the final pass must see them.
+        let settled = control(Request::SettleWriteBack {
+            tenant: args.tenant.clone(),
+        })
+        .with_context(|| {
+            format!(
+                "{} stays read-only; rerun once its uploads succeed, or `byosfs migrate --unfreeze` to give up",
+                args.tenant
+            )
+        })?;
+        eprintln!("{settled}");
     }
     let (report, dest) = command::run(&config, &opts)?;
     if args.json {

@@ -29,7 +29,7 @@ use tracing::{info, warn};
 use crate::backend::headers::{HeaderPolicy, HeadersBackend};
 use crate::backend::metered::MeteredBackend;
 use crate::backend::prefix::PrefixBackend;
-use crate::backend::s3::S3ClientPool;
+use crate::backend::s3::{Presigner, S3BackendConfig, S3ClientPool};
 use crate::backend::swap::SwapBackend;
 use crate::backend::Backend;
 use crate::cache::BlockCache;
@@ -84,6 +84,8 @@ pub(crate) enum TenantStep {
     Repoint,
     /// Same location, other owner/mode/read-only.
     Update,
+    /// Same location, other upload headers, limits or URL settings (and maybe owner/mode).
+    Reconfigure,
 }
 
 /// The difference between the running config and a new one.
@@ -158,10 +160,10 @@ pub(crate) fn plan(old: &Config, new: &Config, owner: (u32, u32)) -> Plan {
         let step = match old_tenants.get(t.name.as_str()) {
             None => Some(TenantStep::Add),
             Some(o) if o.backend != t.backend || o.prefix != t.prefix => Some(TenantStep::Repoint),
-            // Headers and limits live in the tenant's backend view and policy, which only a
-            // new binding replaces.
-            Some(o) if o.web != t.web => Some(TenantStep::Repoint),
             Some(_) if changes.get(t.backend.as_str()) == Some(&BackendChange::Move) => Some(TenantStep::Repoint),
+            // Headers, limits and URL settings live in the tenant's backend view and policy:
+            // replaced, but the location (and with it the binding) stays.
+            Some(o) if o.web != t.web => Some(TenantStep::Reconfigure),
             Some(o) if effective(old, o, owner) != effective(new, t, owner) || o.write_back != t.write_back => {
                 Some(TenantStep::Update)
             }
@@ -256,7 +258,8 @@ pub(crate) struct ReloadReport {
     pub(crate) removed: Vec<String>,
     /// Tenants bound to a new storage location.
     pub(crate) repointed: Vec<String>,
-    /// Tenants whose owner, mode or read-only flag changed.
+    /// Tenants whose owner, mode, read-only flag, upload headers, limits or URL settings
+    /// changed (same location, same binding).
     pub(crate) updated: Vec<String>,
     /// Backends whose connection (credentials, ...) was replaced.
     pub(crate) rotated: Vec<String>,
@@ -349,18 +352,27 @@ fn header_policy(w: &crate::config::TenantWeb) -> HeaderPolicy {
     }
 }
 
-/// How the URLs of `t`'s files are made: its own base, its backend's, or presigned GETs.
-fn url_maker(config: &Config, t: &TenantConfig) -> UrlMaker {
-    let s3 = match config.backends.get(&t.backend) {
-        Some(BackendConfig::S3(s3)) => Some(s3),
+/// How the URLs of `t`'s files are made: its own base, its backend's, or presigned GETs by
+/// its backend's presigner.
+fn url_maker(config: &Config, t: &TenantConfig, backend: &SwapBackend) -> UrlMaker {
+    let backend_base = match config.backends.get(&t.backend) {
+        Some(BackendConfig::S3(s3)) => s3.public_url_base.clone(),
         _ => None,
     };
     UrlMaker::new(
         t.web.public_url_base.clone(),
-        s3.and_then(|s| s.public_url_base.clone()),
+        backend_base,
         t.prefix.clone(),
-        s3.map(crate::app::s3_config),
+        backend.presigner(),
     )
+}
+
+/// What URLs of backend `b` are signed with: the settings its client is built from.
+pub(crate) fn signing(b: &BackendConfig) -> Option<S3BackendConfig> {
+    match b {
+        BackendConfig::S3(s3) => Some(crate::app::s3_config(s3)),
+        _ => None,
+    }
 }
 
 /// A tenant's spec on `backend`: the view confined to its prefix, with its upload headers,
@@ -368,12 +380,12 @@ fn url_maker(config: &Config, t: &TenantConfig) -> UrlMaker {
 pub(crate) fn tenant_spec(
     config: &Config,
     t: &TenantConfig,
-    backend: Arc<dyn Backend>,
+    backend: &Arc<SwapBackend>,
     owner: (u32, u32),
 ) -> TenantSpec {
     let (read_only, uid, gid, mode, posix_metadata, exclusive_create) = effective(config, t, owner);
     let write_back = t.write_back;
-    let view: Arc<dyn Backend> = Arc::new(PrefixBackend::new(backend, &t.prefix));
+    let view: Arc<dyn Backend> = Arc::new(PrefixBackend::new(backend.clone(), &t.prefix));
     let view: Arc<dyn Backend> = Arc::new(HeadersBackend::new(view, header_policy(&t.web)));
     let metrics = crate::metrics::tenant(&t.name);
     metrics.set_backend_type(match config.backends.get(&t.backend) {
@@ -399,7 +411,7 @@ pub(crate) fn tenant_spec(
             },
             usage: Default::default(),
             recount: t.web.quota_recount,
-            urls: url_maker(config, t),
+            urls: url_maker(config, t, backend),
         }),
         write_back,
     }
@@ -493,12 +505,15 @@ impl Reloader {
         // Apply. Rotations first: a tenant moved onto a rotated backend gets the new client.
         for name in &plan.rotate {
             if let (Some(swap), Some(b)) = (state.backends.get(name), built.remove(name)) {
-                swap.swap(b);
+                swap.swap(b, new.backends.get(name).and_then(signing));
             }
         }
         for name in &plan.build {
             if let Some(b) = built.remove(name) {
-                state.backends.insert(name.clone(), Arc::new(SwapBackend::new(b)));
+                let presigner = Presigner::new(new.backends.get(name).and_then(signing));
+                state
+                    .backends
+                    .insert(name.clone(), Arc::new(SwapBackend::new(b, presigner)));
             }
         }
         state.backends.retain(|name, _| new.backends.contains_key(name));
@@ -512,10 +527,11 @@ impl Reloader {
             let Some(b) = state.backends.get(&t.backend) else {
                 continue;
             };
-            let spec = tenant_spec(&new, t, b.clone(), self.owner);
+            let spec = tenant_spec(&new, t, b, self.owner);
             changes.push(match step {
                 TenantStep::Add => TenantChange::Add(spec),
                 TenantStep::Repoint => TenantChange::Repoint(spec),
+                TenantStep::Reconfigure => TenantChange::Reconfigure(spec),
                 TenantStep::Update | TenantStep::Remove => TenantChange::Update(spec),
             });
         }
@@ -567,7 +583,7 @@ impl Reloader {
             .backends
             .get(&t.backend)
             .ok_or_else(|| format!("no backend {}", t.backend))?;
-        let mut spec = tenant_spec(&state.config, t, b.clone(), self.owner);
+        let mut spec = tenant_spec(&state.config, t, b, self.owner);
         spec.read_only |= frozen;
         self.fs.apply_tenants(vec![TenantChange::Update(spec)]);
         let what = if frozen { "read-only" } else { "writable as configured" };
@@ -593,7 +609,7 @@ impl Reloader {
         let mut t = state.config.tenants[i].clone();
         t.backend = backend.to_owned();
         t.prefix = prefix.to_owned();
-        let spec = tenant_spec(&state.config, &t, b, self.owner);
+        let spec = tenant_spec(&state.config, &t, &b, self.owner);
         let applied = self.fs.apply_tenants(vec![TenantChange::Repoint(spec)]);
         let kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(kernel) = kernel {
@@ -726,5 +742,30 @@ root = "/tmp/byosfs-plan-test-b"
         let p = plan(&old, &new, (1, 1));
         assert_eq!(p.tenants, vec![("t".to_owned(), TenantStep::Repoint)]);
         assert_eq!(p.build, vec!["a".to_owned()]);
+    }
+
+    #[test]
+    fn web_and_limit_settings_keep_the_binding_a_new_location_does_not() {
+        let old = config(&tenant("t", "a", ""), "");
+        for web in [
+            "cache_control = \"max-age=60\"",
+            "max_file_size = \"1MiB\"",
+            "public_url_base = \"https://cdn.example/\"",
+        ] {
+            let new = config(&tenant("t", "a", web), "");
+            let p = plan(&old, &new, (1, 1));
+            assert_eq!(p.tenants, vec![("t".to_owned(), TenantStep::Reconfigure)], "{web}");
+            assert!(p.build.is_empty() && p.rotate.is_empty(), "{web}");
+        }
+        // Headers changed and the backend moved: the location wins.
+        let text = format!(
+            "[backends.a]\ntype = \"local\"\nroot = \"/tmp/elsewhere\"\n{}",
+            tenant("t", "a", "cache_control = \"no-cache\"")
+        );
+        let moved = Config::from_toml(&text, Path::new("/tmp/plan.toml")).unwrap();
+        assert_eq!(
+            plan(&old, &moved, (1, 1)).tenants,
+            vec![("t".to_owned(), TenantStep::Repoint)]
+        );
     }
 }

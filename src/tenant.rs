@@ -86,8 +86,9 @@ pub struct TenantSpec {
 pub struct TenantPolicy {
     /// The rules.
     pub rules: LimitRules,
-    /// Bytes counted against the quota.
-    pub usage: Usage,
+    /// Bytes counted against the quota (shared by the bindings of one location: a change of
+    /// limits keeps the count).
+    pub usage: Arc<Usage>,
     /// How often usage is recounted from a listing.
     pub recount: std::time::Duration,
     /// How URLs of the tenant's files are made.
@@ -106,6 +107,11 @@ pub enum TenantChange {
     /// Same name and location, other ownership/mode/read-only: the binding keeps its id and
     /// backend, so open files and cached blocks stay valid.
     Update(TenantSpec),
+    /// Same name and location, other upload headers, limits or URL settings: the binding keeps
+    /// its id (inodes, cached blocks and the write-back files pending under it stay valid:
+    /// they belong to the location, not to the settings) and takes the spec's backend view and
+    /// rules; the quota usage counted so far carries over.
+    Reconfigure(TenantSpec),
 }
 
 /// What [`TenantTable::apply`] did, for kernel invalidation and the reload report.
@@ -299,6 +305,21 @@ impl TenantTable {
                     t.bind(spec, Some(old.id));
                     out.updated.push(name);
                 }
+                TenantChange::Reconfigure(s) => {
+                    let Some(old) = t.by_name.get(&s.name).cloned() else {
+                        continue;
+                    };
+                    let name = s.name.clone();
+                    let policy = Arc::new(TenantPolicy {
+                        rules: s.policy.rules.clone(),
+                        // Same location, same bytes stored: the count and open writers' shares stay.
+                        usage: old.policy.usage.clone(),
+                        recount: s.policy.recount,
+                        urls: s.policy.urls.clone(),
+                    });
+                    t.bind(TenantSpec { policy, ..s }, Some(old.id));
+                    out.updated.push(name);
+                }
             }
         }
         t.generation += 1;
@@ -370,5 +391,34 @@ mod tests {
         table.apply(vec![]);
         assert!(table.get_any(0).is_none());
         assert_eq!(table.generation(), 2);
+    }
+
+    #[test]
+    fn a_reconfigure_keeps_the_binding_and_the_usage_and_takes_the_new_view_and_rules() {
+        let a: Arc<dyn Backend> = Arc::new(InMemoryBackend::new());
+        let view: Arc<dyn Backend> = Arc::new(InMemoryBackend::new());
+        let table = TenantTable::new(vec![spec("t", &a, 0o755)]);
+        let t = table.by_name("t").unwrap();
+        t.policy.usage.set_counted(1000, 0);
+        let mut s = spec("t", &view, 0o700);
+        s.policy = Arc::new(TenantPolicy {
+            rules: LimitRules {
+                quota: Some(5000),
+                ..LimitRules::default()
+            },
+            ..TenantPolicy::default()
+        });
+        let applied = table.apply(vec![TenantChange::Reconfigure(s)]);
+        assert_eq!(applied.updated, ["t"]);
+        assert!(applied.repointed.is_empty());
+        let t2 = table.by_name("t").unwrap();
+        assert_eq!(
+            t2.id, t.id,
+            "same location, same binding (inodes, blocks, write-back scope)"
+        );
+        assert!(Arc::ptr_eq(&t2.backend, &view), "the new view (headers) is taken");
+        assert_eq!((t2.mode, t2.policy.rules.quota), (0o700, Some(5000)));
+        assert!(Arc::ptr_eq(&t2.policy.usage, &t.policy.usage), "usage carried over");
+        assert_eq!(t2.policy.usage.used(), 1000);
     }
 }

@@ -12,11 +12,11 @@
 
 use std::time::Duration;
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use tokio::sync::OnceCell;
+use std::sync::Arc;
 
-use crate::backend::s3::S3Backend;
-use crate::backend::s3::{S3BackendConfig, S3ClientPool};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::backend::s3::Presigner;
 use crate::backend::BackendError;
 
 /// The xattr that holds a file's URL.
@@ -99,7 +99,7 @@ pub enum UrlError {
 }
 
 /// How one tenant's URLs are made.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct UrlMaker {
     /// The tenant's own base (keys relative to the tenant).
     pub tenant_base: Option<String>,
@@ -107,26 +107,24 @@ pub struct UrlMaker {
     pub backend_base: Option<String>,
     /// The tenant's key prefix within the bucket.
     pub prefix: String,
-    /// Connection settings to presign with (S3 tenants).
-    pub s3: Option<S3BackendConfig>,
-    /// The presigning client, built on first use.
-    signer: OnceCell<S3Backend>,
+    /// The backend's presigner: shared with the backend, so URLs are signed with the
+    /// credentials it uses now, also after a reload rotated them.
+    signer: Arc<Presigner>,
 }
 
 impl UrlMaker {
-    /// A maker for a tenant at `prefix`.
+    /// A maker for a tenant at `prefix`, presigning through `signer`.
     pub fn new(
         tenant_base: Option<String>,
         backend_base: Option<String>,
         prefix: String,
-        s3: Option<S3BackendConfig>,
+        signer: Arc<Presigner>,
     ) -> Self {
         Self {
             tenant_base,
             backend_base,
             prefix,
-            s3,
-            signer: OnceCell::new(),
+            signer,
         }
     }
 
@@ -145,23 +143,16 @@ impl UrlMaker {
         if let Some(u) = self.public(key) {
             return Ok(u);
         }
-        let Some(cfg) = &self.s3 else {
-            return Err(UrlError::NoUrl);
-        };
         if req.expires.is_zero() || req.expires > MAX_EXPIRY {
             return Err(UrlError::Expiry(format!("{}s", req.expires.as_secs())));
         }
-        let signer = self
-            .signer
-            .get_or_try_init(|| async { S3ClientPool::new().backend(cfg).await })
-            .await
-            .map_err(UrlError::Backend)?;
         let name = key.rsplit('/').next().unwrap_or(key);
         let full = format!("{}{key}", self.prefix);
-        signer
+        self.signer
             .presign_get(&full, req.expires, req.download.then_some(name))
             .await
-            .map_err(UrlError::Backend)
+            .map_err(UrlError::Backend)?
+            .ok_or(UrlError::NoUrl)
     }
 }
 
@@ -215,7 +206,12 @@ mod tests {
 
     #[test]
     fn public_urls_encode_keys_and_pick_the_right_base() {
-        let m = UrlMaker::new(None, Some("https://cdn.example/".into()), "t/acme/".into(), None);
+        let m = UrlMaker::new(
+            None,
+            Some("https://cdn.example/".into()),
+            "t/acme/".into(),
+            Arc::default(),
+        );
         assert_eq!(
             m.public("v/a b+ü.mp4").as_deref(),
             Some("https://cdn.example/t/acme/v/a%20b%2B%C3%BC.mp4")
@@ -224,7 +220,7 @@ mod tests {
             Some("https://acme.example/".into()),
             Some("https://cdn/".into()),
             "t/".into(),
-            None,
+            Arc::default(),
         );
         assert_eq!(m.public("x.jpg").as_deref(), Some("https://acme.example/x.jpg"));
         assert!(UrlMaker::default().public("x").is_none());

@@ -974,3 +974,53 @@ fn disk_cache_keys_default_off_resolve_relative_and_hold_a_block() {
     assert!(i.message.contains("at least one block"), "{i:?}");
     assert_eq!(i.line, Some(line_of(&text, "disk_size")));
 }
+
+#[test_case("cdn.example/files"; "no scheme")]
+#[test_case("ftp://cdn.example/"; "scheme")]
+#[test_case("https://cdn.example/files?sig=1"; "query")]
+#[test_case("https://cdn.example/files#top"; "fragment")]
+#[test_case("https://"; "no host")]
+fn invalid_public_url_bases_name_file_and_line(base: &str) {
+    // On a tenant.
+    let text = format!("{BASE}public_url_base = {base:?}\n");
+    let on_tenant = issue(&text, "tenants[0].public_url_base");
+    assert!(
+        on_tenant.message.contains("invalid public_url_base") && on_tenant.message.contains("http(s)://host"),
+        "{on_tenant}"
+    );
+    assert_eq!(on_tenant.line, Some(line_of(&text, "public_url_base =")));
+    assert!(
+        on_tenant
+            .to_string()
+            .contains(&format!("config.toml:{}", on_tenant.line.unwrap())),
+        "{on_tenant}"
+    );
+    // On a backend.
+    let text = with(&s3_backend(
+        "m",
+        &format!("region = \"eu-west-1\"\nbucket = \"b\"\npublic_url_base = {base:?}"),
+    ));
+    let on_backend = issue(&text, "backends.m.public_url_base");
+    assert!(on_backend.message.contains("invalid public_url_base"), "{on_backend}");
+    assert_eq!(on_backend.line, Some(line_of(&text, "public_url_base =")));
+}
+
+#[test]
+fn valid_public_url_bases_get_one_trailing_slash() {
+    let text = format!(
+        "{}\n[[tenants]]\nname = \"t\"\nbackend = \"m\"\npublic_url_base = \"https://t.example/v/\"\n",
+        s3_backend(
+            "m",
+            "region = \"eu-west-1\"\nbucket = \"b\"\npublic_url_base = \"http://cdn.example:8080\""
+        )
+    );
+    let config = load(&text).unwrap();
+    let BackendConfig::S3(s3) = &config.backends["m"] else {
+        panic!("expected s3");
+    };
+    assert_eq!(s3.public_url_base.as_deref(), Some("http://cdn.example:8080/"));
+    assert_eq!(
+        config.tenant("t").unwrap().web.public_url_base.as_deref(),
+        Some("https://t.example/v/")
+    );
+}

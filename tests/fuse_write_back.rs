@@ -29,6 +29,11 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn config(endpoint: &str, staging: &Path) -> String {
+    config_with(endpoint, staging, "acme/", "")
+}
+
+/// Tenant `acme` at `prefix`, with `extra` tenant settings.
+fn config_with(endpoint: &str, staging: &Path, prefix: &str, extra: &str) -> String {
     format!(
         r#"
 [write]
@@ -47,8 +52,9 @@ request_timeout = "30s"
 [[tenants]]
 name = "acme"
 backend = "s3"
-prefix = "acme/"
+prefix = "{prefix}"
 write_back = true
+{extra}
 "#,
         staging.display()
     )
@@ -243,4 +249,75 @@ fn sigkill_during_a_copy_of_many_small_files_loses_no_closed_file() {
 
 fn tree_path(m: &Mount, i: usize) -> std::path::PathBuf {
     m.path().join(format!("acme/tree/f{i:04}"))
+}
+
+/// A reload that changes only a tenant's web or limit settings keeps its location, and so the
+/// files closed there and not uploaded yet: they stay visible and are uploaded where they were
+/// written. A real re-point still sends such a file to the location it was written for.
+#[test]
+fn a_reload_of_web_settings_keeps_pending_files_a_repoint_uploads_them_to_the_old_place() {
+    if !fuse_available() {
+        return;
+    }
+    let _serial = serial();
+    let server = TestS3Server::start(&["media"]);
+    let proxy = FaultProxy::start(&server.endpoint);
+    let staging = tempfile::tempdir().unwrap();
+    let m = start(&server, &proxy.endpoint, staging.path());
+    let acme = m.path().join("acme");
+    // `--force`: PUTs are refused below (so closed files stay pending as long as the test
+    // looks), which fails the probe of a re-pointed tenant.
+    let reload = |config: String| {
+        std::fs::write(m.dir.path().join("byosfs.toml"), config).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_byosfs"))
+            .args(["reload", "--force", "--mountpoint", m.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "reload: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            m.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    proxy.set_plan(FaultPlan::always(Fault::Status(403)).for_methods(&["PUT"]));
+
+    let data = pattern(50_000, 7);
+    std::fs::write(acme.join("a.bin"), &data).unwrap();
+    let web = "cache_control = \"max-age=60\"\nmax_file_size = \"1GiB\"";
+    let out = reload(config_with(&proxy.endpoint, staging.path(), "acme/", web));
+    // Still pending, and the mount still shows it: size, listing, content.
+    assert_eq!(
+        std::fs::metadata(acme.join("a.bin"))
+            .unwrap_or_else(|e| panic!("pending file after the reload: {e}\n{out}\n{}", m.log()))
+            .len(),
+        50_000
+    );
+    let listed: Vec<_> = std::fs::read_dir(&acme)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(listed, ["a.bin"]);
+    assert_eq!(sha256(&std::fs::read(acme.join("a.bin")).unwrap()), sha256(&data));
+    assert!(server.object("acme/a.bin").is_none(), "checked while pending");
+    assert!(out.contains("updated: acme") && !out.contains("re-pointed"), "{out}");
+    proxy.set_plan(FaultPlan::none());
+    wait_for("a.bin uploaded", Duration::from_secs(30), || {
+        server.object("acme/a.bin").is_some()
+    });
+    assert_eq!(sha256(&server.object("acme/a.bin").unwrap()), sha256(&data));
+
+    // A real re-point: the pending file goes to the location it was closed in.
+    proxy.set_plan(FaultPlan::always(Fault::Status(403)).for_methods(&["PUT"]));
+    std::fs::write(acme.join("b.bin"), b"old place").unwrap();
+    let out = reload(config_with(&proxy.endpoint, staging.path(), "moved/", web));
+    assert!(out.contains("re-pointed: acme"), "{out}");
+    assert!(server.object("acme/b.bin").is_none(), "re-pointed while pending");
+    proxy.set_plan(FaultPlan::none());
+    wait_for("b.bin uploaded", Duration::from_secs(30), || {
+        server.object("acme/b.bin").is_some()
+    });
+    assert_eq!(server.object("acme/b.bin").unwrap(), b"old place");
+    assert!(server.object("moved/b.bin").is_none());
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::mount::{fuse_available, pattern, sha256, Mount};
+use common::mount::{fuse_available, pattern, sha256, which, Mount};
 use common::s3server::TestS3Server;
 
 const MIB: usize = 1024 * 1024;
@@ -517,4 +517,58 @@ fn status_shows_an_upload_advancing_and_counts_each_tenants_traffic() {
     assert!(later["tenants"][0]["requests_per_s"].as_f64().is_some(), "{later}");
     assert_eq!(later["budgets"]["write_limit"], 256 * MIB as u64, "{later}");
     assert!(later["budgets"]["staging_limit"].as_u64() > Some(0), "{later}");
+}
+
+/// `byosfs url` signs with the tenant's current credentials: after a reload rotated the
+/// secret (same key id), a new URL works and one signed with the old secret is refused by
+/// the server (s3s-fs checks signatures, unlike moto).
+#[test]
+fn urls_are_signed_with_the_rotated_secret() {
+    if !fuse_available() {
+        return;
+    }
+    if !which("curl") {
+        eprintln!("SKIP: curl missing");
+        assert!(std::env::var("CI").is_err(), "curl is required in CI");
+        return;
+    }
+    let curl = |url: &str| -> (String, Vec<u8>) {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
+            .output()
+            .unwrap();
+        let mut body = out.stdout;
+        let pos = body.iter().rposition(|&b| b == b'\n').unwrap();
+        let code = String::from_utf8(body.split_off(pos)).unwrap().trim().to_owned();
+        (code, body)
+    };
+    let server = TestS3Server::start(&["media", "other"]);
+    let m = mount(&server, &config(&server, &tenant("A", "s3a", "a/")));
+    let f = m.path().join("A/v.txt");
+    std::fs::write(&f, b"signed bytes").unwrap();
+    let url = |f: &Path| {
+        let o = byosfs(&["url", f.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    };
+    let old_url = url(&f);
+    assert_eq!(curl(&old_url), ("200".to_owned(), b"signed bytes".to_vec()));
+
+    let rotated = (A_KEY.0, "tenant-a-secret-2");
+    server.set_keys(&[(&server.access_key, &server.secret_key), rotated]);
+    write_secrets(&m.dir.path().join("a.ini"), rotated.0, rotated.1);
+    let out = reload_ok(&m);
+    assert!(out.contains("rotated backends: s3a"), "{out}");
+    // The server checks the secret: the URL signed with the old one is refused now.
+    assert_eq!(curl(&old_url).0, "403", "the server must reject a wrong secret");
+    let new_url = url(&f);
+    assert_eq!(
+        curl(&new_url),
+        ("200".to_owned(), b"signed bytes".to_vec()),
+        "signed with the rotated secret: {new_url}"
+    );
+    // The xattr gives a URL signed the same way.
+    let mut buf = vec![0u8; 4096];
+    let n = rustix::fs::getxattr(&f, "user.byosfs.url", &mut buf).unwrap();
+    assert_eq!(curl(std::str::from_utf8(&buf[..n]).unwrap()).0, "200");
 }

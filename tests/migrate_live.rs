@@ -13,6 +13,7 @@ use std::io::Read;
 use std::process::{Command, Output};
 
 use common::mount::{fuse_available, pattern, sha256, Mount};
+use common::proxy::{Fault, FaultPlan, FaultProxy};
 use common::s3server::TestS3Server;
 
 const MIB: usize = 1024 * 1024;
@@ -148,4 +149,75 @@ fn a_mounted_tenant_moves_while_it_is_read() {
     assert!(o.status.success(), "{}", text(&o));
     std::fs::write(acme.join("after2.txt"), b"x").unwrap();
     assert!(server.root.join("other/acme/after2.txt").exists());
+}
+
+/// Files closed with write-back but not uploaded yet at `--freeze` are not in the source
+/// listing: the freeze waits for the tenant's queue before the final pass, so they reach the
+/// target.
+#[test]
+fn a_freeze_uploads_write_back_files_before_the_final_pass() {
+    if !fuse_available() {
+        eprintln!("SKIP: /dev/fuse unavailable");
+        assert!(std::env::var("CI").is_err(), "FUSE is required in CI");
+        return;
+    }
+    let server = TestS3Server::start(&["media", "other"]);
+    // The mount reaches the source through a proxy that refuses PUTs for a while.
+    let proxy = FaultProxy::start(&server.endpoint);
+    let backend = |name: &str, endpoint: &str, bucket: &str| {
+        format!(
+            "[backends.{name}]\ntype = \"s3\"\nprovider = \"custom\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n\
+             force_path_style = true\nbucket = \"{bucket}\"\n\
+             credentials = {{ env = {{ access_key_id = \"TEST_AK\", secret_access_key = \"TEST_SK\" }} }}\n"
+        )
+    };
+    let config = format!(
+        "{}{}[[tenants]]\nname = \"acme\"\nbackend = \"old\"\nprefix = \"acme/\"\nwrite_back = true\n",
+        backend("old", &proxy.endpoint, "media"),
+        backend("new", &server.endpoint, "other")
+    );
+    let m = Mount::start_s3(&config, &server);
+    let acme = m.path().join("acme");
+    std::fs::write(acme.join("synced.txt"), b"uploaded").unwrap();
+    for _ in 0..200 {
+        if server.root.join("media/acme/synced.txt").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(server.root.join("media/acme/synced.txt").exists(), "{}", m.log());
+    proxy.set_plan(FaultPlan::always(Fault::Status(403)).for_methods(&["PUT"]));
+    std::fs::write(acme.join("pending.txt"), b"closed, not uploaded").unwrap();
+    assert!(!server.root.join("media/acme/pending.txt").exists());
+
+    let cfg = m.dir.path().join("byosfs.toml");
+    let o = std::thread::scope(|s| {
+        // The source accepts PUTs again while the freeze waits.
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            proxy.set_plan(FaultPlan::none());
+        });
+        Command::new(env!("CARGO_BIN_EXE_byosfs"))
+            .args(["migrate", "--config"])
+            .arg(&cfg)
+            .args(["--tenant", "acme", "--to", "new", "--freeze", "--journal"])
+            .arg(m.dir.path().join("acme.journal"))
+            .arg("--mountpoint")
+            .arg(m.path())
+            .env("TEST_AK", &server.access_key)
+            .env("TEST_SK", &server.secret_key)
+            .output()
+            .unwrap()
+    });
+    assert!(o.status.success(), "{}\nlog:\n{}", text(&o), m.log());
+    assert_eq!(
+        std::fs::read(server.root.join("other/acme/pending.txt")).unwrap_or_default(),
+        b"closed, not uploaded",
+        "the write-back file reached the target: {}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read(server.root.join("other/acme/synced.txt")).unwrap(),
+        b"uploaded"
+    );
 }

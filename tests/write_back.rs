@@ -276,3 +276,26 @@ async fn tenants_without_write_back_commit_at_close() {
     assert!(f.fs.write_back().is_idle());
     assert_eq!(f.bucket.count(Op::Put), 1);
 }
+
+/// `byosfs migrate --freeze` waits for this before its final pass: bounded, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settling_a_tenant_waits_for_its_queue_bounded_with_the_last_error() {
+    let f = fixture();
+    puts_fail(&f);
+    write_file(&f.fs, "wb", "a.txt", b"aaa").await;
+    write_file(&f.fs, "wb", "b.txt", b"bbb").await;
+    assert_eq!(f.fs.settle_tenant("sync", Duration::from_millis(50)).await.unwrap(), 0);
+    let e = f.fs.settle_tenant("wb", Duration::from_millis(400)).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("tenant wb: 2 file(s)") && msg.contains("not uploaded") && msg.contains("last upload error"),
+        "{msg}"
+    );
+    assert!(f.bucket.object("wb/a.txt").is_none());
+    assert!(f.fs.settle_tenant("nobody", Duration::from_millis(50)).await.is_err());
+    f.faults.set_rule(None);
+    let n = f.fs.settle_tenant("wb", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(&f.bucket.object("wb/a.txt").unwrap()[..], b"aaa");
+    assert_eq!(&f.bucket.object("wb/b.txt").unwrap()[..], b"bbb");
+}

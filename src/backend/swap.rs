@@ -7,9 +7,13 @@
 //! which they hold. The location (endpoint, bucket, prefix) never changes through a swap, so
 //! object keys, ETags and cached blocks stay valid; a new location is a new tenant binding
 //! instead (see `crate::tenant`).
+//!
+//! The backend's [`Presigner`] rides along: URLs are signed locally, so a rotation must
+//! reach it too, or `byosfs url` would keep signing with the old keys.
 
 use std::sync::{Arc, RwLock};
 
+use super::s3::Presigner;
 use super::{Backend, Layer};
 
 /// `inner`, replaceable at any time by one with the same location.
@@ -17,14 +21,22 @@ use super::{Backend, Layer};
 pub(crate) struct SwapBackend {
     /// Read once per request (a pointer copy under a read lock), never held across an await.
     inner: RwLock<Arc<dyn Backend>>,
+    /// Signs URLs with the settings `inner` was built from (empty for non-S3 backends).
+    presigner: Arc<Presigner>,
 }
 
 impl SwapBackend {
-    /// Wrap `inner`.
-    pub(crate) fn new(inner: Arc<dyn Backend>) -> Self {
+    /// Wrap `inner`, whose URLs `presigner` signs.
+    pub(crate) fn new(inner: Arc<dyn Backend>, presigner: Presigner) -> Self {
         Self {
             inner: RwLock::new(inner),
+            presigner: Arc::new(presigner),
         }
+    }
+
+    /// The presigner of this backend (follows [`Self::swap`]).
+    pub(crate) fn presigner(&self) -> Arc<Presigner> {
+        self.presigner.clone()
     }
 
     /// The backend requests go to now.
@@ -32,9 +44,11 @@ impl SwapBackend {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Send every later request to `next` (same location, other credentials).
-    pub(crate) fn swap(&self, next: Arc<dyn Backend>) {
+    /// Send every later request to `next` (same location, other credentials), and sign every
+    /// later URL with `signing` (the settings `next` was built from).
+    pub(crate) fn swap(&self, next: Arc<dyn Backend>, signing: Option<crate::backend::s3::S3BackendConfig>) {
         *self.inner.write().unwrap_or_else(|e| e.into_inner()) = next;
+        self.presigner.set(signing);
     }
 }
 
@@ -54,9 +68,9 @@ mod tests {
     async fn requests_after_a_swap_go_to_the_new_backend() {
         let old = Arc::new(InMemoryBackend::new());
         let new = Arc::new(InMemoryBackend::new());
-        let swap = SwapBackend::new(old.clone());
+        let swap = SwapBackend::new(old.clone(), Presigner::default());
         Backend::put(&swap, "a", Bytes::from_static(b"1")).await.unwrap();
-        swap.swap(new.clone());
+        swap.swap(new.clone(), None);
         Backend::put(&swap, "b", Bytes::from_static(b"2")).await.unwrap();
         assert!(old.head("a").await.is_ok() && old.head("b").await.is_err());
         assert!(new.head("b").await.is_ok() && new.head("a").await.is_err());

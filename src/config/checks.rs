@@ -79,9 +79,20 @@ pub(crate) fn redact_userinfo(endpoint: &str) -> std::borrow::Cow<'_, str> {
 
 /// `http(s)://host[:port][/path]`, returned without a trailing '/'.
 pub(crate) fn check_endpoint(endpoint: &str) -> Result<String, String> {
+    check_http_url("endpoint", endpoint)
+}
+
+/// A `public_url_base`: the same form as an endpoint (URLs are this base + a key, so a query
+/// or fragment would swallow the key).
+pub(crate) fn check_url_base(base: &str) -> Result<String, String> {
+    check_http_url("public_url_base", base)
+}
+
+/// `http(s)://host[:port][/path]` (the value of `what`), returned without a trailing '/'.
+fn check_http_url(what: &str, endpoint: &str) -> Result<String, String> {
     // A `user:password@` in the URL is refused, and never echoed in the message.
     let shown = redact_userinfo(endpoint);
-    let bad = |why: &str| format!("invalid endpoint {shown:?}: {why}; expected http(s)://host[:port][/path]");
+    let bad = |why: &str| format!("invalid {what} {shown:?}: {why}; expected http(s)://host[:port][/path]");
     let lower = endpoint.to_ascii_lowercase();
     let rest = if lower.starts_with("https://") || lower.starts_with("http://") {
         endpoint.split_once("://").map_or("", |(_, r)| r)

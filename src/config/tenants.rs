@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::checks::{check_tenant_name, field_at, normalize_path, normalize_prefix, parse_mode, LineIndex};
+use super::checks::{
+    check_tenant_name, check_url_base, field_at, normalize_path, normalize_prefix, parse_mode, LineIndex,
+};
 use super::overlap::PlaceIndex;
 use super::raw::RawTenant;
 use super::tenant_files;
@@ -159,6 +161,11 @@ impl Validator {
                     0
                 })
             });
+            if let Some(u) = &t.public_url_base {
+                if let Err(msg) = check_url_base(u.get_ref()) {
+                    self.push_in(source, Some(u.span()), f("public_url_base"), msg);
+                }
+            }
             if self.issues.len() != issues_before {
                 continue;
             }

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::checks::{check_endpoint, field_at, has_control, normalize_path, normalize_prefix, LineIndex};
+use super::checks::{
+    check_endpoint, check_url_base, field_at, has_control, normalize_path, normalize_prefix, LineIndex,
+};
 use super::credentials::{self, Credentials, RawCredentials};
 use super::provider::{self, PresetInput, Provider};
 use super::raw::{BackendKind, RawBackend, RawCache, RawConfig, RawMount, RawWrite};
@@ -534,7 +536,13 @@ impl Validator {
             public_url_base: raw
                 .public_url_base
                 .as_ref()
-                .map(|u| format!("{}/", u.get_ref().trim_end_matches('/'))),
+                .and_then(|u| match check_url_base(u.get_ref()) {
+                    Ok(base) => Some(format!("{base}/")),
+                    Err(msg) => {
+                        self.push(Some(u.span()), field("public_url_base"), msg);
+                        None
+                    }
+                }),
         }
     }
 

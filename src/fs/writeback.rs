@@ -13,7 +13,7 @@
 //!   unlink cancels it; rmdir of a directory holding one is `ENOTEMPTY`.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tracing::{debug, warn};
 
@@ -27,6 +27,29 @@ use crate::upload::WriteSession;
 
 /// Bytes read from a session and staged per step.
 const STAGE_CHUNK: u64 = 1 << 20;
+
+/// Why [`Filesystem::settle_tenant`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// No live tenant of that name.
+    #[error("no tenant {0}")]
+    NoTenant(String),
+    /// Files were still queued when the time was up (their uploads go on in the background).
+    #[error(
+        "tenant {tenant}: {files} file(s) closed with write-back are still not uploaded after {secs} s{}",
+        last.as_ref().map(|e| format!(" (last upload error: {e})")).unwrap_or_default()
+    )]
+    TimedOut {
+        /// Tenant name.
+        tenant: String,
+        /// Files still queued.
+        files: usize,
+        /// The wait, in seconds.
+        secs: u64,
+        /// The last failed attempt seen while waiting.
+        last: Option<String>,
+    },
+}
 
 /// The queue scope of a tenant binding: its id, so equal keys of two tenants never meet.
 pub(super) fn scope(tenant: &Tenant) -> Scope {
@@ -142,6 +165,37 @@ impl Filesystem {
         let tenant = inode.tenant.and_then(|id| self.tenants.get(id))?;
         let p = self.writeback.pending(scope(&tenant), &inode.key)?;
         Some(pending_stat(&tenant, &p))
+    }
+
+    /// Wait, at most `limit`, until every file of tenant `name` (its live binding) closed with
+    /// write-back is uploaded, so the bucket holds what the mount shows (`byosfs migrate
+    /// --freeze` before its final pass). A failed attempt does not end the wait: the queue
+    /// retries it with backoff, and its error is reported if time runs out. Returns the number
+    /// of files that were queued at the start.
+    pub async fn settle_tenant(&self, name: &str, limit: Duration) -> std::result::Result<usize, SettleError> {
+        let tenant = self
+            .tenants
+            .by_name(name)
+            .ok_or_else(|| SettleError::NoTenant(name.to_owned()))?;
+        let scope = scope(&tenant);
+        let queued = self.writeback.pending_under(scope, "").len();
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut last = None;
+        // Bounded by the deadline; each round ends with the queue empty or a new failed attempt.
+        loop {
+            match tokio::time::timeout_at(deadline, self.writeback.wait_under(scope, "")).await {
+                Ok(Ok(())) => return Ok(queued),
+                Ok(Err(e)) => last = Some(e.to_string()),
+                Err(_) => {
+                    return Err(SettleError::TimedOut {
+                        tenant: name.to_owned(),
+                        files: self.writeback.pending_under(scope, "").len(),
+                        secs: limit.as_secs(),
+                        last,
+                    })
+                }
+            }
+        }
     }
 
     /// Wait until no closed version of `key` is left to upload (the bucket then has the

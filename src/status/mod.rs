@@ -363,6 +363,10 @@ fn write_back_status(s: crate::upload::writeback::QueueSummary) -> WriteBackStat
     }
 }
 
+/// How long `byosfs migrate --freeze` waits for a tenant's write-back queue (the client's
+/// control timeout is longer).
+const WRITE_BACK_SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn answer(r: Result<String, String>) -> Response {
     let ok = r.is_ok();
     Response {
@@ -389,6 +393,13 @@ impl ControlHandler for MountControl {
                 },
             },
             Request::Freeze { tenant, frozen } => answer(self.reloader.freeze(&tenant, frozen).await),
+            Request::SettleWriteBack { tenant } => answer(
+                self.fs
+                    .settle_tenant(&tenant, WRITE_BACK_SETTLE_LIMIT)
+                    .await
+                    .map(|n| format!("{tenant}: {n} file(s) closed with write-back uploaded"))
+                    .map_err(|e| e.to_string()),
+            ),
             Request::Switch {
                 tenant,
                 backend,

@@ -44,9 +44,11 @@ mod checksum;
 mod client;
 mod error;
 mod get;
+mod presign;
 
 pub use self::checksum::UploadChecksum;
 pub use self::client::{S3BackendConfig, S3ClientPool, S3Credentials};
+pub use self::presign::Presigner;
 
 use self::body::{to_usize, BodyReader, GetBody, OpenedGet};
 use self::checksum::PartSizes;
