@@ -6,9 +6,8 @@
 //! and rmdir, a remount. `*_dir_rename` (ignored: answers EINVAL on this branch, not yet
 //! diagnosed) renames a directory. `*_large_and_patched`: a file of several parts written sequentially,
 //! an ffmpeg mp4 with its header patched at the end (`-movflags +faststart` rewrites the
-//! start). Those need the upload layer to publish a staged file by one `put_stream` on
-//! stores without multipart uploads (the "cap" work of issue 25), so they are `#[ignore]`d
-//! on this branch until it is merged.
+//! start), published by one streamed `put_stream` (these stores have no multipart uploads):
+//! passes on Azure; `#[ignore]`d on WebDAV and GCS, where the close fails (not yet diagnosed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -201,19 +200,18 @@ fn azblob_dir_rename() {
 }
 
 #[test]
-#[ignore = "needs the staged single-put upload for stores without multipart (issue 25, cap branch)"]
+#[ignore = "the 20 MiB write fails at close (EIO) on WebDAV; not yet diagnosed (dal branch report)"]
 fn webdav_large_and_patched() {
     large_and_patched(DalService::Webdav);
 }
 
 #[test]
-#[ignore = "needs the staged single-put upload for stores without multipart (issue 25, cap branch)"]
 fn azblob_large_and_patched() {
     large_and_patched(DalService::Azblob);
 }
 
 #[test]
-#[ignore = "needs the staged single-put upload for stores without multipart (issue 25, cap branch)"]
+#[ignore = "the 20 MiB write fails at close (EIO) on fake-gcs-server; not yet diagnosed (dal branch report)"]
 fn gcs_large_and_patched() {
     large_and_patched(DalService::Gcs);
 }
