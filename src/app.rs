@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tracing::{error, info, warn};
 
+use crate::backend::dal::{DalBackend, DalConfig, DalSecrets, DalService};
 use crate::backend::local::LocalBackend;
 use crate::backend::prefix::PrefixBackend;
 use crate::backend::retry::{RetryBackend, RetryConfig};
@@ -19,7 +20,7 @@ use crate::backend::swap::SwapBackend;
 use crate::backend::Backend;
 use crate::cache::disk::{DiskCache, DiskCacheConfig, DiskCacheError};
 use crate::cache::BlockCache;
-use crate::config::{BackendConfig, ChecksumSetting, Config, Credentials, TenantConfig};
+use crate::config::{BackendConfig, ChecksumSetting, Config, Credentials, DalKind, TenantConfig};
 use crate::control;
 use crate::fs::{Filesystem, FsConfig};
 use crate::fuse::session::{mount, MountOptions};
@@ -93,6 +94,43 @@ fn s3_retry(c: &crate::config::S3Config) -> RetryConfig {
     }
 }
 
+/// The backend layer's settings of a WebDAV, Azure or GCS backend.
+fn dal_config(c: &crate::config::DalBackendConfig) -> DalConfig {
+    let service = match c.kind {
+        DalKind::Webdav => DalService::Webdav,
+        DalKind::Azblob => DalService::Azblob,
+        DalKind::Gcs => DalService::Gcs,
+    };
+    let secret = |name: &str| c.secrets.get(name).cloned();
+    let secrets = DalSecrets {
+        password: secret("password"),
+        token: secret("token"),
+        account_key: secret("account_key"),
+        sas_token: secret("sas_token"),
+        service_account_json: secret("service_account_json"),
+    };
+    let mut out = DalConfig::new(service)
+        .with_container(c.container.clone())
+        .with_secrets(secrets);
+    if let Some(e) = &c.endpoint {
+        out = out.with_endpoint(e.clone());
+    }
+    if let Some(a) = &c.account {
+        out = out.with_account(a.clone());
+    }
+    out
+}
+
+/// Retry policy of an OpenDAL backend: OpenDAL's own retry and timeout layers are not
+/// compiled in, so this is the only retry (3 attempts) and the only bound on a hung
+/// request: a minute per attempt, as the S3 default `request_timeout`.
+fn dal_retry() -> RetryConfig {
+    RetryConfig {
+        deadline: Some(Duration::from_secs(180)),
+        ..RetryConfig::default()
+    }
+}
+
 /// Build one backend per `[backends.NAME]` (S3 clients shared where settings are equal),
 /// each wrapped in a [`RetryBackend`].
 pub async fn build_backends(config: &Config) -> anyhow::Result<HashMap<String, Arc<dyn Backend>>> {
@@ -126,6 +164,11 @@ pub async fn build_backend(name: &str, b: &BackendConfig, pool: &S3ClientPool) -
                 "local",
             )
         }
+        BackendConfig::Dal(c) => (
+            Arc::new(DalBackend::new(&dal_config(c)).with_context(|| format!("backend {name}"))?),
+            dal_retry(),
+            c.kind.name(),
+        ),
     };
     Ok(Arc::new(RetryBackend::new(backend, retry).counted_as(kind)))
 }

@@ -388,11 +388,12 @@ pub(crate) fn tenant_spec(
     let view: Arc<dyn Backend> = Arc::new(PrefixBackend::new(backend.clone(), &t.prefix));
     let view: Arc<dyn Backend> = Arc::new(HeadersBackend::new(view, header_policy(&t.web)));
     let metrics = crate::metrics::tenant(&t.name);
-    metrics.set_backend_type(match config.backends.get(&t.backend) {
-        Some(BackendConfig::S3(_)) => "s3",
-        Some(BackendConfig::Local(_)) => "local",
-        None => "unknown",
-    });
+    metrics.set_backend_type(
+        config
+            .backends
+            .get(&t.backend)
+            .map_or("unknown", BackendConfig::type_name),
+    );
     TenantSpec {
         name: t.name.clone(),
         backend: Arc::new(MeteredBackend::new(view, metrics)),

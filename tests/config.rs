@@ -1024,3 +1024,115 @@ fn valid_public_url_bases_get_one_trailing_slash() {
         Some("https://t.example/v/")
     );
 }
+
+// ---- webdav, azblob, gcs (OpenDAL backends) ----
+
+fn load_env(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    for (k, v) in env {
+        // Names unique to the test that uses them, so parallel tests do not interfere.
+        std::env::set_var(k, v);
+    }
+    load(text)
+}
+
+#[test]
+fn dal_backends_load_with_their_secrets_and_never_show_them() {
+    let text = with(
+        r#"
+[backends.dav]
+type = "webdav"
+endpoint = "https://cloud.example.com/remote.php/dav/files/acme/"
+username = "acme"
+secrets = { env = { password = "BYOSFS_TEST_DAV_PW" } }
+
+[backends.az]
+type = "azblob"
+account_name = "acct"
+container = "media"
+prefix = "p/"
+secrets = { env = { sas_token = "BYOSFS_TEST_AZ_SAS" } }
+
+[backends.g]
+type = "gcs"
+bucket = "b"
+endpoint = "http://127.0.0.1:9023"
+
+[[tenants]]
+name = "dav"
+backend = "dav"
+
+[[tenants]]
+name = "az"
+backend = "az"
+"#,
+    );
+    let c = load_env(
+        &text,
+        &[
+            ("BYOSFS_TEST_DAV_PW", "pw-SECRET-1"),
+            ("BYOSFS_TEST_AZ_SAS", "sig=SECRET-2"),
+        ],
+    )
+    .unwrap();
+    let BackendConfig::Dal(dav) = &c.backends["dav"] else {
+        panic!()
+    };
+    assert_eq!(dav.secrets["password"].expose(), "pw-SECRET-1");
+    assert_eq!(c.backends["az"].type_name(), "azblob");
+    assert_eq!(c.backends["az"].prefix(), "p/");
+    let az = c.tenants.iter().find(|t| t.name == "az").unwrap();
+    assert_eq!(az.prefix, "p/");
+    assert!(!format!("{c:?}").contains("SECRET"), "a secret in Debug");
+}
+
+#[test]
+fn dal_backend_rules() {
+    let text = with(
+        r#"
+[backends.dav]
+type = "webdav"
+bucket = "nope"
+secrets = { env = { account_key = "X" } }
+
+[backends.az]
+type = "azblob"
+container = "media"
+
+[backends.g]
+type = "gcs"
+bucket = "b"
+"#,
+    );
+    assert!(issue(&text, "backends.dav.endpoint").message.contains("missing"));
+    assert!(issue(&text, "backends.dav.bucket")
+        .message
+        .contains("not valid for type = \"webdav\""));
+    assert!(issue(&text, "backends.dav.secrets")
+        .message
+        .contains("unknown secret `account_key`"));
+    assert!(issue(&text, "backends.az.account_name").message.contains("missing"));
+    assert!(issue(&text, "backends.az.secrets").message.contains("exactly one of"));
+    assert!(issue(&text, "backends.g.service_account_file")
+        .message
+        .contains("emulator"));
+}
+
+#[test]
+fn dal_secrets_file_must_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("az.secrets");
+    std::fs::write(&secrets, "account_key = \"c2VjcmV0\"\n").unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = format!(
+        "{BASE}\n[backends.az]\ntype = \"azblob\"\naccount_name = \"a\"\ncontainer = \"c\"\nsecrets = {{ file = \"{}\" }}\n",
+        secrets.display()
+    );
+    assert!(issue(&text, "backends.az.secrets").message.contains("chmod 600"));
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = load(&text).unwrap();
+    let BackendConfig::Dal(az) = &c.backends["az"] else {
+        panic!()
+    };
+    assert_eq!(az.secrets["account_key"].expose(), "c2VjcmV0");
+}

@@ -2,7 +2,8 @@
 //!
 //! [`Backend`] speaks object semantics only (keys, ranges, multipart uploads); it knows
 //! nothing of inodes or tenants. Implementations: [`s3::S3Backend`] (aws-sdk-s3),
-//! [`local::LocalBackend`] (a directory used as a bucket), `memory::InMemoryBackend`
+//! [`local::LocalBackend`] (a directory used as a bucket), [`dal::DalBackend`] (WebDAV,
+//! Azure Blob and GCS through OpenDAL), `memory::InMemoryBackend`
 //! (tests, with op counters). Wrappers: [`prefix::PrefixBackend`] confines a tenant to its
 //! key prefix; `fault::FaultBackend` injects failures in tests. The two test doubles exist
 //! only with the `test-support` feature (on for this crate's tests, off in the release build).
@@ -11,6 +12,7 @@
 //! ordinary characters in object keys, and the layers above refuse to produce them.
 
 pub mod capabilities;
+pub mod dal;
 pub mod error;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fault;

@@ -189,6 +189,71 @@ pub(crate) fn resolve(
 /// `[section]` lines ignored. Keys: `access_key_id`, `secret_access_key`, `session_token`,
 /// each also with the `aws_` prefix used by `~/.aws/credentials`.
 pub(crate) fn read_secrets_file(path: &Path) -> Result<Credentials, String> {
+    let shown = path.display();
+    let values = read_key_values(
+        path,
+        &["access_key_id", "secret_access_key", "session_token"],
+        Some("aws_"),
+    )?;
+    let mut values = values;
+    let (key_id, secret, token) = (
+        values.remove("access_key_id"),
+        values.remove("secret_access_key"),
+        values.remove("session_token"),
+    );
+    match (key_id, secret) {
+        (Some(access_key_id), Some(secret)) => Ok(Credentials::Static {
+            access_key_id: access_key_id.expose().to_owned(),
+            secret_access_key: secret,
+            session_token: token,
+        }),
+        _ => Err(format!(
+            "secrets file {shown} must set access_key_id and secret_access_key"
+        )),
+    }
+}
+
+/// Read a private file (see [`read_private_file`]) of `key = value` lines: `#`/`;` comments
+/// and `[section]` lines ignored, values optionally quoted, each key one of `allowed` (after
+/// removing `alias_prefix`, such as the `aws_` of `~/.aws/credentials`) and set once.
+pub(crate) fn read_key_values(
+    path: &Path,
+    allowed: &[&str],
+    alias_prefix: Option<&str>,
+) -> Result<std::collections::BTreeMap<String, Secret>, String> {
+    let shown = path.display();
+    let text = read_private_file(path, MAX_SECRETS_FILE)?;
+    let mut values = std::collections::BTreeMap::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') || line.starts_with('[') {
+            continue;
+        }
+        let lineno = index + 1;
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!("{shown}:{lineno}: expected `key = value`"));
+        };
+        let key = key.trim();
+        let value = unquote(value.trim()).to_owned();
+        let name = alias_prefix.and_then(|p| key.strip_prefix(p)).unwrap_or(key);
+        if !allowed.contains(&name) {
+            // The key name is safe to show; the value is not.
+            return Err(format!(
+                "{shown}:{lineno}: unknown key `{name}` (valid: {})",
+                allowed.join(", ")
+            ));
+        }
+        if values.insert(name.to_owned(), Secret::new(value)).is_some() {
+            return Err(format!("{shown}:{lineno}: `{key}` is set twice"));
+        }
+    }
+    Ok(values)
+}
+
+/// The text of a file that holds secrets, read only if it is safe to trust: a regular file
+/// of the user running byosfs, not reached through a symlink, that group and others cannot
+/// access (as ssh demands of private keys), at most `max` bytes.
+pub(crate) fn read_private_file(path: &Path, max: u64) -> Result<String, String> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
@@ -227,49 +292,13 @@ pub(crate) fn read_secrets_file(path: &Path) -> Result<Credentials, String> {
         ));
     }
     let mut text = String::new();
-    file.take(MAX_SECRETS_FILE + 1)
+    file.take(max + 1)
         .read_to_string(&mut text)
         .map_err(|e| format!("cannot read secrets file {shown}: {e}"))?;
-    if text.len() as u64 > MAX_SECRETS_FILE {
-        return Err(format!("secrets file {shown} is larger than {MAX_SECRETS_FILE} bytes"));
+    if text.len() as u64 > max {
+        return Err(format!("secrets file {shown} is larger than {max} bytes"));
     }
-    let (mut key_id, mut secret, mut token) = (None, None, None);
-    for (index, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') || line.starts_with('[') {
-            continue;
-        }
-        let lineno = index + 1;
-        let Some((key, value)) = line.split_once('=') else {
-            return Err(format!("{shown}:{lineno}: expected `key = value`"));
-        };
-        let key = key.trim();
-        let value = unquote(value.trim()).to_owned();
-        let slot = match key.strip_prefix("aws_").unwrap_or(key) {
-            "access_key_id" => &mut key_id,
-            "secret_access_key" => &mut secret,
-            "session_token" => &mut token,
-            // The key name is safe to show; the value is not.
-            other => {
-                return Err(format!(
-                    "{shown}:{lineno}: unknown key `{other}` (valid: access_key_id, secret_access_key, session_token)"
-                ))
-            }
-        };
-        if slot.replace(value).is_some() {
-            return Err(format!("{shown}:{lineno}: `{key}` is set twice"));
-        }
-    }
-    match (key_id, secret) {
-        (Some(access_key_id), Some(secret)) => Ok(Credentials::Static {
-            access_key_id,
-            secret_access_key: Secret::new(secret),
-            session_token: token.map(Secret::new),
-        }),
-        _ => Err(format!(
-            "secrets file {shown} must set access_key_id and secret_access_key"
-        )),
-    }
+    Ok(text)
 }
 
 /// A secrets file holds three short lines; anything this large is not one.
@@ -282,6 +311,43 @@ fn unquote(value: &str) -> &str {
         }
     }
     value
+}
+
+/// `secrets` of a WebDAV, Azure or GCS backend as written: secret name → environment
+/// variable, or a private `key = value` file. The names a type accepts are checked when
+/// resolved, so one form serves every type.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecrets {
+    env: Option<std::collections::BTreeMap<String, String>>,
+    file: Option<PathBuf>,
+}
+
+/// Resolve `raw` now into secret name → value, every name one of `allowed`. Errors name
+/// variables, files and keys, never values.
+pub(crate) fn resolve_secrets(
+    raw: &RawSecrets,
+    base: &Path,
+    allowed: &[&str],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<std::collections::BTreeMap<String, Secret>, String> {
+    match (&raw.env, &raw.file) {
+        (Some(names), None) => {
+            let mut out = std::collections::BTreeMap::new();
+            for (name, var) in names {
+                if !allowed.contains(&name.as_str()) {
+                    return Err(format!("unknown secret `{name}` (valid: {})", allowed.join(", ")));
+                }
+                let value = env(var)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("environment variable {var} is not set (or empty)"))?;
+                out.insert(name.clone(), Secret::new(value));
+            }
+            Ok(out)
+        }
+        (None, Some(file)) => read_key_values(&base.join(file), allowed, None),
+        _ => Err("use exactly one of { env = { NAME = \"VAR\" } } or { file = \"path\" }".to_owned()),
+    }
 }
 
 #[cfg(test)]

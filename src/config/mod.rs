@@ -14,6 +14,7 @@
 
 mod checks;
 mod credentials;
+mod dal;
 mod overlap;
 mod provider;
 mod raw;
@@ -149,6 +150,68 @@ pub enum BackendConfig {
     S3(S3Config),
     /// A local directory used as a bucket.
     Local(LocalConfig),
+    /// WebDAV, Azure Blob Storage or Google Cloud Storage (through OpenDAL).
+    Dal(DalBackendConfig),
+}
+
+impl BackendConfig {
+    /// The `type` value, also the backend type `status` and metrics show.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::S3(_) => "s3",
+            Self::Local(_) => "local",
+            Self::Dal(d) => d.kind.name(),
+        }
+    }
+
+    /// Backend-wide key prefix, "" or ending in "/".
+    pub fn prefix(&self) -> &str {
+        match self {
+            Self::S3(s) => &s.prefix,
+            Self::Local(l) => &l.prefix,
+            Self::Dal(d) => &d.prefix,
+        }
+    }
+}
+
+/// `type` of a [`DalBackendConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DalKind {
+    /// `type = "webdav"`.
+    Webdav,
+    /// `type = "azblob"`: Azure Blob Storage.
+    Azblob,
+    /// `type = "gcs"`: Google Cloud Storage.
+    Gcs,
+}
+
+impl DalKind {
+    /// The `type` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Webdav => "webdav",
+            Self::Azblob => "azblob",
+            Self::Gcs => "gcs",
+        }
+    }
+}
+
+/// `[backends.NAME]` with `type = "webdav"`, `"azblob"` or `"gcs"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DalBackendConfig {
+    /// Which store.
+    pub kind: DalKind,
+    /// WebDAV root URL (required there); for Azure and GCS an endpoint override (emulators).
+    pub endpoint: Option<String>,
+    /// Azure container or GCS bucket; empty for WebDAV.
+    pub container: String,
+    /// WebDAV user name or Azure storage account name.
+    pub account: Option<String>,
+    /// Backend-wide key prefix, "" or ending in "/"; already included in each tenant's prefix.
+    pub prefix: String,
+    /// Secrets read at load time: `password`/`token` (WebDAV), `account_key`/`sas_token`
+    /// (Azure), `service_account_json` (GCS, the contents of `service_account_file`).
+    pub secrets: BTreeMap<String, crate::secret::Secret>,
 }
 
 /// `[backends.NAME]` with `type = "s3"`, presets applied.

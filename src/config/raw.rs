@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::credentials::RawCredentials;
+use super::credentials::{RawCredentials, RawSecrets};
 use super::provider::Provider;
 use super::units::{ByteSize, DurationValue};
 
@@ -103,6 +103,9 @@ pub(crate) struct RawDefaults {
 pub(crate) enum BackendKind {
     S3,
     Local,
+    Webdav,
+    Azblob,
+    Gcs,
 }
 
 /// `[backends.NAME]`; which keys are allowed depends on `type`.
@@ -131,9 +134,32 @@ pub(crate) struct RawBackend {
     pub(crate) public_url_base: Option<Spanned<String>>,
     // local
     pub(crate) root: Option<Spanned<PathBuf>>,
+    // webdav, azblob, gcs (with endpoint, bucket and prefix above)
+    pub(crate) username: Option<Spanned<String>>,
+    pub(crate) account_name: Option<Spanned<String>>,
+    pub(crate) container: Option<Spanned<String>>,
+    pub(crate) secrets: Option<Spanned<RawSecrets>>,
+    pub(crate) service_account_file: Option<Spanned<PathBuf>>,
 }
 
 impl RawBackend {
+    /// Names of the WebDAV/Azure/GCS-only keys that are set (for "not valid for type"
+    /// errors on the other types).
+    pub(crate) fn dal_keys_set(&self) -> Vec<&'static str> {
+        let flags = [
+            ("username", self.username.is_some()),
+            ("account_name", self.account_name.is_some()),
+            ("container", self.container.is_some()),
+            ("secrets", self.secrets.is_some()),
+            ("service_account_file", self.service_account_file.is_some()),
+        ];
+        flags
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(name, _)| name)
+            .collect()
+    }
+
     /// Names of the S3-only keys that are set (for "not valid for type local" errors).
     pub(crate) fn s3_keys_set(&self) -> Vec<&'static str> {
         let flags = [

@@ -149,11 +149,7 @@ impl Validator {
                 None if on_default && check_tenant_name(&name).is_ok() => format!("{name}/"),
                 None => String::new(),
             };
-            let backend_prefix = match backends.get(&backend) {
-                Some(BackendConfig::S3(s3)) => s3.prefix.as_str(),
-                Some(BackendConfig::Local(local)) => local.prefix.as_str(),
-                None => "",
-            };
+            let backend_prefix = backends.get(&backend).map_or("", BackendConfig::prefix);
             let prefix = format!("{backend_prefix}{own}");
             let mode = t.mode.as_ref().map(|m| {
                 parse_mode(m.get_ref()).unwrap_or_else(|msg| {

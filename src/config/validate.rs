@@ -376,8 +376,18 @@ impl Validator {
             None => String::new(),
         };
         let (config, location) = match raw.kind {
+            BackendKind::Webdav | BackendKind::Azblob | BackendKind::Gcs => {
+                let dal = self.dal(name, &raw, span, prefix, base, env);
+                let location = format!(
+                    "{}:{}/{}/",
+                    dal.kind.name(),
+                    dal.endpoint.as_deref().unwrap_or("default").to_ascii_lowercase(),
+                    dal.container
+                );
+                (BackendConfig::Dal(dal), location)
+            }
             BackendKind::Local => {
-                for key in raw.s3_keys_set() {
+                for key in raw.s3_keys_set().into_iter().chain(raw.dal_keys_set()) {
                     let msg = "not valid for type = \"local\" (valid keys: type, root, prefix)";
                     self.push(Some(span.clone()), field(key), msg);
                 }
@@ -404,6 +414,10 @@ impl Validator {
                 if let Some(r) = &raw.root {
                     let msg = "not valid for type = \"s3\" (root is for type = \"local\")";
                     self.push(Some(r.span()), field("root"), msg);
+                }
+                for key in raw.dal_keys_set() {
+                    let msg = "not valid for type = \"s3\" (it belongs to type webdav, azblob or gcs)";
+                    self.push(Some(span.clone()), field(key), msg);
                 }
                 let s3 = self.s3(name, &raw, span, prefix, base, env);
                 let location = format!(

@@ -28,7 +28,7 @@ use defs::{BackendOp, FUSE_OPS};
 pub use histogram::Histogram;
 
 /// Backend types, as the `backend` label names them.
-pub const BACKEND_TYPES: [&str; 3] = ["unknown", "s3", "local"];
+pub const BACKEND_TYPES: [&str; 6] = ["unknown", "s3", "local", "webdav", "azblob", "gcs"];
 
 /// Successful and failed requests of one storage operation.
 #[derive(Debug, Default)]

@@ -65,10 +65,7 @@ fn normalise(prefix: &str) -> String {
 }
 
 fn backend_prefix(b: &BackendConfig) -> &str {
-    match b {
-        BackendConfig::S3(s) => &s.prefix,
-        BackendConfig::Local(l) => &l.prefix,
-    }
+    b.prefix()
 }
 
 /// Resolve the destination of `opts` in `config`, refusing a target that overlaps the source.

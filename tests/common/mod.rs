@@ -4,6 +4,7 @@
 // Test-only code: panicking on a broken fixture is the right failure mode.
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod dalserver;
 pub mod fastfs;
 pub mod hostile;
 pub mod moto;

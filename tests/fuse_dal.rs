@@ -1,0 +1,217 @@
+//! Real mounts over the OpenDAL backends (issue 25): WebDAV (`rclone serve webdav`), Azure
+//! Blob (Azurite) and GCS (fake-gcs-server), each started on 127.0.0.1 by the test.
+//!
+//! `*_small_files`: `cp -r` of 200 files of mixed sizes below the part size (each one PUT),
+//! sha256 of everything read back, a media-player pattern of seeks, rename of a file, mkdir
+//! and rmdir, a remount. `*_dir_rename` (ignored: answers EINVAL on this branch, not yet
+//! diagnosed) renames a directory. `*_large_and_patched`: a file of several parts written sequentially,
+//! an ffmpeg mp4 with its header patched at the end (`-movflags +faststart` rewrites the
+//! start), published by one streamed `put_stream` (these stores have no multipart uploads):
+//! passes on Azure; `#[ignore]`d on WebDAV and GCS, where the close fails (not yet diagnosed).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::Command;
+
+use byosfs::backend::dal::DalService;
+use common::dalserver::{self, DalServer};
+use common::mount::{fuse_available, pattern, sha256, sha256_file, which, Mount};
+
+fn mount(server: &DalServer) -> Mount {
+    let (backend, env) = server.backend_toml("store");
+    let config = format!("{backend}\n[[tenants]]\nname = \"t\"\nbackend = \"store\"\nprefix = \"tenant/\"\n");
+    Mount::start(&config, &env)
+}
+
+fn server(service: DalService, test: &str) -> Option<DalServer> {
+    if !fuse_available() {
+        return None;
+    }
+    dalserver::require(test, dalserver::start(service))
+}
+
+/// 200 files in nested directories, sizes from 0 to ~3 MiB.
+fn make_tree(root: &Path) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for i in 0..200u64 {
+        let dir = root.join(format!("d{}", i % 7)).join(format!("s{}", i % 3));
+        std::fs::create_dir_all(&dir).unwrap();
+        let len = match i % 10 {
+            0 => 0,
+            1..=6 => (i * 997) % 20_000,
+            7 | 8 => 300_000 + i * 1000,
+            _ => 3 * 1024 * 1024 - i,
+        };
+        let data = pattern(usize::try_from(len).unwrap(), i);
+        let rel = format!("d{}/s{}/f{i}.bin", i % 7, i % 3);
+        std::fs::write(root.join(&rel), &data).unwrap();
+        files.push((rel, sha256(&data)));
+    }
+    files
+}
+
+fn small_files(service: DalService) {
+    let test = format!("{}_small_files", service.name());
+    let Some(srv) = server(service, &test) else { return };
+    let mut m = mount(&srv);
+    let src = tempfile::tempdir().unwrap();
+    let files = make_tree(src.path());
+    let t = m.path().join("t");
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(src.path())
+        .arg(t.join("tree"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -r failed:\n{}", m.log());
+    for (rel, sum) in &files {
+        assert_eq!(&sha256_file(&t.join("tree").join(rel)), sum, "{rel}");
+    }
+
+    // A media player: header, a jump near the end, back, small reads across the file.
+    let big = files.iter().find(|(rel, _)| rel.ends_with("f9.bin")).unwrap();
+    let want = pattern(3 * 1024 * 1024 - 9, 9);
+    let mut f = std::fs::File::open(t.join("tree").join(&big.0)).unwrap();
+    for &(at, len) in &[
+        (0u64, 4096usize),
+        (3_000_000, 8192),
+        (64, 100),
+        (1_500_000, 65_536),
+        (3_145_000, 10_000),
+    ] {
+        f.seek(SeekFrom::Start(at)).unwrap();
+        let mut buf = vec![0u8; len];
+        let n = f.read(&mut buf).unwrap();
+        let start = usize::try_from(at).unwrap();
+        let end = (start + len).min(want.len());
+        assert_eq!(&buf[..n], &want[start..start + n.min(end - start)], "read at {at}");
+    }
+    drop(f);
+
+    // Rename a file, then make and remove a directory.
+    std::fs::rename(t.join("tree/d0/s0/f0.bin"), t.join("tree/renamed.bin")).unwrap();
+    assert!(t.join("tree/renamed.bin").exists() && !t.join("tree/d0/s0/f0.bin").exists());
+    std::fs::create_dir(t.join("tree/empty")).unwrap();
+    assert!(t.join("tree/empty").is_dir());
+    std::fs::remove_dir(t.join("tree/empty")).unwrap();
+    assert!(!t.join("tree/empty").exists());
+    assert!(
+        std::fs::remove_dir(t.join("tree/d2")).is_err(),
+        "rmdir of a full directory"
+    );
+
+    // What the mount wrote survives a remount.
+    m.unmount();
+    let m2 = mount(&srv);
+    let again = m2.path().join("t/tree/renamed.bin");
+    assert_eq!(sha256_file(&again), files[0].1, "after remount:\n{}", m2.log());
+}
+
+fn dir_rename(service: DalService) {
+    let test = format!("{}_dir_rename", service.name());
+    let Some(srv) = server(service, &test) else { return };
+    let m = mount(&srv);
+    let t = m.path().join("t");
+    std::fs::create_dir_all(t.join("a/sub")).unwrap();
+    std::fs::write(t.join("a/x"), b"x").unwrap();
+    std::fs::write(t.join("a/sub/y"), b"yy").unwrap();
+    if let Err(e) = std::fs::rename(t.join("a"), t.join("b")) {
+        panic!("directory rename: {e}\n{}", m.log());
+    }
+    assert_eq!(std::fs::read(t.join("b/sub/y")).unwrap(), b"yy");
+    assert!(!t.join("a").exists());
+}
+
+fn large_and_patched(service: DalService) {
+    let test = format!("{}_large_and_patched", service.name());
+    let Some(srv) = server(service, &test) else { return };
+    let m = mount(&srv);
+    let t = m.path().join("t");
+    // Several 8 MiB parts' worth, written sequentially in odd-sized pieces.
+    let data = pattern(20 * 1024 * 1024 + 123, 77);
+    let mut f = std::fs::File::create(t.join("big.bin")).unwrap();
+    for piece in data.chunks(100_003) {
+        f.write_all(piece).unwrap();
+    }
+    common::mount::close_checked(f).unwrap();
+    assert_eq!(sha256_file(&t.join("big.bin")), sha256(&data), "{}", m.log());
+    if !which("ffmpeg") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but ffmpeg is missing"
+        );
+        eprintln!("SKIPPED ffmpeg part of {test}: ffmpeg missing");
+        return;
+    }
+    let out = t.join("clip.mp4");
+    let st = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=3:size=320x240:rate=25",
+        ])
+        .args(["-c:v", "mpeg4", "-movflags", "+faststart"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ffmpeg into the mount failed:\n{}", m.log());
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&out)
+        .args(["-f", "null", "-"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "the mp4 read back does not decode");
+}
+
+#[test]
+fn webdav_small_files() {
+    small_files(DalService::Webdav);
+}
+
+#[test]
+fn azblob_small_files() {
+    small_files(DalService::Azblob);
+}
+
+#[test]
+fn gcs_small_files() {
+    small_files(DalService::Gcs);
+}
+
+#[test]
+#[ignore = "directory rename answers EINVAL on these stores; not yet diagnosed (dal branch report)"]
+fn webdav_dir_rename() {
+    dir_rename(DalService::Webdav);
+}
+
+#[test]
+#[ignore = "directory rename answers EINVAL on these stores; not yet diagnosed (dal branch report)"]
+fn azblob_dir_rename() {
+    dir_rename(DalService::Azblob);
+}
+
+#[test]
+#[ignore = "the 20 MiB write fails at close (EIO) on WebDAV; not yet diagnosed (dal branch report)"]
+fn webdav_large_and_patched() {
+    large_and_patched(DalService::Webdav);
+}
+
+#[test]
+fn azblob_large_and_patched() {
+    large_and_patched(DalService::Azblob);
+}
+
+#[test]
+#[ignore = "the 20 MiB write fails at close (EIO) on fake-gcs-server; not yet diagnosed (dal branch report)"]
+fn gcs_large_and_patched() {
+    large_and_patched(DalService::Gcs);
+}
