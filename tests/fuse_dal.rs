@@ -188,19 +188,19 @@ fn gcs_small_files() {
 }
 
 #[test]
-#[ignore = "directory rename answers EINVAL on these stores; not yet diagnosed (dal branch report)"]
+#[ignore = "directory rename answers EINVAL on these stores; not diagnosed yet (docs/backends.md)"]
 fn webdav_dir_rename() {
     dir_rename(DalService::Webdav);
 }
 
 #[test]
-#[ignore = "directory rename answers EINVAL on these stores; not yet diagnosed (dal branch report)"]
+#[ignore = "directory rename answers EINVAL on these stores; not diagnosed yet (docs/backends.md)"]
 fn azblob_dir_rename() {
     dir_rename(DalService::Azblob);
 }
 
 #[test]
-#[ignore = "the 20 MiB write fails at close (EIO) on WebDAV; not yet diagnosed (dal branch report)"]
+#[ignore = "the 20 MiB write fails at close (EIO) on WebDAV; not diagnosed yet (docs/backends.md)"]
 fn webdav_large_and_patched() {
     large_and_patched(DalService::Webdav);
 }
@@ -211,7 +211,7 @@ fn azblob_large_and_patched() {
 }
 
 #[test]
-#[ignore = "the 20 MiB write fails at close (EIO) on fake-gcs-server; not yet diagnosed (dal branch report)"]
+#[ignore = "the 20 MiB write fails at close (EIO) on fake-gcs-server; not diagnosed yet (docs/backends.md)"]
 fn gcs_large_and_patched() {
     large_and_patched(DalService::Gcs);
 }

@@ -693,7 +693,16 @@ backend = "r2"
         let secrets = dir.path().join("minio-secrets.ini");
         std::fs::write(&secrets, "access_key_id = minio\nsecret_access_key = minio-secret\n").unwrap();
         std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for (name, text) in [
+            ("azure.secrets", "account_key = c2VjcmV0\n"),
+            ("gcs-key.json", "{\"type\": \"service_account\"}\n"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let env = env_of(&[
+            ("NEXTCLOUD_APP_PASSWORD", "e"),
             ("R2_ACCESS_KEY_ID", "a"),
             ("R2_SECRET_ACCESS_KEY", "b"),
             ("SUPABASE_S3_KEY_ID", "c"),
@@ -702,7 +711,7 @@ backend = "r2"
         let config = parse(&out, &dir.path().join("config.toml"), &env).unwrap_or_else(|e| panic!("{e}\n{out}"));
         let names: Vec<_> = config.tenants.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["acme", "globex", "acme-media", "initech", "umbrella", "hooli"]);
-        assert_eq!(config.backends.len(), 5);
+        assert_eq!(config.backends.len(), 8);
         assert_eq!(
             config.tenant("initech").map(|t| t.prefix.as_str()),
             Some("byosfs/initech/")
