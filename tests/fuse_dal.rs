@@ -3,11 +3,11 @@
 //!
 //! `*_small_files`: `cp -r` of 200 files of mixed sizes below the part size (each one PUT),
 //! sha256 of everything read back, a media-player pattern of seeks, rename of a file, mkdir
-//! and rmdir, a remount. `*_dir_rename` (ignored: answers EINVAL on this branch, not yet
-//! diagnosed) renames a directory. `*_large_and_patched`: a file of several parts written sequentially,
+//! and rmdir, a remount. `*_dir_rename` renames a directory with a subdirectory (ignored on
+//! Azure: see its reason). `*_large_and_patched`: a file of several parts written sequentially,
 //! an ffmpeg mp4 with its header patched at the end (`-movflags +faststart` rewrites the
 //! start), published by one streamed `put_stream` (these stores have no multipart uploads):
-//! passes on Azure; `#[ignore]`d on WebDAV and GCS, where the close fails (not yet diagnosed).
+//! passes on WebDAV and Azure; `#[ignore]`d on GCS, where the close fails (not diagnosed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -188,19 +188,22 @@ fn gcs_small_files() {
 }
 
 #[test]
-#[ignore = "directory rename answers EINVAL on these stores; not diagnosed yet (docs/backends.md)"]
+fn gcs_dir_rename() {
+    dir_rename(DalService::Gcs);
+}
+
+#[test]
 fn webdav_dir_rename() {
     dir_rename(DalService::Webdav);
 }
 
 #[test]
-#[ignore = "directory rename answers EINVAL on these stores; not diagnosed yet (docs/backends.md)"]
+#[ignore = "reading a renamed file answers ESTALE on Azure: a copied blob gets a new ETag and the moved entry keeps the old one (docs/backends.md)"]
 fn azblob_dir_rename() {
     dir_rename(DalService::Azblob);
 }
 
 #[test]
-#[ignore = "the 20 MiB write fails at close (EIO) on WebDAV; not diagnosed yet (docs/backends.md)"]
 fn webdav_large_and_patched() {
     large_and_patched(DalService::Webdav);
 }
@@ -211,7 +214,7 @@ fn azblob_large_and_patched() {
 }
 
 #[test]
-#[ignore = "the 20 MiB write fails at close (EIO) on fake-gcs-server; not diagnosed yet (docs/backends.md)"]
+#[ignore = "the 20 MiB write (OpenDAL's multipart writer, 8 MiB chunks) fails at close (EIO) on fake-gcs-server; not diagnosed (docs/backends.md)"]
 fn gcs_large_and_patched() {
     large_and_patched(DalService::Gcs);
 }

@@ -572,7 +572,9 @@ impl Filesystem {
             // An empty directory exists only as this mount's inode or a marker: persist it.
             tenant.backend.put(&dp, bytes::Bytes::new()).await?;
         }
-        for (key, _) in &keys {
+        // Children before their folders (reverse key order: `a/b/c` before `a/b/`): a store
+        // with real folders (WebDAV) refuses to delete one that still has entries.
+        for (key, _) in keys.iter().rev() {
             tenant.backend.delete(key).await?;
         }
         tenant.backend.delete(&sp).await?;

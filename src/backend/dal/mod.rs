@@ -144,7 +144,10 @@ impl DalBackend {
             self.refuse_existing(key).await?;
         }
         let cap = self.op.info().capability();
-        let mut w = self.op.writer_with(key).chunk(WRITE_CHUNK);
+        let mut w = self.op.writer_with(key);
+        if cap.write_can_multi {
+            w = w.chunk(WRITE_CHUNK);
+        }
         if opts.create_only && cap.write_with_if_not_exists {
             w = w.if_not_exists(true);
         }
@@ -155,6 +158,10 @@ impl DalBackend {
             w = w.cache_control(cc);
         }
         let mut writer = w.await.map_err(|e| classify("put", key, &e))?;
+        // A one-shot store (WebDAV: one PUT per object) takes exactly one `write`: a second
+        // fails, so its body is gathered first (held in memory until sent; docs/backends.md).
+        let one_shot = !cap.write_can_multi;
+        let mut gathered: Vec<Bytes> = Vec::new();
         let mut sent = 0u64;
         let mut body = body;
         let fed: BackendResult<()> = async {
@@ -166,13 +173,21 @@ impl DalBackend {
                         "put_stream: body longer than its size",
                     ));
                 }
-                writer.write(piece).await.map_err(|e| classify("put", key, &e))?;
+                if one_shot {
+                    gathered.push(piece);
+                } else {
+                    writer.write(piece).await.map_err(|e| classify("put", key, &e))?;
+                }
             }
             if sent != size {
                 return Err(BackendError::new(
                     BackendErrorKind::InvalidRequest,
                     "put_stream: body shorter than its size",
                 ));
+            }
+            if one_shot {
+                let whole = opendal::Buffer::from(std::mem::take(&mut gathered));
+                writer.write(whole).await.map_err(|e| classify("put", key, &e))?;
             }
             Ok(())
         }
@@ -320,6 +335,13 @@ impl Backend for DalBackend {
         // OpenDAL's copy of an absent source may surface as another kind on some servers;
         // the head makes NotFound exact, as S3 reports it.
         self.op.stat(src).await.map_err(|e| classify("copy", src, &e))?;
+        if src.ends_with('/') {
+            // A directory marker holds no bytes, and OpenDAL copies files only: make the
+            // target's marker (folder) instead.
+            return self
+                .write(dst, super::one_piece(Bytes::new()), 0, &PutOptions::default())
+                .await;
+        }
         self.op.copy(src, dst).await.map_err(|e| classify("copy", src, &e))?;
         let etag = self.op.stat(dst).await.ok().and_then(|m| m.etag().map(ETag::new));
         Ok(PutResult::new(etag))
@@ -328,10 +350,11 @@ impl Backend for DalBackend {
     async fn delete(&self, key: &str) -> BackendResult<()> {
         if key.ends_with('/') && self.service.implicit_dirs() {
             // A WebDAV DELETE of a folder removes everything in it; a marker delete on S3
-            // removes one object. Refuse when the folder still has entries.
-            let page = self.list(&ListParams::new(key, true).with_max_keys(2)).await?;
-            let others = page.objects.iter().filter(|o| o.key != key).count() + page.common_prefixes.len();
-            if others > 0 {
+            // removes one object. Refuse when the folder still holds a file; empty subfolders
+            // (left by a directory rename, which moves files) go with it.
+            let page = self.list(&ListParams::new(key, false).with_max_keys(100)).await?;
+            let files = page.objects.iter().filter(|o| !o.key.ends_with('/')).count();
+            if files > 0 || page.next.is_some() {
                 return Err(BackendError::new(
                     BackendErrorKind::InvalidRequest,
                     format!("delete {key}: the folder is not empty"),
