@@ -198,7 +198,6 @@ fn webdav_dir_rename() {
 }
 
 #[test]
-#[ignore = "reading a renamed file answers ESTALE on Azure: a copied blob gets a new ETag and the moved entry keeps the old one (docs/backends.md)"]
 fn azblob_dir_rename() {
     dir_rename(DalService::Azblob);
 }

@@ -460,6 +460,9 @@ impl Filesystem {
         }
         if kind.is_dir() {
             self.rename_dir(&tenant, &src, &dst).await?;
+            if let Some(moved) = self.inodes.child(parent, name) {
+                self.inodes.invalidate_below(moved.ino);
+            }
         } else {
             // A rename is a way to create a name: the tenant's extension rules apply to it.
             self.check_name(&tenant, new_name)?;

@@ -390,6 +390,26 @@ impl InodeTable {
         same
     }
 
+    /// Mark the cached attributes of everything below directory `dir` as stale. After a
+    /// directory rename the moved objects are copies, whose ETags may differ from the
+    /// originals' (a multipart object copied whole on S3, any blob on Azure): the next open
+    /// must HEAD, not pin a version that no longer exists.
+    pub fn invalidate_below(&self, dir: u64) {
+        let mut t = self.lock();
+        let below: Vec<u64> = t
+            .nodes
+            .iter()
+            .filter(|&(&ino, _)| ino != dir && descends_from(&t.nodes, ino, dir))
+            .map(|(&ino, _)| ino)
+            .collect();
+        let stale = Instant::now() - std::time::Duration::from_secs(3600 * 24);
+        for ino in below {
+            if let Some(n) = t.nodes.get_mut(&ino) {
+                n.validated = stale;
+            }
+        }
+    }
+
     /// Mark the cached attributes of `ino` as stale.
     pub fn invalidate(&self, ino: u64) {
         let mut t = self.lock();
@@ -650,6 +670,18 @@ fn key_of(t: &Table, ino: u64) -> Option<String> {
     None
 }
 
+/// Whether `ino` lies below `dir` (its parent chain reaches `dir`; bounded against a cycle).
+fn descends_from(nodes: &HashMap<u64, Node>, mut ino: u64, dir: u64) -> bool {
+    for _ in 0..4096 {
+        match nodes.get(&ino) {
+            Some(n) if n.parent == dir => return true,
+            Some(n) if n.parent != ino => ino = n.parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -724,6 +756,25 @@ mod tests {
         assert_eq!(t.get(f.ino).unwrap().key, "b/f.mp4");
         assert!(t.child(root, "a").is_none());
         assert_eq!(t.child(root, "b").unwrap().ino, d.ino);
+    }
+
+    #[test]
+    fn a_renamed_directorys_descendants_are_revalidated_and_nothing_else() {
+        let (t, root) = setup();
+        let a = t.upsert_child(root, "a", Some(0), Kind::Dir, Stat::dir(), 1).unwrap();
+        let sub = t
+            .upsert_child(a.ino, "sub", Some(0), Kind::Dir, Stat::dir(), 1)
+            .unwrap();
+        let f = t.upsert_child(sub.ino, "f", Some(0), Kind::File, file(3), 1).unwrap();
+        let g = t.upsert_child(root, "g", Some(0), Kind::File, file(3), 1).unwrap();
+        t.invalidate_below(a.ino);
+        let hour = std::time::Duration::from_secs(3600);
+        for ino in [sub.ino, f.ino] {
+            assert!(t.get(ino).unwrap().validated.elapsed() > hour, "{ino} still fresh");
+        }
+        for ino in [a.ino, g.ino, root] {
+            assert!(t.get(ino).unwrap().validated.elapsed() < hour, "{ino} invalidated");
+        }
     }
 
     #[test]
