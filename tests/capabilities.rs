@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -20,9 +22,9 @@ use byosfs::backend::{
 };
 use byosfs::cache::BlockCache;
 use byosfs::fs::{Filesystem, FsConfig, NewNode, SetAttr};
-use byosfs::namespace::ROOT_INO;
 use byosfs::tenant::{TenantSpec, TenantTable};
 use byosfs::upload::{UploadConfig, Uploader};
+use common::fsapi::{ino, read_all};
 use futures::TryStreamExt as _;
 use test_case::test_case;
 
@@ -111,29 +113,6 @@ fn fixture_with(caps: Capabilities, wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<d
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
-}
-
-async fn ino(fs: &Filesystem, path: &str) -> u64 {
-    let mut cur = ROOT_INO;
-    for part in path.split('/') {
-        cur = fs.lookup(cur, OsStr::new(part)).await.unwrap().attr.ino;
-    }
-    cur
-}
-
-async fn read_all(fs: &Filesystem, path: &str) -> Vec<u8> {
-    let ino = ino(fs, path).await;
-    let o = fs.open(ino, libc::O_RDONLY, 0).await.unwrap();
-    let mut out = Vec::new();
-    for _ in 0..100_000 {
-        let chunk = fs.read(o.fh, out.len() as u64, 128 * 1024).await.unwrap();
-        if chunk.is_empty() {
-            break;
-        }
-        out.extend_from_slice(&chunk);
-    }
-    fs.release(o.fh).await.unwrap();
-    out
 }
 
 /// Create `dir/name` and write `data` sequentially in 128 KiB calls; the handle stays open.

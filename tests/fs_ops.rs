@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,6 +17,7 @@ use byosfs::namespace::ROOT_INO;
 use byosfs::tenant::{TenantSpec, TenantTable};
 use byosfs::upload::{UploadConfig, Uploader};
 use bytes::Bytes;
+use common::fsapi::{ino, read_all};
 
 /// The creator of new nodes in these tests (the tenants run without POSIX metadata).
 const NEW: NewNode = NewNode {
@@ -119,29 +122,6 @@ async fn list(fs: &Filesystem, ino: u64, plus: bool) -> Vec<String> {
     }
     fs.releasedir(fh);
     names
-}
-
-async fn ino(fs: &Filesystem, path: &str) -> u64 {
-    let mut cur = ROOT_INO;
-    for part in path.split('/') {
-        cur = fs.lookup(cur, OsStr::new(part)).await.unwrap().attr.ino;
-    }
-    cur
-}
-
-async fn read_all(fs: &Filesystem, path: &str) -> Vec<u8> {
-    let ino = ino(fs, path).await;
-    let o = fs.open(ino, libc::O_RDONLY, 0).await.unwrap();
-    let mut out = Vec::new();
-    for _ in 0..100_000 {
-        let chunk = fs.read(o.fh, out.len() as u64, 128 * 1024).await.unwrap();
-        if chunk.is_empty() {
-            break;
-        }
-        out.extend_from_slice(&chunk);
-    }
-    fs.release(o.fh).await.unwrap();
-    out
 }
 
 async fn write_file(fs: &Filesystem, dir: &str, name: &str, data: &[u8]) {

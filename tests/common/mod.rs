@@ -6,6 +6,7 @@
 
 pub mod dalserver;
 pub mod fastfs;
+pub mod fsapi;
 pub mod hostile;
 pub mod moto;
 pub mod mount;
