@@ -510,9 +510,21 @@ mod tests {
         assert_eq!(inner.open_uploads(), 1);
     }
 
-    /// Liveness is the lock, not the pid in the name: a live root named with a pid that does
-    /// not exist here (a mount in another PID namespace) is left alone, and a crashed root
-    /// named with a live pid (ours: a reused pid) is recovered.
+    /// A closed file of tenant "acme" staged for write-back as close `id`; its path.
+    fn stage(slots: &writeback::Slots, acme: &dyn Backend, id: u64, key: &str, body: &[u8]) -> std::path::PathBuf {
+        let header = writeback::EntryHeader {
+            owner: "acme".into(),
+            backend: acme.describe(),
+            key: key.into(),
+            size: body.len() as u64,
+            mtime: std::time::SystemTime::now(),
+            posix: Default::default(),
+        };
+        let mut w = writeback::EntryWriter::create(slots, id, &header).unwrap();
+        w.write(body).unwrap();
+        w.finish().unwrap().0
+    }
+
     /// Two staged versions of one name (the one uploading and a newer close): the newer one
     /// is what the bucket ends up with, whatever order their file names sort in.
     #[tokio::test]
@@ -530,17 +542,7 @@ mod tests {
         let slots = writeback::Slots::new(crashed.root().to_path_buf());
         // Ids 9 and 10: "w10.wb" sorts before "w9.wb".
         for (id, body) in [(9, b"older".as_slice()), (10, b"newer".as_slice())] {
-            let header = writeback::EntryHeader {
-                owner: "acme".into(),
-                backend: acme.describe(),
-                key: "v.bin".into(),
-                size: body.len() as u64,
-                mtime: std::time::SystemTime::now(),
-                posix: Default::default(),
-            };
-            let mut w = writeback::EntryWriter::create(&slots, id, &header).unwrap();
-            w.write(body).unwrap();
-            w.finish().unwrap();
+            stage(&slots, acme.as_ref(), id, "v.bin", body);
         }
         let root = crashed.root().to_path_buf();
         std::mem::forget(crashed);
@@ -578,18 +580,7 @@ mod tests {
         let slots = writeback::Slots::new(crashed.root().to_path_buf());
         let mut paths = Vec::new();
         for (id, key) in [(1, "whole.bin"), (2, "torn.bin"), (3, "damaged.bin")] {
-            let body = vec![b'x'; 1000];
-            let header = writeback::EntryHeader {
-                owner: "acme".into(),
-                backend: acme.describe(),
-                key: key.into(),
-                size: body.len() as u64,
-                mtime: std::time::SystemTime::now(),
-                posix: Default::default(),
-            };
-            let mut w = writeback::EntryWriter::create(&slots, id, &header).unwrap();
-            w.write(&body).unwrap();
-            paths.push(w.finish().unwrap().0);
+            paths.push(stage(&slots, acme.as_ref(), id, key, &[b'x'; 1000]));
         }
         let torn = std::fs::OpenOptions::new().write(true).open(&paths[1]).unwrap();
         torn.set_len(torn.metadata().unwrap().len() - 30).unwrap();
@@ -637,6 +628,9 @@ mod tests {
         );
     }
 
+    /// Liveness is the lock, not the pid in the name: a live root named with a pid that does
+    /// not exist here (a mount in another PID namespace) is left alone, and a crashed root
+    /// named with a live pid (ours: a reused pid) is recovered.
     #[tokio::test]
     async fn liveness_is_the_lock_not_the_pid() {
         let inner = Arc::new(InMemoryBackend::new());
