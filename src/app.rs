@@ -159,7 +159,11 @@ pub async fn build_backend(name: &str, b: &BackendConfig, pool: &S3ClientPool) -
             std::fs::create_dir_all(&c.root)
                 .with_context(|| format!("backend {name}: creating {}", c.root.display()))?;
             (
-                Arc::new(LocalBackend::new(c.root.clone()).with_context(|| format!("backend {name}"))?),
+                Arc::new(
+                    LocalBackend::new(c.root.clone())
+                        .with_context(|| format!("backend {name}"))?
+                        .with_request_timeout(c.request_timeout),
+                ),
                 RetryConfig::default(),
                 "local",
             )

@@ -121,6 +121,7 @@ fn minimal_config_gets_defaults() {
         panic!("expected local backend");
     };
     assert_eq!(local.root, PathBuf::from("/srv/byosfs/data"));
+    assert_eq!(local.request_timeout, Duration::from_secs(300));
     let acme = config.tenant("acme").unwrap();
     assert_eq!(acme.backend, "local");
     assert_eq!(acme.prefix, "acme/");
@@ -1135,4 +1136,19 @@ fn dal_secrets_file_must_be_private() {
         panic!()
     };
     assert_eq!(az.secrets["account_key"].expose(), "c2VjcmV0");
+}
+
+#[test]
+fn a_local_backend_takes_a_request_timeout_but_no_s3_keys() {
+    let text = BASE.replace("root = \"./data\"", "root = \"./data\"\nrequest_timeout = \"5s\"");
+    let BackendConfig::Local(local) = &load(&text).unwrap().backends["local"] else {
+        panic!("expected local backend");
+    };
+    assert_eq!(local.request_timeout, Duration::from_secs(5));
+    let zero = BASE.replace("root = \"./data\"", "root = \"./data\"\nrequest_timeout = \"0s\"");
+    let found = issues(&zero);
+    assert!(found.iter().any(|i| i.to_string().contains("request_timeout")), "{found:?}");
+    let s3_key = BASE.replace("root = \"./data\"", "root = \"./data\"\nconnect_timeout = \"5s\"");
+    let found = issues(&s3_key);
+    assert!(found.iter().any(|i| i.to_string().contains("not valid for type = \"local\"")), "{found:?}");
 }

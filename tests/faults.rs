@@ -446,3 +446,87 @@ prefix = "acme/"
     std::fs::write(m.path().join("acme/after.txt"), b"ok").unwrap();
     assert!(exists_direct(&server, "acme/after.txt"));
 }
+
+/// Resumes a stopped process when dropped, so a failed assertion cannot leave the mount it
+/// serves hung (and every later unmount with it).
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// A local backend whose root stops answering (here: a FUSE mount whose daemon is stopped,
+/// as an NFS hard mount whose server is gone) fails its operations at `request_timeout`
+/// instead of holding them, and their tenant's slots, forever; another tenant of the same
+/// mount is not delayed meanwhile.
+#[test]
+fn a_local_root_that_stops_answering_fails_at_the_request_timeout() {
+    if !fuse_available() {
+        return;
+    }
+    let inner = Mount::start(
+        "[write]\nstaging_dir = \"./staging\"\n[defaults]\nbackend = \"l\"\n[backends.l]\ntype = \"local\"\nroot = \"./data\"\n[[tenants]]\nname = \"nfs\"\n",
+        &[],
+    );
+    let root = inner.path().join("nfs");
+    std::fs::write(root.join("a.bin"), pattern(MIB, 3)).unwrap();
+    let cfg = format!(
+        r#"
+[write]
+staging_dir = "./staging"
+
+[backends.slow]
+type = "local"
+root = "{}"
+request_timeout = "1s"
+
+[backends.local]
+type = "local"
+root = "./data"
+
+[[tenants]]
+name = "acme"
+backend = "slow"
+
+[[tenants]]
+name = "local"
+backend = "local"
+"#,
+        root.display()
+    );
+    let m = Mount::start(&cfg, &[]);
+    assert_eq!(std::fs::read_dir(m.path().join("acme")).unwrap().count(), 1);
+
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &inner.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _resume = Resume(inner.pid());
+    let path = m.path().join("acme/a.bin");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(read_all(&path)));
+    std::thread::sleep(Duration::from_millis(300));
+    let other = other_tenant_works(&m, "during-stall.txt");
+    // Bounded even if the deadline is not applied (the reader is then left to the resume).
+    let (errno, took) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("read still hung after 30 s");
+    eprintln!("stalled local root: errno {errno:?} after {took:?}; other tenant took {other:?}");
+    assert_eq!(errno, Some(libc::EIO), "read under a stalled local root");
+    // Each attempt ends at the deadline (the retry layer makes 3 per request, as for any
+    // backend), and the kernel may send two reads (the read and its read-ahead) one after
+    // the other: at most 2 x 3 x 1 s plus backoff, with slack for a loaded machine.
+    assert!(took >= Duration::from_secs(1), "failed before the deadline: {took:?}");
+    assert!(
+        took < Duration::from_secs(12),
+        "stalled read took {took:?}\n{}",
+        m.log()
+    );
+    assert!(other < Duration::from_secs(2), "other tenant blocked for {other:?}");
+    assert!(m.log().contains("did not answer within 1s"), "{}", m.log());
+}

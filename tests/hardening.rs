@@ -4,6 +4,7 @@
 //!   point's owner), a tenant without a configured mode is private to it (0700), and the log
 //!   names the tenants other users can read. Checked as an unprivileged second user.
 //! - Logs: a file name holding a newline and a fake log line stays inside one escaped line.
+//! - The kernel's background queue is as deep as the mount's request limit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -148,4 +149,37 @@ fn a_newline_in_a_file_name_cannot_forge_a_log_line() {
             "not escaped: {l}"
         );
     }
+}
+
+/// The kernel queues the read-ahead of the whole mount in one queue and stops sending once
+/// `max_background` requests are unanswered (16 unless the filesystem asks for more): with the
+/// default, 16 reads hung on one tenant's storage would stall every tenant's reads in the
+/// kernel, before the dispatcher's per-tenant slots could keep them apart. The mount must ask
+/// for as many as it admits (`max_requests`); the kernel's own record of the connection says
+/// what it got.
+#[test]
+fn the_kernel_may_queue_as_many_background_requests_as_the_mount_admits() {
+    if !fuse_available() || !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let m = Mount::start(
+        &local_config("max_requests = 300", "[[tenants]]\nname = \"acme\"\n"),
+        &[],
+    );
+    let conns = std::path::Path::new("/sys/fs/fuse/connections");
+    // fusectl is not mounted on every machine; mount it for the check, and put it back.
+    let mounted_here = std::fs::read_dir(conns).map(|mut d| d.next().is_none()).unwrap_or(true)
+        && Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(conns)
+            .status()
+            .is_ok_and(|s| s.success());
+    // The connection's directory is named by the kernel's dev_t of the mount (major << 20 | minor).
+    let dev = std::fs::metadata(m.path()).unwrap().dev();
+    let id = (libc::major(dev) << 20) | libc::minor(dev);
+    let got = std::fs::read_to_string(conns.join(id.to_string()).join("max_background"));
+    if mounted_here {
+        let _ = Command::new("umount").arg(conns).status();
+    }
+    assert_eq!(got.expect("fusectl entry of the mount").trim(), "300");
 }

@@ -55,6 +55,8 @@ pub const INTERNAL_DIR: &str = ".byosfs-internal";
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     inner: Arc<Inner>,
+    /// Total deadline of one operation.
+    deadline: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -98,10 +100,18 @@ impl LocalBackend {
                 root_fd,
                 counter: AtomicU64::new(0),
             }),
+            deadline: LOCAL_DEADLINE,
         })
     }
 
-    /// Run `f` on the blocking pool, within [`LOCAL_DEADLINE`].
+    /// Fail an operation the disk has not finished within `deadline` (default 300 s).
+    #[must_use]
+    pub fn with_request_timeout(mut self, deadline: std::time::Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Run `f` on the blocking pool, within the backend's deadline.
     async fn blocking<T, F>(&self, op: &'static str, key: &str, f: F) -> BackendResult<T>
     where
         T: Send + 'static,
@@ -109,22 +119,24 @@ impl LocalBackend {
     {
         let inner = self.inner.clone();
         let task = tokio::task::spawn_blocking(move || f(&inner));
-        match tokio::time::timeout(LOCAL_DEADLINE, task).await {
+        let deadline = self.deadline;
+        match tokio::time::timeout(deadline, task).await {
             Ok(done) => done.map_err(|e| {
                 BackendError::new(BackendErrorKind::Other, format!("{op} {key:?}: task failed")).with_source(e)
             })?,
             Err(_) => Err(BackendError::new(
                 BackendErrorKind::Timeout,
-                format!("{op} {key:?}: the local disk did not answer within {LOCAL_DEADLINE:?}"),
+                format!("{op} {key:?}: the local disk did not answer within {deadline:?}"),
             )),
         }
     }
 }
 
-/// Total deadline of one operation. A root on a disk or network filesystem that stops
-/// answering (an NFS hard mount) would otherwise hold the request, and its tenant's slot,
-/// forever; the thread stuck in the kernel cannot be cancelled and is left to finish. Generous,
-/// since one operation may copy a multi-GiB part.
+/// Total deadline of one operation unless configured ([`LocalBackend::with_request_timeout`]).
+/// A root on a disk or network filesystem that stops answering (an NFS hard mount) would
+/// otherwise hold the request, and its tenant's slot, forever; the thread stuck in the kernel
+/// cannot be cancelled and is left to finish. Generous, since one operation may copy a
+/// multi-GiB part.
 const LOCAL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The one mapping of IO errors to kinds for this backend.

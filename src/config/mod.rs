@@ -299,6 +299,10 @@ pub struct LocalConfig {
     pub root: PathBuf,
     /// Backend-wide key prefix, "" or ending in "/"; already included in each tenant's prefix.
     pub prefix: String,
+    /// Total deadline of one operation on the disk (`request_timeout`, default 300 s): a root
+    /// on a filesystem that stops answering (an NFS hard mount) fails its requests with a
+    /// timeout instead of holding them, and their tenant's slots, forever.
+    pub request_timeout: Duration,
 }
 
 /// One `[[tenants]]` entry, resolved.

@@ -160,7 +160,8 @@ impl RawBackend {
             .collect()
     }
 
-    /// Names of the S3-only keys that are set (for "not valid for type local" errors).
+    /// Names of the S3-only keys that are set (for "not valid for type local" errors);
+    /// `request_timeout` is shared with local backends and checked by the S3 path itself.
     pub(crate) fn s3_keys_set(&self) -> Vec<&'static str> {
         let flags = [
             ("provider", self.provider.is_some()),
@@ -172,7 +173,6 @@ impl RawBackend {
             ("bucket", self.bucket.is_some()),
             ("credentials", self.credentials.is_some()),
             ("allow_inline_secrets", self.allow_inline_secrets.is_some()),
-            ("request_timeout", self.request_timeout.is_some()),
             ("connect_timeout", self.connect_timeout.is_some()),
             ("max_attempts", self.max_attempts.is_some()),
             ("payload_signing", self.payload_signing.is_some()),

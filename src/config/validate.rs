@@ -28,6 +28,9 @@ use super::{
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 const GIB: u64 = 1024 * MIB;
+/// A local backend's default total deadline per operation: generous, since one operation may
+/// copy a multi-GiB part.
+const LOCAL_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Smallest cache block: one page; smaller blocks only add per-block overhead.
 const MIN_BLOCK_SIZE: u64 = 4 * KIB;
@@ -388,7 +391,7 @@ impl Validator {
             }
             BackendKind::Local => {
                 for key in raw.s3_keys_set().into_iter().chain(raw.dal_keys_set()) {
-                    let msg = "not valid for type = \"local\" (valid keys: type, root, prefix)";
+                    let msg = "not valid for type = \"local\" (valid keys: type, root, prefix, request_timeout)";
                     self.push(Some(span.clone()), field(key), msg);
                 }
                 let root = match &raw.root {
@@ -407,8 +410,21 @@ impl Validator {
                         PathBuf::new()
                     }
                 };
+                let request_timeout = raw.request_timeout.as_ref().map_or(LOCAL_REQUEST_TIMEOUT, |d| d.0);
+                if request_timeout.is_zero() {
+                    self.push(
+                        Some(span.clone()),
+                        field("request_timeout"),
+                        "must be > 0, e.g. \"300s\"",
+                    );
+                }
                 let location = format!("local:{}/", root.to_string_lossy().trim_end_matches('/'));
-                (BackendConfig::Local(LocalConfig { root, prefix }), location)
+                let local = LocalConfig {
+                    root,
+                    prefix,
+                    request_timeout,
+                };
+                (BackendConfig::Local(local), location)
             }
             BackendKind::S3 => {
                 if let Some(r) = &raw.root {
