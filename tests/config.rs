@@ -1147,8 +1147,16 @@ fn a_local_backend_takes_a_request_timeout_but_no_s3_keys() {
     assert_eq!(local.request_timeout, Duration::from_secs(5));
     let zero = BASE.replace("root = \"./data\"", "root = \"./data\"\nrequest_timeout = \"0s\"");
     let found = issues(&zero);
-    assert!(found.iter().any(|i| i.to_string().contains("request_timeout")), "{found:?}");
+    assert!(
+        found.iter().any(|i| i.to_string().contains("request_timeout")),
+        "{found:?}"
+    );
     let s3_key = BASE.replace("root = \"./data\"", "root = \"./data\"\nconnect_timeout = \"5s\"");
     let found = issues(&s3_key);
-    assert!(found.iter().any(|i| i.to_string().contains("not valid for type = \"local\"")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|i| i.to_string().contains("not valid for type = \"local\"")),
+        "{found:?}"
+    );
 }

@@ -5,6 +5,7 @@
 //! types. Whether an error is worth retrying is a property of its kind.
 
 use std::fmt;
+use std::time::Duration;
 
 /// What went wrong, as far as callers need to know.
 ///
@@ -101,6 +102,9 @@ pub struct BackendError {
     kind: BackendErrorKind,
     context: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    /// How long the server asked the client to wait before trying again (`Retry-After` of a
+    /// 429 or 503), when it said.
+    retry_after: Option<Duration>,
 }
 
 impl BackendError {
@@ -110,7 +114,20 @@ impl BackendError {
             kind,
             context: context.into(),
             source: None,
+            retry_after: None,
         }
+    }
+
+    /// Record the wait the server asked for before a retry (its `Retry-After`).
+    #[must_use]
+    pub fn with_retry_after(mut self, wait: Option<Duration>) -> Self {
+        self.retry_after = wait;
+        self
+    }
+
+    /// The wait the server asked for before a retry, if it gave one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 
     /// Attach the underlying error.

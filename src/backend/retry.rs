@@ -9,6 +9,11 @@
 //! [`RetryConfig::deadline`], measured from the first attempt. The deadline also cuts an
 //! attempt in flight, so a hung endpoint turns into [`BackendErrorKind::Timeout`] within it.
 //!
+//! A server that says when to come back (`Retry-After` on a 429 or 503) is obeyed: the wait
+//! before the retry is at least what it asked (asking sooner only earns another refusal and
+//! adds to its load), up to [`RETRY_AFTER_MAX`]; a longer wait is not sat out inside a file
+//! operation, the error is returned at once ([`retry_delay`]).
+//!
 //! Idempotency: every operation but two may simply be repeated (a part upload replaces the
 //! part, a PUT or copy replaces the object, deletes and aborts of absent things succeed).
 //! - `complete_multipart` whose response was lost may have completed: the retry then gets
@@ -55,6 +60,21 @@ impl Default for RetryConfig {
             max_delay: Duration::from_secs(5),
             deadline: None,
         }
+    }
+}
+
+/// Longest server-requested wait (`Retry-After`) a retry sits out. Beyond it the operation
+/// fails at once: an application blocked in `read()` for minutes is worse than an error.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(30);
+
+/// The wait before a retry: the jittered `backoff`, or the server's `retry_after` when it
+/// asked for longer; `None` (give up now) when the server asked for more than
+/// [`RETRY_AFTER_MAX`].
+pub fn retry_delay(backoff: Duration, retry_after: Option<Duration>) -> Option<Duration> {
+    match retry_after {
+        Some(wait) if wait > RETRY_AFTER_MAX => None,
+        Some(wait) => Some(wait.max(backoff)),
+        None => Some(backoff),
     }
 }
 
@@ -172,13 +192,16 @@ impl RetryBackend {
             if !err.is_retryable() {
                 return Err(err);
             }
-            let delay = self.backoff(n);
-            let past_deadline = deadline.is_some_and(|dl| Instant::now() + delay >= dl);
-            if n >= max || past_deadline {
+            let delay = retry_delay(self.backoff(n), err.retry_after());
+            let past_deadline = delay.is_none_or(|d| deadline.is_some_and(|dl| Instant::now() + d >= dl));
+            let Some(delay) = delay.filter(|_| n < max && !past_deadline) else {
                 self.exhausted.fetch_add(1, Ordering::Relaxed);
-                warn!(op, key, attempts = n, elapsed = ?started.elapsed(), error = %err, "giving up after retries");
+                warn!(
+                    op, key, attempts = n, elapsed = ?started.elapsed(), retry_after = ?err.retry_after(),
+                    error = %err, "giving up after retries"
+                );
                 return Err(err);
-            }
+            };
             self.retries.fetch_add(1, Ordering::Relaxed);
             crate::metrics::retried(self.kind);
             debug!(op, key, attempt = n, ?delay, error = %err, "retrying");
@@ -262,11 +285,15 @@ impl ResumingBody {
                 warn!(key = self.key, received = self.received, error = %err, "giving up resuming GET body");
                 return Err(err);
             }
+            // Half the cap: no jitter source here, and resumptions are rare and per-stream.
+            let Some(delay) = retry_delay(self.config.backoff_cap(self.resumed + 1) / 2, err.retry_after()) else {
+                self.exhausted.fetch_add(1, Ordering::Relaxed);
+                warn!(key = self.key, retry_after = ?err.retry_after(), error = %err, "giving up resuming GET body");
+                return Err(err);
+            };
             self.resumed += 1;
             self.retries.fetch_add(1, Ordering::Relaxed);
             crate::metrics::retried(self.kind);
-            // Half the cap: no jitter source here, and resumptions are rare and per-stream.
-            let delay = self.config.backoff_cap(self.resumed) / 2;
             debug!(key = self.key, received = self.received, ?delay, error = %err, "resuming GET body");
             tokio::time::sleep(delay).await;
             match self.inner.get_range_stream(&self.key, rest, Some(&self.etag)).await {
@@ -617,6 +644,24 @@ mod tests {
         // Backoffs average 10-20 ms: far fewer than 1000 attempts fit in 300 ms.
         assert!(fault.injected() > 2 && fault.injected() < 100, "{}", fault.injected());
         assert_eq!(retry.exhausted(), 1);
+    }
+
+    #[test]
+    fn a_servers_retry_after_is_waited_out_up_to_the_limit() {
+        let backoff = Duration::from_millis(200);
+        assert_eq!(retry_delay(backoff, None), Some(backoff));
+        // A longer requested wait wins over the backoff, a shorter one does not shorten it.
+        assert_eq!(
+            retry_delay(backoff, Some(Duration::from_secs(2))),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(retry_delay(backoff, Some(Duration::ZERO)), Some(backoff));
+        assert_eq!(retry_delay(backoff, Some(RETRY_AFTER_MAX)), Some(RETRY_AFTER_MAX));
+        // Minutes: not sat out inside a file operation.
+        assert_eq!(
+            retry_delay(backoff, Some(RETRY_AFTER_MAX + Duration::from_secs(1))),
+            None
+        );
     }
 
     #[test]

@@ -139,6 +139,12 @@ pub enum Fault {
     Drop,
     /// Answer this HTTP status with an S3 error body, without contacting the server.
     Status(u16),
+    /// Answer 503 SlowDown with `Retry-After: retry_after` (seconds), without contacting the
+    /// server.
+    SlowDown {
+        /// The wait the answer asks for, in seconds.
+        retry_after: u32,
+    },
     /// Wait, then forward normally.
     Delay(Duration),
     /// Read the request and never answer (until the proxy stops).
@@ -441,7 +447,11 @@ async fn handle_request(mut client: TcpStream, shared: Arc<Shared>) {
             return;
         }
         Some(Fault::Status(code)) => {
-            answer_error(&mut client, code, &method).await;
+            answer_error(&mut client, code, &method, None).await;
+            return;
+        }
+        Some(Fault::SlowDown { retry_after }) => {
+            answer_error(&mut client, 503, &method, Some(retry_after)).await;
             return;
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
@@ -557,7 +567,7 @@ fn force_close(head: &str) -> String {
     out
 }
 
-async fn answer_error(client: &mut TcpStream, code: u16, method: &str) {
+async fn answer_error(client: &mut TcpStream, code: u16, method: &str, retry_after: Option<u32>) {
     let (reason, s3code) = match code {
         503 => ("Service Unavailable", "SlowDown"),
         500 => ("Internal Server Error", "InternalError"),
@@ -567,8 +577,9 @@ async fn answer_error(client: &mut TcpStream, code: u16, method: &str) {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{s3code}</Code><Message>injected by the test proxy</Message></Error>"
     );
+    let retry_after = retry_after.map_or(String::new(), |s| format!("Retry-After: {s}\r\n"));
     let mut resp = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n{retry_after}Connection: close\r\n\r\n",
         body.len()
     );
     if method != "HEAD" {

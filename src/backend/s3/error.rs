@@ -1,7 +1,10 @@
 //! S3 answers and SDK failures as [`BackendError`]s: the one place that reads S3 status codes
 //! and error codes ([`kind_from_response`], used by both the SDK and the plain GET client).
 
+use std::time::{Duration, SystemTime};
+
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_types::date_time::{DateTime, Format};
 
 use crate::backend::{BackendError, BackendErrorKind};
 
@@ -34,7 +37,25 @@ where
             kind_from_response(status, err.code())
         }
     };
-    BackendError::new(kind, context).with_source(err)
+    let retry_after = err
+        .raw_response()
+        .and_then(|r| r.headers().get("retry-after"))
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    BackendError::new(kind, context)
+        .with_retry_after(retry_after)
+        .with_source(err)
+}
+
+/// A `Retry-After` header (RFC 9110: delay-seconds or an HTTP-date) as a wait from `now`;
+/// `None` for a value that is neither (a date in the past is no wait).
+pub(super) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Longer than any wait anyone honours; saturate rather than fail on huge values.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = SystemTime::try_from(DateTime::from_str(value, Format::HttpDate).ok()?).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Service answer (status + S3 error code) → kind. HEAD answers carry no body, hence no
@@ -92,4 +113,31 @@ pub(super) fn chain_mentions_tls(err: &(dyn std::error::Error + 'static)) -> boo
 
 pub(super) fn is_invalid_range<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
     err.code() == Some("InvalidRange") || err.raw_response().map(|r| r.status().as_u16()) == Some(416)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // 2015-10-21 07:28:00 UTC
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:05 GMT", now),
+            Some(Duration::from_secs(5))
+        );
+        // A date already past is no wait; anything else is not a Retry-After.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        for bad in ["", "-5", "1.5", "soon", "99999999999999999999999"] {
+            let got = parse_retry_after(bad, now);
+            assert!(bad.starts_with('9') || got.is_none(), "{bad:?} -> {got:?}");
+        }
+        assert!(parse_retry_after("99999999999999999999999", now).unwrap() > Duration::from_secs(1 << 40));
+    }
 }

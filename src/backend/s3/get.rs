@@ -38,6 +38,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, CONTROLS};
 
+use super::error::parse_retry_after;
 use super::{chain_mentions_tls, kind_from_response, S3BackendConfig, S3Credentials};
 use crate::backend::{BackendError, BackendErrorKind, BackendResult, ByteRange, ETag};
 
@@ -262,6 +263,11 @@ impl PlainGet {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| DateTime::from_str(v, Format::HttpDate).ok())
             .and_then(|t| SystemTime::try_from(t).ok());
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
         let code = self.error_code(response.into_body()).await;
         if status == 416 || code.as_deref() == Some("InvalidRange") {
             return Ok(None);
@@ -277,7 +283,7 @@ impl PlainGet {
             Some(code) => format!("get {key}: HTTP {status} {code}"),
             None => format!("get {key}: HTTP {status}"),
         };
-        Err(BackendError::new(kind, detail))
+        Err(BackendError::new(kind, detail).with_retry_after(retry_after))
     }
 
     /// Add the SigV4 headers for a GET of `uri` with `headers` to `request`.
