@@ -696,3 +696,106 @@ async fn renaming_a_file_being_written_publishes_nothing_early() {
     f.fs.release(o.fh).await.unwrap();
     assert_eq!(f.bucket.object("acme/c").unwrap().as_ref(), b"new");
 }
+
+/// Holds the first page of the quota count's listing (a flat listing of the whole tenant)
+/// until released, and serves that listing one object per page, so changes can land while
+/// it runs, on keys it has passed and keys it has not reached.
+#[derive(Debug)]
+struct HeldCount {
+    inner: Arc<dyn Backend>,
+    /// The first page is taken (the state the listing saw) and held.
+    taken: tokio::sync::Notify,
+    release: tokio::sync::Semaphore,
+    held: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl byosfs::backend::Layer for HeldCount {
+    fn inner(&self) -> Arc<dyn Backend> {
+        self.inner.clone()
+    }
+
+    async fn list(
+        &self,
+        params: &byosfs::backend::ListParams,
+    ) -> byosfs::backend::BackendResult<byosfs::backend::ListPage> {
+        if !params.prefix.is_empty() || params.delimited {
+            return self.inner.list(params).await;
+        }
+        let page = self.inner.list(&params.clone().with_max_keys(1)).await?;
+        if !self.held.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.taken.notify_one();
+            let _ = self.release.acquire().await.unwrap();
+        }
+        Ok(page)
+    }
+}
+
+/// A write, a delete behind the listing and a delete ahead of it land while a quota count's
+/// listing runs, with a file open (grown, not stored yet) throughout: the count comes out as
+/// what the tenant holds, whatever the listing saw of each change.
+#[tokio::test]
+async fn a_quota_recount_is_exact_with_writes_and_deletes_landing_during_its_listing() {
+    use byosfs::limits::LimitRules;
+    use byosfs::tenant::TenantPolicy;
+    let bucket = Arc::new(InMemoryBackend::new());
+    bucket.insert("q/a", vec![1u8; 10]);
+    bucket.insert("q/c", vec![1u8; 20]);
+    bucket.insert("q/e", vec![1u8; 30]);
+    let inner: Arc<dyn Backend> = bucket.clone();
+    let held = Arc::new(HeldCount {
+        inner: Arc::new(PrefixBackend::new(inner, "q/")),
+        taken: tokio::sync::Notify::new(),
+        release: tokio::sync::Semaphore::new(0),
+        held: Default::default(),
+    });
+    let policy = Arc::new(TenantPolicy {
+        rules: LimitRules {
+            quota: Some(1 << 30),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let mut spec = spec("q", &bucket, "q/", false);
+    spec.backend = held.clone();
+    spec.policy = policy.clone();
+    let staging = tempfile::tempdir().unwrap();
+    let uploader = Uploader::new(UploadConfig {
+        part_size: 5 << 20,
+        max_concurrent_parts: 4,
+        memory_budget: 64 << 20,
+        staging_dir: staging.path().to_owned(),
+        staging_limit: 1 << 30,
+    })
+    .unwrap();
+    let cache = Arc::new(BlockCache::new(64 << 20, 1 << 20));
+    let fs = Filesystem::new(TenantTable::new(vec![spec]), cache, uploader, FsConfig::default());
+    let q = ino(&fs, "q").await;
+    for name in ["a", "e"] {
+        ino(&fs, &format!("q/{name}")).await; // known to the mount, as the kernel's lookup makes them
+    }
+    // Open throughout, 5 bytes written and not stored.
+    let (_, open) = fs
+        .create(q, OsStr::new("d"), libc::O_WRONLY | libc::O_CREAT, 0, NEW)
+        .await
+        .unwrap();
+    fs.write(open.fh, 0, &[2u8; 5]).await.unwrap();
+
+    let changes = async {
+        held.taken.notified().await;
+        // The listing has passed `a` (its first page); `b`, `c`, `e` are still ahead.
+        write_file(&fs, "q", "b", &[3u8; 7]).await;
+        fs.unlink(q, OsStr::new("a")).await.unwrap();
+        fs.unlink(q, OsStr::new("e")).await.unwrap();
+        held.release.add_permits(1);
+    };
+    tokio::join!(fs.recount_quotas(), changes);
+    // b 7 + c 20 + the open d 5 (a and e deleted).
+    assert_eq!(policy.usage.used(), 32);
+    fs.release(open.fh).await.unwrap();
+    assert_eq!(policy.usage.used(), 32, "committing d changes nothing");
+    assert_eq!(bucket.object("q/d").map(|d| d.len()), Some(5));
+    // The next count, with nothing landing, agrees.
+    fs.recount_quotas().await;
+    assert_eq!(policy.usage.used(), 32);
+}

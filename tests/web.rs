@@ -1,7 +1,8 @@
 //! Objects the web side can serve (issue 22), on real mounts over a real S3 server on
 //! loopback: Content-Type and Cache-Control after cp, rsync, ffmpeg and mv; the
 //! `user.content_type` xattr; `byosfs url` (presigned, expired, public base); per-tenant
-//! limits (EFBIG, EDQUOT, EPERM, df); upload checksums against a byte flipped in transit;
+//! limits (EFBIG, EDQUOT, EPERM, df); upload checksums against a byte flipped in transit (in a
+//! single PUT and in one part of a multipart upload) and the completed size check;
 //! and, without a mount, checksummed uploads to moto, which verifies none.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -540,6 +541,72 @@ fn a_byte_flipped_in_transit_fails_close_and_publishes_nothing() {
         drop(m);
         proxy.stop();
     }
+}
+
+/// Multipart uploads s3s-fs holds open (it keeps each as `.upload-<id>.json` and its parts as
+/// `.upload_id-<id>.part-<n>` in its root; an abort removes them).
+fn open_uploads(server: &TestS3Server) -> Vec<String> {
+    std::fs::read_dir(&server.root)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(".upload"))
+        .collect()
+}
+
+/// s3s-fs verifies no checksum on UploadPart (and answers the MD5 of what it received as the
+/// part's ETag), so a part altered in transit is caught by byosfs's comparison of that ETag
+/// with the MD5 it sent: the upload is aborted, nothing is published. Then a completion whose
+/// object does not have the size written (a HEAD answering one byte more) fails with EIO.
+#[test]
+fn a_byte_flipped_in_one_part_fails_close_and_publishes_nothing() {
+    if !fuse_available() {
+        return;
+    }
+    let server = TestS3Server::start(&["media"]);
+    let mut proxy = FaultProxy::start(&server.endpoint);
+    let m = checksum_mount(&proxy, &server, "md5");
+    let f = m.path().join("acme/movie.mp4");
+    // Three 5 MiB parts (the last 2 MiB); only part 2's body is flipped.
+    let data = pattern(12 * MIB, 13);
+    proxy.set_plan(
+        FaultPlan::always(Fault::FlipBody)
+            .for_methods(&["PUT"])
+            .matching("partNumber=2&"),
+    );
+    let e = write_and_sync(&f, &data).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}\n{}", m.log());
+    assert!(proxy.faults() > 0, "no part was flipped");
+    assert!(
+        m.log().contains("its ETag is not the MD5 of the bytes sent"),
+        "{}",
+        m.log()
+    );
+    assert!(server.object("acme/movie.mp4").is_none(), "published");
+    // The abort follows the failed commit (and the close's retry of it); bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !open_uploads(&server).is_empty() {
+        assert!(Instant::now() < deadline, "uploads left: {:?}", open_uploads(&server));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The same write without the flip succeeds.
+    proxy.set_plan(FaultPlan::none());
+    write_and_sync(&f, &data).unwrap();
+    assert!(server.object("acme/movie.mp4").unwrap() == data);
+
+    // The completed object's size is checked (HEAD with the completion's ETag as If-Match).
+    proxy.set_plan(
+        FaultPlan::always(Fault::InflateLength)
+            .for_methods(&["HEAD"])
+            .matching("if-match:"),
+    );
+    let g = m.path().join("acme/sized.mp4");
+    let e = write_and_sync(&g, &data).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}\n{}", m.log());
+    assert!(m.log().contains("the service stored"), "{}", m.log());
+    proxy.set_plan(FaultPlan::none());
+    drop(m);
+    proxy.stop();
 }
 
 #[test]

@@ -401,8 +401,10 @@ impl Filesystem {
         }
         // Not uploaded yet: never will be. One uploading now finishes before the delete.
         self.writeback.cancel(super::writeback::scope(&tenant), &key).await;
+        // A running quota count must know of the delete before the bucket does.
+        tenant.policy.usage.note(&key, freed, freed);
         match tenant.backend.delete(&key).await {
-            Ok(()) => tenant.policy.usage.resize(None, freed, 0).unwrap_or(()),
+            Ok(()) => tenant.policy.usage.resize(None, &key, freed, 0).unwrap_or(()),
             Err(e) if e.kind() == BackendErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
@@ -467,7 +469,23 @@ impl Filesystem {
             // A rename is a way to create a name: the tenant's extension rules apply to it.
             self.check_name(&tenant, new_name)?;
             let claimed = flags & libc::RENAME_NOREPLACE != 0 && self.claim(&tenant, &dst).await?;
+            // The bytes move from `src` to `dst` (the usage is unchanged): a running quota
+            // count must know before the bucket does, and forget it if the rename fails.
+            let moved = self.inodes.child(parent, name).map(|c| {
+                self.writer(c.ino)
+                    .map_or(c.stat.size, |w| w.accounted.load(Ordering::Acquire))
+            });
+            let replaced = self.inodes.child(new_parent, new_name).map_or(0, |c| c.stat.size);
+            let usage = &tenant.policy.usage;
+            if let Some(size) = moved {
+                usage.note(&src, size, 0);
+                usage.note(&dst, replaced, size);
+            }
             if let Err(e) = self.rename_file(&tenant, parent, name, &src, &dst).await {
+                if let Some(size) = moved {
+                    usage.note(&src, 0, size);
+                    usage.note(&dst, size, replaced);
+                }
                 if claimed {
                     // Our own empty claim: the name is free again.
                     let _ = tenant.backend.delete(&dst).await;
@@ -560,28 +578,57 @@ impl Filesystem {
                 break;
             }
         }
+        // A running quota count must know of the moves before the bucket does (undone below
+        // if the rename fails).
+        let targets: Vec<String> = keys
+            .iter()
+            .map(|(key, _)| format!("{dp}{}", key.get(sp.len()..).unwrap_or_default()))
+            .collect();
+        let usage = &tenant.policy.usage;
+        for ((key, size), target) in keys.iter().zip(&targets) {
+            usage.note(key, *size, 0);
+            usage.note(target, 0, *size);
+        }
+        let res = self.move_objects(tenant, &keys, &targets, &sp, &dp).await;
+        if res.is_err() {
+            for ((key, size), target) in keys.iter().zip(&targets) {
+                usage.note(key, 0, *size);
+                usage.note(target, *size, 0);
+            }
+        }
+        res?;
+        debug!(tenant = %tenant.name, src, dst, objects = keys.len(), "renamed directory");
+        Ok(())
+    }
+
+    /// Copy `keys` to `targets`, then delete them and the `sp` marker (see `rename_dir`).
+    async fn move_objects(
+        &self,
+        tenant: &Tenant,
+        keys: &[(String, u64)],
+        targets: &[String],
+        sp: &str,
+        dp: &str,
+    ) -> Result<()> {
         let caps = tenant.backend.capabilities();
-        for (key, size) in &keys {
-            let rest = key.get(sp.len()..).unwrap_or_default();
-            let target = format!("{dp}{rest}");
+        for ((key, size), target) in keys.iter().zip(targets) {
             if copy_plan(&caps, *size) == CopyPlan::Whole {
                 // The listing gave the size: no HEAD needed for a one-request copy.
-                tenant.backend.copy(key, &target).await?;
+                tenant.backend.copy(key, target).await?;
             } else {
-                copy_object(&tenant.backend, key, &target).await?;
+                copy_object(&tenant.backend, key, target).await?;
             }
         }
         if keys.is_empty() {
             // An empty directory exists only as this mount's inode or a marker: persist it.
-            tenant.backend.put(&dp, bytes::Bytes::new()).await?;
+            tenant.backend.put(dp, bytes::Bytes::new()).await?;
         }
         // Children before their folders (reverse key order: `a/b/c` before `a/b/`): a store
         // with real folders (WebDAV) refuses to delete one that still has entries.
         for (key, _) in keys.iter().rev() {
             tenant.backend.delete(key).await?;
         }
-        tenant.backend.delete(&sp).await?;
-        debug!(tenant = %tenant.name, src, dst, objects = keys.len(), "renamed directory");
+        tenant.backend.delete(sp).await?;
         Ok(())
     }
 }

@@ -39,24 +39,25 @@ impl Filesystem {
         })
     }
 
-    /// Whether the file of `w` may become `size` bytes long; counts the change in the quota
-    /// usage when it may.
-    pub(super) fn admit_size(&self, w: &WriteState, size: u64) -> std::result::Result<(), LimitError> {
+    /// Whether the file of `w` (stored as `key`) may become `size` bytes long; counts the
+    /// change in the quota usage when it may.
+    pub(super) fn admit_size(&self, w: &WriteState, key: &str, size: u64) -> std::result::Result<(), LimitError> {
         let limits = &w.tenant.policy;
         limits.rules.check_size(size)?;
         let from = w.accounted.load(Ordering::Acquire);
         if from != size {
-            limits.usage.resize(limits.rules.quota, from, size)?;
+            limits.usage.resize(limits.rules.quota, key, from, size)?;
             w.accounted.store(size, Ordering::Release);
         }
         Ok(())
     }
 
-    /// Count the file of `w` as `size` bytes from now on (truncation: never refused).
-    pub(super) fn account(&self, w: &WriteState, size: u64) {
+    /// Count the file of `w` (stored as `key`) as `size` bytes from now on (truncation:
+    /// never refused).
+    pub(super) fn account(&self, w: &WriteState, key: &str, size: u64) {
         let from = w.accounted.swap(size, Ordering::AcqRel);
         // Shrinking or a quota-less resize cannot fail.
-        let _ = w.tenant.policy.usage.resize(None, from, size);
+        let _ = w.tenant.policy.usage.resize(None, key, from, size);
     }
 
     /// A limit refused a write to `w`: abort its upload, uncount what it had added, and make
@@ -66,7 +67,7 @@ impl Filesystem {
         s.abort().await;
         // The object (if any) is left as it was: count it at its old size again, and show it
         // so (a refused new file is an empty name until it is written again).
-        self.account(w, w.base_size);
+        self.account(w, s.key(), w.base_size);
         self.inodes
             .set_stat(w.ino, Stat::local(w.base_size, std::time::SystemTime::now(), None));
         *w.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
@@ -96,24 +97,66 @@ impl Filesystem {
 
     /// Count the bytes of every tenant with a quota whose count is due (never counted, or
     /// older than its `quota_recount`). Called by a background task of the mount.
+    ///
+    /// The count is reconciled with this mount's own changes made while it runs and with
+    /// the bytes of files it holds open or queued for write-back (see `crate::limits`).
     pub async fn recount_quotas(&self) {
         for t in self.tenants.snapshot() {
             if t.policy.rules.quota.is_none() || !t.policy.usage.count_due(t.policy.recount) {
                 continue;
             }
+            let usage = &t.policy.usage;
+            let first = !usage.is_counted();
+            // Changes are recorded from here on; what is held open is gathered after, writers
+            // before the write-back queue (a closing writer is queued before it is dropped).
+            usage.begin_count([]);
+            for (key, size) in self.held_by(&t) {
+                usage.hold(&key, size);
+            }
             match count_bytes(&t).await {
-                Ok(total) => {
-                    let first = !t.policy.usage.is_counted();
-                    t.policy.usage.set_counted(total, 0);
+                Ok(()) => {
+                    let Some(total) = usage.finish_count() else {
+                        continue;
+                    };
                     if first {
                         info!(tenant = %t.name, bytes = total, "quota usage counted");
                     } else {
                         debug!(tenant = %t.name, bytes = total, "quota usage recounted");
                     }
                 }
-                Err(e) => warn!(tenant = %t.name, error = %e, "quota count failed; retried later"),
+                Err(e) => {
+                    usage.abandon_count();
+                    warn!(tenant = %t.name, error = %e, "quota count failed; retried later");
+                }
             }
         }
+    }
+
+    /// Files of `t` whose bytes the bucket may not hold yet, with the bytes counted for each:
+    /// open writers, then closed files queued for write-back.
+    fn held_by(&self, t: &Tenant) -> Vec<(String, u64)> {
+        let writers: Vec<_> = self
+            .writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|w| w.tenant.id == t.id)
+            .cloned()
+            .collect();
+        let mut held: Vec<(String, u64)> = writers
+            .iter()
+            .filter_map(|w| {
+                let key = self.inodes.get(w.ino).ok()?.key;
+                Some((key, w.accounted.load(Ordering::Acquire)))
+            })
+            .collect();
+        held.extend(
+            self.writeback
+                .pending_under(super::writeback::scope(t), "")
+                .into_iter()
+                .map(|(k, p)| (k, p.size)),
+        );
+        held
     }
 
     /// How long the mount's recount task may sleep between rounds.
@@ -127,19 +170,21 @@ impl Filesystem {
     }
 }
 
-/// Total bytes of the objects under the tenant's prefix, from a flat listing.
-async fn count_bytes(t: &Arc<Tenant>) -> Result<u64> {
-    let mut total = 0u64;
+/// List every object under the tenant's prefix (a flat listing, in key order) into the
+/// tenant's running count.
+async fn count_bytes(t: &Arc<Tenant>) -> Result<()> {
     let mut token = None;
     for _ in 0..MAX_COUNT_PAGES {
         let page = t
             .backend
             .list(&ListParams::new("", false).with_continuation(token))
             .await?;
-        total = page.objects.iter().fold(total, |n, o| n.saturating_add(o.size));
+        t.policy
+            .usage
+            .count_page(page.objects.iter().map(|o| (o.key.as_str(), o.size)));
         token = page.next;
         if token.is_none() {
-            return Ok(total);
+            return Ok(());
         }
     }
     Err(Error::new(libc::EIO, "quota count: listing did not end"))

@@ -154,7 +154,7 @@ impl Filesystem {
             if truncate {
                 w.session.lock().await.truncate(0).await?;
                 w.needs_commit.store(true, Ordering::Release);
-                self.account(&w, 0);
+                self.account(&w, &inode.key, 0);
             }
             return Ok(self.attach_writer(inode, w, pid));
         }
@@ -182,7 +182,7 @@ impl Filesystem {
         let inode = &self.inodes.get(inode.ino)?;
         let state = self.new_writer(inode, tenant, inode.key.clone(), base);
         if truncate {
-            self.account(&state, 0);
+            self.account(&state, &inode.key, 0);
         }
         // Opening an existing file without O_TRUNC changes nothing until the first write.
         state.needs_commit.store(truncate, Ordering::Release);
@@ -213,7 +213,7 @@ impl Filesystem {
         let mut s = w.session.lock().await;
         let len = data.len();
         let end = offset.saturating_add(len as u64).max(s.size());
-        if let Err(e) = self.admit_size(&w, end) {
+        if let Err(e) = self.admit_size(&w, s.key(), end) {
             return Err(self.refuse(&w, &mut s, e).await);
         }
         s.write_bytes(offset, data).await?;
@@ -412,7 +412,7 @@ impl Filesystem {
                 }
             };
             let mut s = w.session.lock().await;
-            if let Err(e) = self.admit_size(&w, size) {
+            if let Err(e) = self.admit_size(&w, s.key(), size) {
                 return Err(self.refuse(&w, &mut s, e).await);
             }
             s.truncate(size).await?;

@@ -157,6 +157,9 @@ pub enum Fault {
     /// Forward with one bit of the request body flipped (corruption in transit that TLS
     /// would have caught, and only a body checksum catches without it).
     FlipBody,
+    /// Forward; answer with the response's `Content-Length` one larger (a HEAD reporting a
+    /// size the object does not have; for answers without a body only).
+    InflateLength,
     /// Forward; pass the response's head, then one byte every `every` (a HEAD's answer, which
     /// has no body, trickles from its status line on), until the client gives up.
     Trickle {
@@ -174,6 +177,8 @@ pub struct FaultPlan {
     pub faults: Vec<Fault>,
     /// Only requests with one of these methods (`GET`, `PUT`, ...) may fail; empty = all.
     pub methods: Vec<&'static str>,
+    /// Only requests whose head contains this (ASCII case-insensitive) may fail.
+    pub matching: Option<&'static str>,
 }
 
 impl FaultPlan {
@@ -183,6 +188,7 @@ impl FaultPlan {
             fraction: 0.0,
             faults: Vec::new(),
             methods: Vec::new(),
+            matching: None,
         }
     }
 
@@ -192,6 +198,7 @@ impl FaultPlan {
             fraction,
             faults: faults.to_vec(),
             methods: Vec::new(),
+            matching: None,
         }
     }
 
@@ -203,6 +210,13 @@ impl FaultPlan {
     /// Restrict faults to requests with these methods.
     pub fn for_methods(mut self, methods: &[&'static str]) -> Self {
         self.methods = methods.to_vec();
+        self
+    }
+
+    /// Restrict faults to requests whose head (request line and headers) contains `text`
+    /// (e.g. `partNumber=2&` for one part of each multipart upload).
+    pub fn matching(mut self, text: &'static str) -> Self {
+        self.matching = Some(text);
         self
     }
 }
@@ -235,8 +249,8 @@ impl Shared {
         *x
     }
 
-    /// Draw a fault for a request with `method` (`None` before the head is read).
-    fn draw(&self, plan: &FaultPlan, method: Option<&str>) -> Option<Fault> {
+    /// Draw a fault for a request with `method` and `head` (`None` before the head is read).
+    fn draw(&self, plan: &FaultPlan, method: Option<&str>, head: Option<&str>) -> Option<Fault> {
         {
             let mut forced = self.forced.lock().unwrap();
             if let Some((n, f)) = forced.as_mut() {
@@ -253,6 +267,11 @@ impl Shared {
         }
         if let Some(m) = method {
             if !plan.methods.is_empty() && !plan.methods.contains(&m) {
+                return None;
+            }
+        }
+        if let (Some(text), Some(head)) = (plan.matching, head) {
+            if !head.to_ascii_lowercase().contains(&text.to_ascii_lowercase()) {
                 return None;
             }
         }
@@ -421,7 +440,8 @@ async fn handle_request(mut client: TcpStream, shared: Arc<Shared>) {
     // Without a method filter the fault is drawn before reading, so Reset can hit a
     // connection before any byte is read; with a filter Reset degrades to Drop.
     let forced = shared.forced.lock().unwrap().is_some();
-    let early = (plan.methods.is_empty() || forced).then(|| shared.draw(&plan, None));
+    let early =
+        ((plan.methods.is_empty() && plan.matching.is_none()) || forced).then(|| shared.draw(&plan, None, None));
     if let Some(Some(Fault::Reset)) = early {
         shared.faults.fetch_add(1, Ordering::Relaxed);
         return;
@@ -434,7 +454,7 @@ async fn handle_request(mut client: TcpStream, shared: Arc<Shared>) {
     };
     let fault = match early {
         Some(f) => f,
-        None => shared.draw(&plan, Some(&method)),
+        None => shared.draw(&plan, Some(&method), Some(&head)),
     };
     if fault.is_some() {
         shared.faults.fetch_add(1, Ordering::Relaxed);
@@ -524,6 +544,27 @@ async fn handle_request(mut client: TcpStream, shared: Arc<Shared>) {
                     }
                 }
             }
+            up.abort();
+        }
+        Some(Fault::InflateLength) => {
+            let (mut cr, mut cw) = client.into_split();
+            let (mut ur, mut uw) = upstream.into_split();
+            let up = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut cr, &mut uw).await;
+            });
+            // The upstream closes after its answer (`Connection: close`), whose head is all.
+            let mut resp = Vec::new();
+            let _ = (&mut ur).take(1 << 20).read_to_end(&mut resp).await;
+            let text = String::from_utf8_lossy(&resp).into_owned();
+            let mut out = String::with_capacity(text.len());
+            for line in text.split_inclusive("\r\n") {
+                let lower = line.to_ascii_lowercase();
+                match lower.strip_prefix("content-length:").map(|v| v.trim().parse::<u64>()) {
+                    Some(Ok(n)) => out.push_str(&format!("Content-Length: {}\r\n", n + 1)),
+                    _ => out.push_str(line),
+                }
+            }
+            let _ = cw.write_all(out.as_bytes()).await;
             up.abort();
         }
         _ => {

@@ -51,7 +51,7 @@ pub use self::client::{S3BackendConfig, S3ClientPool, S3Credentials};
 pub use self::presign::Presigner;
 
 use self::body::{to_usize, BodyReader, GetBody, OpenedGet};
-use self::checksum::PartSizes;
+use self::checksum::{compare_part, Echo, PartAnswer, PartSizes};
 pub use self::error::classify;
 use self::error::{chain_mentions_tls, is_invalid_range, kind_from_response};
 use super::posix;
@@ -509,14 +509,34 @@ impl Backend for S3Backend {
             .key(key)
             .upload_id(&upload.0)
             .part_number(part)
-            .set_content_md5(sum.md5)
-            .set_checksum_crc32_c(sum.crc32c)
+            .set_content_md5(sum.md5.clone())
+            .set_checksum_crc32_c(sum.crc32c.clone())
             .content_length(len)
             .body(ByteStream::from(data));
         let out = send_body!(self, req).map_err(|e| classify("upload part", key, e))?;
         let etag = out.e_tag().ok_or_else(|| missing("upload part", "ETag"))?;
         if self.checksum != UploadChecksum::None {
-            self.part_sizes.record(&upload.0, part_number, sent);
+            // The service may not have verified the header: check what it answered (see
+            // `checksum`).
+            let answer = PartAnswer {
+                etag: Some(etag),
+                crc32c: out.checksum_crc32_c(),
+                encrypted: out.server_side_encryption().is_some() || out.sse_customer_algorithm().is_some(),
+            };
+            let (crc, md5) = compare_part(&sum, &answer);
+            let altered = |what: &str| {
+                BackendError::new(
+                    BackendErrorKind::Corrupted,
+                    format!("upload part {key} #{part_number}: {what} of the bytes sent"),
+                )
+            };
+            if crc == Echo::Differs {
+                return Err(altered("the CRC32C the service answered is not that"));
+            }
+            if md5 == Echo::Differs && self.part_sizes.md5_etags_proven() {
+                return Err(altered("its ETag is not the MD5"));
+            }
+            self.part_sizes.record(&upload.0, part_number, sent, md5);
         }
         Ok(CompletedPart {
             part_number,
@@ -556,7 +576,8 @@ impl Backend for S3Backend {
             .and_then(|r| r.e_tag())
             .ok_or_else(|| missing("upload part copy", "ETag"))?;
         if self.checksum != UploadChecksum::None {
-            self.part_sizes.record(&upload.0, part_number, range.len());
+            self.part_sizes
+                .record(&upload.0, part_number, range.len(), Echo::Unknown);
         }
         Ok(CompletedPart {
             part_number,
@@ -584,12 +605,18 @@ impl Backend for S3Backend {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(&upload.0);
-        let expected = match self.checksum {
+        let sent = match self.checksum {
             UploadChecksum::None => None,
-            _ => self
-                .part_sizes
-                .take_total(&upload.0, parts.iter().map(|p| p.part_number)),
+            _ => self.part_sizes.take(&upload.0, parts.iter().map(|p| p.part_number)),
         };
+        if let Some(part) = sent.and_then(|s| s.corrupted) {
+            // Not completed: the caller aborts the upload, and nothing is published.
+            return Err(BackendError::new(
+                BackendErrorKind::Corrupted,
+                format!("complete multipart {key}: part {part}: its ETag is not the MD5 of the bytes sent"),
+            ));
+        }
+        let expected = sent.and_then(|s| s.total);
         let out = self
             .client
             .complete_multipart_upload()
