@@ -94,12 +94,13 @@ fn s3_retry(c: &crate::config::S3Config) -> RetryConfig {
     }
 }
 
-/// The backend layer's settings of a WebDAV, Azure or GCS backend.
+/// The backend layer's settings of a WebDAV, Azure, GCS or Drive backend.
 fn dal_config(c: &crate::config::DalBackendConfig) -> DalConfig {
     let service = match c.kind {
         DalKind::Webdav => DalService::Webdav,
         DalKind::Azblob => DalService::Azblob,
         DalKind::Gcs => DalService::Gcs,
+        DalKind::Gdrive => DalService::Gdrive,
     };
     let secret = |name: &str| c.secrets.get(name).cloned();
     let secrets = DalSecrets {
@@ -108,6 +109,8 @@ fn dal_config(c: &crate::config::DalBackendConfig) -> DalConfig {
         account_key: secret("account_key"),
         sas_token: secret("sas_token"),
         service_account_json: secret("service_account_json"),
+        client_secret: secret("client_secret"),
+        refresh_token: secret("refresh_token"),
     };
     let mut out = DalConfig::new(service)
         .with_container(c.container.clone())
@@ -117,6 +120,10 @@ fn dal_config(c: &crate::config::DalBackendConfig) -> DalConfig {
     }
     if let Some(a) = &c.account {
         out = out.with_account(a.clone());
+    }
+    if let Some(id) = c.secrets.get("client_id") {
+        // Drive's OAuth client id: not secret, but kept with its client secret.
+        out = out.with_account(id.expose().to_owned());
     }
     out
 }

@@ -1160,3 +1160,52 @@ fn a_local_backend_takes_a_request_timeout_but_no_s3_keys() {
         "{found:?}"
     );
 }
+
+#[test]
+fn gdrive_backend_takes_its_grant_and_a_root_folder() {
+    let text = with(
+        r#"
+[backends.drive]
+type = "gdrive"
+root_folder = "/byosfs/media/"
+secrets = { env = { client_id = "BYOSFS_TEST_GD_ID", client_secret = "BYOSFS_TEST_GD_SECRET", refresh_token = "BYOSFS_TEST_GD_REFRESH" } }
+
+[[tenants]]
+name = "d"
+backend = "drive"
+"#,
+    );
+    let c = load_env(
+        &text,
+        &[
+            ("BYOSFS_TEST_GD_ID", "id.apps.googleusercontent.com"),
+            ("BYOSFS_TEST_GD_SECRET", "client-SECRET-3"),
+            ("BYOSFS_TEST_GD_REFRESH", "1//refresh-SECRET-4"),
+        ],
+    )
+    .unwrap();
+    let BackendConfig::Dal(d) = &c.backends["drive"] else {
+        panic!()
+    };
+    assert_eq!(c.backends["drive"].type_name(), "gdrive");
+    assert_eq!(d.container, "byosfs/media", "the root folder, without outer slashes");
+    assert_eq!(d.secrets["refresh_token"].expose(), "1//refresh-SECRET-4");
+    assert!(!format!("{c:?}").contains("SECRET"), "a secret in Debug");
+
+    let bad = with(
+        r#"
+[backends.drive]
+type = "gdrive"
+root_folder = "a//b"
+bucket = "x"
+secrets = { env = { client_id = "BYOSFS_TEST_GD_ID" } }
+"#,
+    );
+    assert!(issue(&bad, "backends.drive.secrets").message.contains("refresh_token"));
+    assert!(issue(&bad, "backends.drive.root_folder")
+        .message
+        .contains("folder path"));
+    assert!(issue(&bad, "backends.drive.bucket")
+        .message
+        .contains("not valid for type = \"gdrive\""));
+}

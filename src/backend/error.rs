@@ -26,9 +26,10 @@ pub enum BackendErrorKind {
     InvalidAccessKey,
     /// The request signature does not match: almost always a wrong secret key.
     SignatureMismatch,
-    /// The session token has expired (`ExpiredToken`, `TokenRefreshRequired`): temporary
-    /// credentials must be renewed. Not retried: the same token fails again (credentials of
-    /// the AWS default chain are refreshed by the SDK before they expire).
+    /// The session token has expired (`ExpiredToken`, `TokenRefreshRequired`), or an OAuth
+    /// refresh token was revoked or expired (`invalid_grant`): credentials must be renewed.
+    /// Not retried: the same token fails again (credentials of the AWS default chain are
+    /// refreshed by the SDK before they expire).
     ExpiredCredentials,
     /// The service asked us to slow down (503 SlowDown, 429).
     Throttled,
@@ -77,7 +78,9 @@ impl BackendErrorKind {
             Self::AccessDenied => "access denied",
             Self::InvalidAccessKey => "access key id not recognised",
             Self::SignatureMismatch => "signature mismatch (wrong secret access key?)",
-            Self::ExpiredCredentials => "session credentials expired (renew the session token)",
+            Self::ExpiredCredentials => {
+                "credentials expired or revoked (renew the session token, or the OAuth refresh token)"
+            }
             Self::Throttled => "throttled by the service",
             Self::Timeout => "request timed out",
             Self::Unreachable => "endpoint unreachable",

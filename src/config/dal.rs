@@ -1,10 +1,12 @@
-//! Validation of `type = "webdav" | "azblob" | "gcs"` backends.
+//! Validation of `type = "webdav" | "azblob" | "gcs" | "gdrive"` backends.
 //!
 //! Keys: `endpoint` (WebDAV: required; Azure, GCS: an override, for emulators), `container`
 //! (Azure) or `bucket` (GCS), `username` (WebDAV) or `account_name` (Azure), `prefix`, and
 //! `secrets = { env = { NAME = "VAR" } }` or `{ file = "path" }` (a private `key = value`
 //! file, checked as S3 secrets files are). GCS takes `service_account_file`, a private JSON
-//! key file, or no key at all when `endpoint` names an emulator.
+//! key file, or no key at all when `endpoint` names an emulator. Drive takes `root_folder`
+//! (a folder path, default My Drive's root) and the secrets `client_id`, `client_secret`,
+//! `refresh_token`; its `endpoint` replaces Google's API and OAuth hosts (tests, proxies).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -37,6 +39,7 @@ impl Validator {
         let kind = match raw.kind {
             BackendKind::Azblob => DalKind::Azblob,
             BackendKind::Gcs => DalKind::Gcs,
+            BackendKind::Gdrive => DalKind::Gdrive,
             _ => DalKind::Webdav,
         };
         let type_name = kind.name();
@@ -50,6 +53,7 @@ impl Validator {
             DalKind::Webdav => &["endpoint", "username", "secrets"],
             DalKind::Azblob => &["endpoint", "account_name", "container", "secrets"],
             DalKind::Gcs => &["endpoint", "bucket", "service_account_file"],
+            DalKind::Gdrive => &["endpoint", "root_folder", "secrets"],
         };
         foreign.extend(raw.dal_keys_set().into_iter().filter(|k| !own.contains(k)));
         if raw.bucket.is_some() && !own.contains(&"bucket") {
@@ -78,13 +82,14 @@ impl Validator {
         }
         let container = match kind {
             DalKind::Webdav => String::new(),
+            DalKind::Gdrive => self.root_folder(raw, &field),
             DalKind::Azblob => self.required_name(&raw.container, "container", &field, &span, type_name),
             DalKind::Gcs => self.required_name(&raw.bucket, "bucket", &field, &span, type_name),
         };
         let account = match kind {
             DalKind::Webdav => raw.username.as_ref().map(|u| u.get_ref().clone()),
             DalKind::Azblob => Some(self.required_name(&raw.account_name, "account_name", &field, &span, type_name)),
-            DalKind::Gcs => None,
+            DalKind::Gcs | DalKind::Gdrive => None,
         };
         let secrets = self.dal_secrets(kind, raw, &field, &span, endpoint.is_some(), base, env);
         DalBackendConfig {
@@ -95,6 +100,22 @@ impl Validator {
             prefix,
             secrets,
         }
+    }
+
+    /// Drive's root folder: a folder path below My Drive, "" for its root.
+    fn root_folder(&mut self, raw: &RawBackend, field: &dyn Fn(&str) -> String) -> String {
+        let Some(v) = &raw.root_folder else {
+            return String::new();
+        };
+        let path = v.get_ref().trim_matches('/');
+        if has_control(path)
+            || path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") && !path.is_empty()
+        {
+            let msg = "must be a folder path like \"byosfs/media\" (no empty, . or .. segments)";
+            self.push(Some(v.span()), field("root_folder"), msg);
+            return String::new();
+        }
+        path.to_owned()
     }
 
     /// A required, non-empty, single-segment name (container, bucket, account).
@@ -138,6 +159,7 @@ impl Validator {
             DalKind::Webdav => &["password", "token"],
             DalKind::Azblob => &["account_key", "sas_token"],
             DalKind::Gcs => &[],
+            DalKind::Gdrive => &["client_id", "client_secret", "refresh_token"],
         };
         let mut out = BTreeMap::new();
         if let Some(s) = &raw.secrets {
@@ -158,6 +180,17 @@ impl Validator {
                 if n != 1 && raw.secrets.as_ref().is_none_or(|s| resolve_ok(s, base, allowed, env)) {
                     let msg = "an azblob backend needs exactly one of the secrets account_key or sas_token: \
                                secrets = { env = { account_key = \"VAR\" } } or { file = \"path\" }";
+                    self.push(Some(span.clone()), field("secrets"), msg);
+                }
+            }
+            DalKind::Gdrive => {
+                let missing: Vec<&str> = allowed.iter().copied().filter(|k| !out.contains_key(*k)).collect();
+                if !missing.is_empty() && raw.secrets.as_ref().is_none_or(|s| resolve_ok(s, base, allowed, env)) {
+                    let msg = format!(
+                        "a gdrive backend needs the secrets client_id, client_secret and refresh_token \
+                         (missing: {}): secrets = {{ env = {{ refresh_token = \"VAR\", ... }} }} or {{ file = \"path\" }}",
+                        missing.join(", ")
+                    );
                     self.push(Some(span.clone()), field("secrets"), msg);
                 }
             }

@@ -150,7 +150,7 @@ pub enum BackendConfig {
     S3(S3Config),
     /// A local directory used as a bucket.
     Local(LocalConfig),
-    /// WebDAV, Azure Blob Storage or Google Cloud Storage (through OpenDAL).
+    /// WebDAV, Azure Blob Storage, Google Cloud Storage or Google Drive (through OpenDAL).
     Dal(DalBackendConfig),
 }
 
@@ -183,6 +183,8 @@ pub enum DalKind {
     Azblob,
     /// `type = "gcs"`: Google Cloud Storage.
     Gcs,
+    /// `type = "gdrive"`: Google Drive.
+    Gdrive,
 }
 
 impl DalKind {
@@ -192,25 +194,28 @@ impl DalKind {
             Self::Webdav => "webdav",
             Self::Azblob => "azblob",
             Self::Gcs => "gcs",
+            Self::Gdrive => "gdrive",
         }
     }
 }
 
-/// `[backends.NAME]` with `type = "webdav"`, `"azblob"` or `"gcs"`.
+/// `[backends.NAME]` with `type = "webdav"`, `"azblob"`, `"gcs"` or `"gdrive"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DalBackendConfig {
     /// Which store.
     pub kind: DalKind,
-    /// WebDAV root URL (required there); for Azure and GCS an endpoint override (emulators).
+    /// WebDAV root URL (required there); for Azure and GCS an endpoint override (emulators);
+    /// for Drive the base URL replacing Google's API and OAuth hosts (tests, proxies).
     pub endpoint: Option<String>,
-    /// Azure container or GCS bucket; empty for WebDAV.
+    /// Azure container or GCS bucket; empty for WebDAV; Drive's root folder path ("" = My Drive).
     pub container: String,
     /// WebDAV user name or Azure storage account name.
     pub account: Option<String>,
     /// Backend-wide key prefix, "" or ending in "/"; already included in each tenant's prefix.
     pub prefix: String,
     /// Secrets read at load time: `password`/`token` (WebDAV), `account_key`/`sas_token`
-    /// (Azure), `service_account_json` (GCS, the contents of `service_account_file`).
+    /// (Azure), `service_account_json` (GCS, the contents of `service_account_file`),
+    /// `client_id`/`client_secret`/`refresh_token` (Drive).
     pub secrets: BTreeMap<String, crate::secret::Secret>,
 }
 

@@ -106,6 +106,7 @@ pub(crate) enum BackendKind {
     Webdav,
     Azblob,
     Gcs,
+    Gdrive,
 }
 
 /// `[backends.NAME]`; which keys are allowed depends on `type`.
@@ -134,12 +135,14 @@ pub(crate) struct RawBackend {
     pub(crate) public_url_base: Option<Spanned<String>>,
     // local
     pub(crate) root: Option<Spanned<PathBuf>>,
-    // webdav, azblob, gcs (with endpoint, bucket and prefix above)
+    // webdav, azblob, gcs, gdrive (with endpoint, bucket and prefix above)
     pub(crate) username: Option<Spanned<String>>,
     pub(crate) account_name: Option<Spanned<String>>,
     pub(crate) container: Option<Spanned<String>>,
     pub(crate) secrets: Option<Spanned<RawSecrets>>,
     pub(crate) service_account_file: Option<Spanned<PathBuf>>,
+    // gdrive
+    pub(crate) root_folder: Option<Spanned<String>>,
 }
 
 impl RawBackend {
@@ -152,6 +155,7 @@ impl RawBackend {
             ("container", self.container.is_some()),
             ("secrets", self.secrets.is_some()),
             ("service_account_file", self.service_account_file.is_some()),
+            ("root_folder", self.root_folder.is_some()),
         ];
         flags
             .into_iter()

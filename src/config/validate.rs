@@ -379,7 +379,7 @@ impl Validator {
             None => String::new(),
         };
         let (config, location) = match raw.kind {
-            BackendKind::Webdav | BackendKind::Azblob | BackendKind::Gcs => {
+            BackendKind::Webdav | BackendKind::Azblob | BackendKind::Gcs | BackendKind::Gdrive => {
                 let dal = self.dal(name, &raw, span, prefix, base, env);
                 let location = format!(
                     "{}:{}/{}/",

@@ -132,8 +132,8 @@ impl From<BackendError> for Error {
         let message = match e.kind() {
             // Says what to do: an EACCES alone reads like a permissions problem.
             BackendErrorKind::ExpiredCredentials => {
-                "backend request failed: the session credentials have expired (ExpiredToken); \
-                 renew the session token"
+                "backend request failed: the credentials have expired or were revoked (ExpiredToken, \
+                 invalid_grant); renew the session token or the OAuth refresh token"
             }
             _ => "backend request failed",
         };

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod dalserver;
+pub mod drive;
 pub mod fastfs;
 pub mod fsapi;
 pub mod hostile;

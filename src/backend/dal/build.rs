@@ -4,11 +4,12 @@
 //! completeness checks); its retry, timeout and logging layers are not compiled in: retries
 //! happen once, in `backend/retry.rs`, and errors are logged at the reply site.
 
-use opendal::{services, Operator};
+use opendal::{services, HttpTransporter, Operator};
 
 use crate::backend::{BackendError, BackendErrorKind, BackendResult};
 use crate::secret::Secret;
 
+use super::google::{DriveTransport, OAuthGrant};
 use super::DalService;
 
 /// Settings of one OpenDAL-backed store, as `app` translates them from the config file.
@@ -18,11 +19,13 @@ pub struct DalConfig {
     /// Which store.
     pub service: DalService,
     /// Base URL: the WebDAV root URL (required), or an override of the Azure / GCS service
-    /// endpoint (emulators, sovereign clouds).
+    /// endpoint (emulators, sovereign clouds), or for Drive the base replacing both Google
+    /// hosts (API and OAuth; for tests and proxies).
     pub endpoint: Option<String>,
-    /// Azure container or GCS bucket; empty for WebDAV.
+    /// Azure container or GCS bucket; empty for WebDAV; for Drive the folder path that is
+    /// the store's root ("" for My Drive's root).
     pub container: String,
-    /// WebDAV user or Azure storage account name.
+    /// WebDAV user, Azure storage account name, or Drive's OAuth client id.
     pub account: Option<String>,
     /// The secrets, all optional here; `config` checks which a service needs.
     pub secrets: DalSecrets,
@@ -89,6 +92,10 @@ pub struct DalSecrets {
     pub sas_token: Option<Secret>,
     /// A GCS service-account key: the JSON file's contents.
     pub service_account_json: Option<Secret>,
+    /// Drive's OAuth client secret.
+    pub client_secret: Option<Secret>,
+    /// Drive's OAuth refresh token (the grant; access tokens are derived from it).
+    pub refresh_token: Option<Secret>,
 }
 
 /// Build the operator of `c`.
@@ -142,8 +149,35 @@ pub(super) fn operator(c: &DalConfig) -> BackendResult<Operator> {
             }
             Operator::new(b)
         }
+        DalService::Gdrive => return gdrive(c),
     };
     built.map_err(|e| super::error::classify("configure", &c.describe(), &e))
+}
+
+/// A Drive operator, its HTTP through [`DriveTransport`] (refresh on 401, endpoint override).
+fn gdrive(c: &DalConfig) -> BackendResult<Operator> {
+    let (Some(client_id), Some(client_secret), Some(refresh_token)) =
+        (&c.account, &c.secrets.client_secret, &c.secrets.refresh_token)
+    else {
+        return Err(invalid(
+            "a gdrive backend needs an OAuth client id, client secret and refresh token",
+        ));
+    };
+    let root = format!("/{}/", c.container.trim_matches('/')).replace("//", "/");
+    let b = services::Gdrive::default()
+        .root(&root)
+        .client_id(client_id)
+        .client_secret(client_secret.expose())
+        .refresh_token(refresh_token.expose());
+    let op = Operator::new(b).map_err(|e| super::error::classify("configure", &c.describe(), &e))?;
+    let grant = OAuthGrant {
+        client_id: client_id.clone(),
+        client_secret: client_secret.clone(),
+        refresh_token: refresh_token.clone(),
+    };
+    let transport = DriveTransport::new(op.context().http_transport().clone(), c.endpoint.clone(), grant);
+    let ctx = op.context().with_http_transport(HttpTransporter::new(transport));
+    Ok(op.with_context(ctx))
 }
 
 fn invalid(msg: &str) -> BackendError {
@@ -174,5 +208,19 @@ mod tests {
         let err = operator(&DalConfig::new(DalService::Webdav)).unwrap_err();
         assert_eq!(err.kind(), BackendErrorKind::InvalidRequest);
         assert!(operator(&DalConfig::new(DalService::Webdav).with_endpoint("http://127.0.0.1:1/dav")).is_ok());
+    }
+
+    #[test]
+    fn gdrive_needs_its_grant() {
+        let bare = DalConfig::new(DalService::Gdrive).with_account("client");
+        assert_eq!(operator(&bare).unwrap_err().kind(), BackendErrorKind::InvalidRequest);
+        let full = bare.with_container("byosfs/media").with_secrets(DalSecrets {
+            client_secret: Some(Secret::new("S3CR3T-CLIENT")),
+            refresh_token: Some(Secret::new("S3CR3T-GRANT")),
+            ..DalSecrets::default()
+        });
+        assert!(operator(&full).is_ok());
+        let shown = format!("{full:?} {}", full.describe());
+        assert!(!shown.contains("S3CR3T"), "{shown}");
     }
 }

@@ -18,8 +18,13 @@ pub(super) fn capabilities(service: DalService, cap: &opendal::Capability) -> Ca
         conditional_get: cap.read_with_if_match && service.stable_etags(),
         conditional_put: cap.write_with_if_not_exists,
         stable_etags: service.stable_etags(),
-        max_object_size: cap.write_total_max_size.and_then(|n| u64::try_from(n).ok()),
-        duplicate_names: false,
+        max_object_size: match service {
+            // Drive's published limit (5,120 GB); OpenDAL declares none.
+            DalService::Gdrive => Some(5120 * 1000 * 1000 * 1000),
+            _ => cap.write_total_max_size.and_then(|n| u64::try_from(n).ok()),
+        },
+        // Drive keys files by id; a folder may hold two files of one name.
+        duplicate_names: service == DalService::Gdrive,
         // mtime, mode and owner are not stored yet (OpenDAL's user metadata could carry
         // them: a follow-up), so reads fall back to Last-Modified and the tenant's mode.
         user_metadata: false,
@@ -44,6 +49,10 @@ mod tests {
         // A WebDAV server's ETag is whatever it makes of size and mtime: not a version pin.
         let dav = capabilities(DalService::Webdav, &cap);
         assert!(!dav.conditional_get && !dav.stable_etags);
+        // Drive: names repeat, no ETags to pin a read, no create-only write.
+        let drive = capabilities(DalService::Gdrive, &cap);
+        assert!(drive.duplicate_names && !drive.conditional_get && !drive.stable_etags);
+        assert!(!az.duplicate_names);
         let bare = capabilities(DalService::Gcs, &opendal::Capability::default());
         assert!(!bare.server_side_copy && !bare.conditional_put);
     }

@@ -23,6 +23,12 @@ pub(super) fn classify(op: &str, key: &str, e: &opendal::Error) -> BackendError 
 /// The kind for an OpenDAL kind, its temporary flag and its text. Pure, so the table is
 /// tested without a server.
 fn kind_of(kind: ErrorKind, temporary: bool, text: &str) -> BackendErrorKind {
+    // OAuth's answer to a refresh token that was revoked or expired (RFC 6749 §5.2; Google
+    // words it "Token has been expired or revoked."): no retry helps, a new grant does.
+    // OpenDAL's Drive service reports it as an unexpected 400 with the body as text.
+    if text.contains("invalid_grant") {
+        return BackendErrorKind::ExpiredCredentials;
+    }
     match kind {
         ErrorKind::NotFound => BackendErrorKind::NotFound,
         ErrorKind::PermissionDenied => BackendErrorKind::AccessDenied,
@@ -121,6 +127,11 @@ mod tests {
         assert_eq!(k(ErrorKind::Unsupported, false), BackendErrorKind::Unsupported);
         assert!(k(ErrorKind::RateLimited, true).is_retryable());
         assert!(!k(ErrorKind::PermissionDenied, false).is_retryable());
+        let revoked = r#"Unexpected, context: { status: 400 } => {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}"#;
+        assert_eq!(
+            kind_of(ErrorKind::Unexpected, false, revoked),
+            BackendErrorKind::ExpiredCredentials
+        );
     }
 
     #[test]

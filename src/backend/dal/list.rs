@@ -12,6 +12,11 @@
 //! object, as on S3. On WebDAV every folder exists by itself; an empty one is reported as its
 //! own marker (so an empty directory survives, as a marker does on S3) and one with entries
 //! is not (as S3 shows no marker for a prefix that only has objects under it).
+//!
+//! Google Drive: a folder may hold two entries of one name. A listing shows one of them, the
+//! one reads and writes of that name reach (see [`add`]), and logs the others; they are never
+//! merged. Google-native documents (Docs, Sheets, shortcuts...) have no bytes to read
+//! and are hidden.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +25,11 @@ use opendal::{EntryMode, Operator};
 
 use crate::backend::{BackendResult, ListPage, ListParams, ObjectMeta};
 
-use super::{error::classify, meta};
+use super::{error::classify, meta, DalService};
+
+/// Drive's MIME type of folders; the other `application/vnd.google-apps.*` types are native
+/// documents.
+const DRIVE_FOLDER: &str = "application/vnd.google-apps.folder";
 
 /// Entries per page when the caller gives no size (S3's maximum).
 const DEFAULT_PAGE: usize = 1000;
@@ -31,23 +40,57 @@ enum Item {
     Prefix,
 }
 
-/// One page of `params`. `implicit_dirs`: folders exist without marker objects (WebDAV).
-pub(super) async fn list(op: &Operator, implicit_dirs: bool, params: &ListParams) -> BackendResult<ListPage> {
+/// Whether `m` is a Google-native document (Docs, Sheets, Slides, a shortcut...).
+pub(super) fn google_native(m: &opendal::Metadata) -> bool {
+    m.content_type()
+        .is_some_and(|t| t.starts_with("application/vnd.google-apps.") && t != DRIVE_FOLDER)
+}
+
+/// Whether the folder `dir` holds a file (hidden ones included) directly.
+pub(super) async fn holds_files(op: &Operator, dir: &str) -> BackendResult<bool> {
+    let listed = entries(op, dir, false, false).await?;
+    Ok(listed.iter().any(|(_, m)| !m.is_dir()))
+}
+
+/// Insert a listed entry. Of repeated names (Drive) the most recently modified file is kept,
+/// the one OpenDAL's path lookup resolves the name to (it asks Drive for
+/// `orderBy=modifiedTime desc`), so the size listed is the size read; the others are logged.
+fn add(found: &mut BTreeMap<String, Item>, path: String, item: Item) {
+    match found.entry(path) {
+        std::collections::btree_map::Entry::Vacant(v) => {
+            v.insert(item);
+        }
+        std::collections::btree_map::Entry::Occupied(mut o) => {
+            tracing::warn!(key = %o.key(), "two entries share this name: showing the newest, hiding the other");
+            if let (Item::Object(old), Item::Object(new)) = (o.get(), &item) {
+                if new.last_modified > old.last_modified {
+                    o.insert(item);
+                }
+            }
+        }
+    }
+}
+
+/// One page of `params` on `service`.
+pub(super) async fn list(op: &Operator, service: DalService, params: &ListParams) -> BackendResult<ListPage> {
+    // Folders exist without marker objects (WebDAV, Drive).
+    let implicit_dirs = service.implicit_dirs();
+    let hide = service == DalService::Gdrive;
     let prefix = params.prefix.as_str();
     let dir = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
     let mut found: BTreeMap<String, Item> = BTreeMap::new();
     let mut dirs: Vec<String> = Vec::new();
     if params.delimited {
-        for (path, m) in entries(op, dir, false).await? {
+        for (path, m) in entries(op, dir, false, hide).await? {
             if !path.starts_with(prefix) {
                 continue;
             }
             if m.is_dir() && path != dir {
-                found.insert(path, Item::Prefix);
+                add(&mut found, path, Item::Prefix);
             } else if m.is_dir() {
                 dirs.push(path);
             } else {
-                found.insert(path.clone(), Item::Object(meta(&path, &m)));
+                add(&mut found, path.clone(), Item::Object(meta(&path, &m)));
             }
         }
         // The listed folder itself: its own marker when it is one (see module docs).
@@ -64,27 +107,27 @@ pub(super) async fn list(op: &Operator, implicit_dirs: bool, params: &ListParams
             vec![dir.to_owned()]
         } else {
             let mut r = Vec::new();
-            for (path, m) in entries(op, dir, false).await? {
+            for (path, m) in entries(op, dir, false, hide).await? {
                 if path == dir || !path.starts_with(prefix) {
                     continue;
                 }
                 if m.is_dir() {
                     r.push(path);
                 } else {
-                    found.insert(path.clone(), Item::Object(meta(&path, &m)));
+                    add(&mut found, path.clone(), Item::Object(meta(&path, &m)));
                 }
             }
             r
         };
         for root in roots {
-            for (path, m) in entries(op, &root, true).await? {
+            for (path, m) in entries(op, &root, true, hide).await? {
                 if !path.starts_with(prefix) || path.is_empty() {
                     continue;
                 }
                 if m.is_dir() {
                     dirs.push(path);
                 } else {
-                    found.insert(path.clone(), Item::Object(meta(&path, &m)));
+                    add(&mut found, path.clone(), Item::Object(meta(&path, &m)));
                 }
             }
         }
@@ -124,8 +167,14 @@ fn page(found: BTreeMap<String, Item>, params: &ListParams) -> ListPage {
     ListPage::new(objects, prefixes, next)
 }
 
-/// Every entry OpenDAL lists under `dir` ("" is the root), as (key, metadata).
-async fn entries(op: &Operator, dir: &str, recursive: bool) -> BackendResult<Vec<(String, opendal::Metadata)>> {
+/// Every entry OpenDAL lists under `dir` ("" is the root), as (key, metadata), without
+/// Google-native documents when `hide_native`.
+async fn entries(
+    op: &Operator,
+    dir: &str,
+    recursive: bool,
+    hide_native: bool,
+) -> BackendResult<Vec<(String, opendal::Metadata)>> {
     let path = if dir.is_empty() { "/" } else { dir };
     let lister = op.lister_with(path).recursive(recursive).await;
     let lister = match lister {
@@ -144,7 +193,8 @@ async fn entries(op: &Operator, dir: &str, recursive: bool) -> BackendResult<Vec
             let (path, m) = e.into_parts();
             let key = path.trim_start_matches('/').to_owned();
             // The root itself is no key.
-            (!key.is_empty() || m.mode() != EntryMode::DIR).then_some((key, m))
+            let shown = !(hide_native && google_native(&m));
+            (shown && (!key.is_empty() || m.mode() != EntryMode::DIR)).then_some((key, m))
         })
         .collect())
 }
@@ -164,6 +214,31 @@ mod tests {
                 ((*k).to_owned(), item)
             })
             .collect()
+    }
+
+    #[test]
+    fn repeated_names_keep_the_newest_file() {
+        let at = |s| Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        let mut found = BTreeMap::new();
+        add(
+            &mut found,
+            "a".into(),
+            Item::Object(ObjectMeta::new("a", 1, at(10), None)),
+        );
+        add(
+            &mut found,
+            "a".into(),
+            Item::Object(ObjectMeta::new("a", 2, at(20), None)),
+        );
+        add(
+            &mut found,
+            "a".into(),
+            Item::Object(ObjectMeta::new("a", 3, at(15), None)),
+        );
+        let Some(Item::Object(kept)) = found.get("a") else {
+            panic!("a is listed")
+        };
+        assert_eq!((found.len(), kept.size), (1, 2), "one entry, the newest, never merged");
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! WebDAV, Azure Blob Storage and Google Cloud Storage through Apache OpenDAL.
+//! WebDAV, Azure Blob Storage, Google Cloud Storage and Google Drive through Apache OpenDAL.
 //!
 //! One crate gives a maintained client per store, with each store's HTTP errors classified in
 //! one place and its abilities declared as an [`opendal::Capability`]; [`DalBackend`] puts the
 //! [`Backend`] trait on an OpenDAL [`Operator`]. Split by concern: `build` (config →
 //! operator), `error` (OpenDAL errors → [`BackendError`]), `caps` (OpenDAL capability →
-//! [`Capabilities`]), `list` (S3-shaped pages from directory listers).
+//! [`Capabilities`]), `list` (S3-shaped pages from directory listers), `google` (Drive's
+//! HTTP transport: access-token refresh on 401, endpoint override).
 //!
 //! Objects are written whole, by one `put` or a streamed `put_stream` through OpenDAL's
 //! writer (Azure blocks, GCS resumable chunks; one PUT for WebDAV): these stores have no
@@ -14,6 +15,7 @@
 mod build;
 mod caps;
 mod error;
+mod google;
 mod list;
 
 use std::time::SystemTime;
@@ -45,6 +47,8 @@ pub enum DalService {
     Azblob,
     /// Google Cloud Storage.
     Gcs,
+    /// Google Drive (a folder tree of files whose names may repeat).
+    Gdrive,
 }
 
 impl DalService {
@@ -54,18 +58,20 @@ impl DalService {
             Self::Webdav => "webdav",
             Self::Azblob => "azblob",
             Self::Gcs => "gcs",
+            Self::Gdrive => "gdrive",
         }
     }
 
     /// An object's ETag changes exactly when its content does (Azure and GCS version
-    /// every write; a WebDAV server derives its ETag as it likes, often from size and mtime).
+    /// every write; a WebDAV server derives its ETag as it likes, often from size and mtime;
+    /// OpenDAL reports no ETag for Drive files).
     fn stable_etags(self) -> bool {
-        !matches!(self, Self::Webdav)
+        matches!(self, Self::Azblob | Self::Gcs)
     }
 
     /// Folders exist by themselves, without marker objects (see `list`).
     fn implicit_dirs(self) -> bool {
-        matches!(self, Self::Webdav)
+        matches!(self, Self::Webdav | Self::Gdrive)
     }
 }
 
@@ -114,6 +120,33 @@ impl DalBackend {
         )
     }
 
+    /// OpenDAL's stat of `key`, with Google-native documents (Docs, Sheets...) reported as
+    /// absent: they have no bytes to read (docs/backends.md, "Google Drive").
+    async fn stat(&self, op: &str, key: &str) -> BackendResult<opendal::Metadata> {
+        let m = self.op.stat(key).await.map_err(|e| classify(op, key, &e))?;
+        if self.service == DalService::Gdrive && list::google_native(&m) {
+            return Err(BackendError::new(
+                BackendErrorKind::NotFound,
+                format!("{op} {key}: a Google-native document (hidden)"),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Refuse to write over a Google-native document: OpenDAL would send bytes to the
+    /// document's id, replacing a Doc the mount does not even show.
+    async fn refuse_native(&self, key: &str) -> BackendResult<()> {
+        match self.op.stat(key).await {
+            Ok(m) if list::google_native(&m) => Err(BackendError::new(
+                BackendErrorKind::AccessDenied,
+                format!("put {key}: a Google-native document has this name"),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(classify("put", key, &e)),
+        }
+    }
+
     /// Fail with `PreconditionFailed` when `key` exists (create-only on stores that cannot
     /// refuse atomically; see `put_opts`).
     async fn refuse_existing(&self, key: &str) -> BackendResult<()> {
@@ -142,6 +175,9 @@ impl DalBackend {
         }
         if opts.create_only && !self.caps.conditional_put {
             self.refuse_existing(key).await?;
+        }
+        if self.service == DalService::Gdrive {
+            self.refuse_native(key).await?;
         }
         let cap = self.op.info().capability();
         let mut w = self.op.writer_with(key);
@@ -225,7 +261,7 @@ impl Backend for DalBackend {
     }
 
     async fn head(&self, key: &str) -> BackendResult<ObjectMeta> {
-        let m = self.op.stat(key).await.map_err(|e| classify("head", key, &e))?;
+        let m = self.stat("head", key).await?;
         Ok(meta(key, &m))
     }
 
@@ -251,7 +287,7 @@ impl Backend for DalBackend {
         let reader = r.await.map_err(|e| classify("get", key, &e))?;
         // Ranges reaching past the end are cut to the object's size, as S3 answers them;
         // the size costs a stat, which OpenDAL's reader needs to bound the range anyway.
-        let m = self.op.stat(key).await.map_err(|e| classify("get", key, &e))?;
+        let m = self.stat("get", key).await?;
         let size = m.content_length();
         if let (Some(want), Some(have)) = (if_match.filter(|_| self.caps.conditional_get), m.etag()) {
             if want.as_str() != have {
@@ -276,7 +312,7 @@ impl Backend for DalBackend {
     }
 
     async fn list(&self, params: &ListParams) -> BackendResult<ListPage> {
-        list::list(&self.op, self.service.implicit_dirs(), params).await
+        list::list(&self.op, self.service, params).await
     }
 
     async fn put(&self, key: &str, data: Bytes) -> BackendResult<PutResult> {
@@ -334,7 +370,10 @@ impl Backend for DalBackend {
         }
         // OpenDAL's copy of an absent source may surface as another kind on some servers;
         // the head makes NotFound exact, as S3 reports it.
-        self.op.stat(src).await.map_err(|e| classify("copy", src, &e))?;
+        self.stat("copy", src).await?;
+        if self.service == DalService::Gdrive {
+            self.refuse_native(dst).await?;
+        }
         if src.ends_with('/') {
             // A directory marker holds no bytes, and OpenDAL copies files only: make the
             // target's marker (folder) instead.
@@ -352,9 +391,8 @@ impl Backend for DalBackend {
             // A WebDAV DELETE of a folder removes everything in it; a marker delete on S3
             // removes one object. Refuse when the folder still holds a file; empty subfolders
             // (left by a directory rename, which moves files) go with it.
-            let page = self.list(&ListParams::new(key, false).with_max_keys(100)).await?;
-            let files = page.objects.iter().filter(|o| !o.key.ends_with('/')).count();
-            if files > 0 || page.next.is_some() {
+            // Hidden entries count: trashing a Drive folder takes a Google Doc in it along.
+            if list::holds_files(&self.op, key).await? {
                 return Err(BackendError::new(
                     BackendErrorKind::InvalidRequest,
                     format!("delete {key}: the folder is not empty"),
