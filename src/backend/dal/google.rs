@@ -178,14 +178,16 @@ fn is_metadata(method: &http::Method, uri: &Uri) -> bool {
     let query = uri.query().unwrap_or("");
     method == http::Method::GET
         && (path.ends_with("/drive/v3/files") || path.contains("/drive/v3/files/"))
-        && !path.starts_with("/upload")
+        && !path.contains("/upload/drive/")
         && !query.contains("alt=media")
 }
 
 /// `uri` with the listing order added when it is a `files.list` naming none.
-fn ordered(uri: &Uri) -> Option<Uri> {
+fn ordered(method: &http::Method, uri: &Uri) -> Option<Uri> {
     let query = uri.query()?;
-    if !uri.path().ends_with("/drive/v3/files") || query.contains("orderBy=") {
+    let path = uri.path();
+    let list = method == http::Method::GET && path.ends_with("/drive/v3/files") && !path.contains("/upload/drive/");
+    if !list || query.contains("orderBy=") {
         return None;
     }
     format!("{uri}&{LIST_ORDER}").parse().ok()
@@ -296,7 +298,7 @@ impl HttpTransport for DriveTransport {
             set_bearer(&mut req, &fresh)?;
             used = Some(fresh);
         }
-        if let Some(uri) = ordered(req.uri()) {
+        if let Some(uri) = ordered(req.method(), req.uri()) {
             *req.uri_mut() = uri;
         }
         let metadata = is_metadata(req.method(), req.uri());
@@ -372,10 +374,14 @@ mod tests {
 
     #[test]
     fn listings_are_ordered_and_native_documents_sized() {
+        let get = http::Method::GET;
         let list: Uri = "http://h/drive/v3/files?q=x&pageSize=100".parse().unwrap();
-        assert!(ordered(&list).unwrap().to_string().ends_with(LIST_ORDER));
+        assert!(ordered(&get, &list).unwrap().to_string().ends_with(LIST_ORDER));
         let named: Uri = "http://h/drive/v3/files?q=x&orderBy=name".parse().unwrap();
-        assert_eq!(ordered(&named), None, "an order asked for is kept");
+        assert_eq!(ordered(&get, &named), None, "an order asked for is kept");
+        let upload: Uri = "http://h/upload/drive/v3/files?uploadType=multipart".parse().unwrap();
+        assert_eq!(ordered(&http::Method::POST, &upload), None, "uploads are no listings");
+        assert_eq!(ordered(&http::Method::POST, &list), None, "nor are creates");
         let get: Uri = "http://h/drive/v3/files/ID?alt=media".parse().unwrap();
         assert!(!is_metadata(&http::Method::GET, &get));
         assert!(is_metadata(&http::Method::GET, &list));
