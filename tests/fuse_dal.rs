@@ -205,7 +205,10 @@ fn gdrive_small_files() {
     assert_eq!(f9.len(), 1, "one f9.bin in Drive");
     assert_eq!(f9[0].len(), 3 * 1024 * 1024 - 9);
     assert_eq!(srv.contents_named("renamed.bin").len(), 1);
-    assert!(srv.contents_named("f0.bin").is_empty(), "the renamed file is gone (trashed)");
+    assert!(
+        srv.contents_named("f0.bin").is_empty(),
+        "the renamed file is gone (trashed)"
+    );
 }
 
 #[test]

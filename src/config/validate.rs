@@ -723,11 +723,14 @@ backend = "r2"
             ("R2_SECRET_ACCESS_KEY", "b"),
             ("SUPABASE_S3_KEY_ID", "c"),
             ("SUPABASE_S3_SECRET", "d"),
+            ("GDRIVE_CLIENT_ID", "f"),
+            ("GDRIVE_CLIENT_SECRET", "g"),
+            ("GDRIVE_REFRESH_TOKEN", "h"),
         ]);
         let config = parse(&out, &dir.path().join("config.toml"), &env).unwrap_or_else(|e| panic!("{e}\n{out}"));
         let names: Vec<_> = config.tenants.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["acme", "globex", "acme-media", "initech", "umbrella", "hooli"]);
-        assert_eq!(config.backends.len(), 8);
+        assert_eq!(config.backends.len(), 9);
         assert_eq!(
             config.tenant("initech").map(|t| t.prefix.as_str()),
             Some("byosfs/initech/")
