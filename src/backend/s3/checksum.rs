@@ -79,6 +79,7 @@ impl UploadChecksum {
             (_, Some(d)) => BodyChecksum {
                 md5: Some(base64_simd::STANDARD.encode_to_string(d)),
                 crc32c: None,
+                md5_hex: Some(d.iter().map(|b| format!("{b:02x}")).collect()),
             },
         }
     }
