@@ -514,3 +514,43 @@ fn killed_half_way_the_rerun_finishes_without_recopying_verified_objects() {
         assert_same(src.as_ref(), dst.as_ref(), &objects).await;
     });
 }
+
+/// To a store without multipart uploads, copies, conditional reads or user metadata (a
+/// WebDAV-like mask over an in-memory bucket, which refuses every operation it takes away):
+/// objects above the part size go as one streamed PUT, every object verifies by reading it
+/// back (the store's ETags are no MD5s), and one larger than the store accepts is reported
+/// by name without a second attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_a_store_without_multipart_objects_are_streamed_and_verified() {
+    use byosfs::backend::masked::MaskedBackend;
+    use byosfs::backend::memory::{InMemoryBackend, Op};
+    let source = TestS3Server::start(&["media"]);
+    let src = view(&s3(&source.s3_config("media"), 3).await, "t/");
+    let too_big = 13 * MIB;
+    let objects = tree(40, 64 * 1024, &[PART + 7, 11 * MIB, too_big], false);
+    populate(src.as_ref(), &objects, true).await;
+    let bucket = Arc::new(InMemoryBackend::new());
+    let dst: Arc<dyn Backend> = Arc::new(MaskedBackend::minimal(bucket.clone(), Some(12 * MIB)));
+    let ep = Endpoints {
+        source: src.clone(),
+        target: dst.clone(),
+        server_side: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let r = migrate(&ep, &params(&dir.path().join("j"))).await.unwrap();
+    assert_eq!(r.failed.len(), 1, "{r}");
+    assert_eq!(r.failed[0].key, "big/large-2.bin");
+    assert!(r.failed[0].reason.contains("larger than the target accepts"), "{r}");
+    assert_eq!(r.copied as usize, objects.len() - 1, "{r}");
+    assert_eq!(bucket.count(Op::CreateMultipart), 0);
+    for (k, s) in objects.iter().filter(|(_, s)| *s != too_big) {
+        assert_eq!(dst.head(k).await.unwrap().size, *s, "{k}");
+        assert_eq!(
+            sha_of(src.as_ref(), k, *s).await,
+            sha_of(dst.as_ref(), k, *s).await,
+            "{k}"
+        );
+    }
+    // Every object written once: nothing failed verification.
+    assert_eq!(bucket.count(Op::Put) as usize, objects.len() - 1);
+}

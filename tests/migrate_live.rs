@@ -3,7 +3,8 @@
 //! switch and gets the right bytes; writes during the freeze get EROFS; writes after the
 //! switch land in the target bucket; `--write-config` leaves the file agreeing with the mount.
 //!
-//! The 200 MiB file is scaled to 48 MiB (the stream spans the same steps).
+//! The suite streams 48 MiB; the 200 MiB file is the ignored variant, which fails
+//! today (see its `ignore` reason and docs/migrate.md).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,6 +36,19 @@ fn read_some(f: &mut std::fs::File, len: usize, into: &mut Vec<u8>) {
 
 #[test]
 fn a_mounted_tenant_moves_while_it_is_read() {
+    moves_while_read(48 * MIB);
+}
+
+/// The size: a reader streaming a 200 MiB file. Fails (2026-12-05): the reader
+/// opened before `--switch` gets ENOENT on its next read after the switch (48 MiB passes);
+/// the run takes ~3 s, so once fixed it can join the suite in place of the 48 MiB one.
+#[test]
+#[ignore = "known failure: ENOENT for a reader across --switch at 200 MiB; run with -- --ignored"]
+fn a_mounted_tenant_moves_while_a_200_mib_file_is_read() {
+    moves_while_read(200 * MIB);
+}
+
+fn moves_while_read(size: usize) {
     if !fuse_available() {
         eprintln!("SKIP: /dev/fuse unavailable");
         assert!(std::env::var("CI").is_err(), "FUSE is required in CI");
@@ -56,7 +70,7 @@ fn a_mounted_tenant_moves_while_it_is_read() {
     );
     let m = Mount::start_s3(&config, &server);
     let acme = m.path().join("acme");
-    let big = pattern(48 * MIB, 21);
+    let big = pattern(size, 21);
     std::fs::write(acme.join("big.bin"), &big).unwrap();
     std::fs::create_dir(acme.join("sub")).unwrap();
     std::fs::write(acme.join("sub/small.txt"), b"hello").unwrap();
@@ -106,7 +120,9 @@ fn a_mounted_tenant_moves_while_it_is_read() {
     let o = migrate(&["--switch", "--write-config"]);
     assert!(o.status.success(), "{}\nlog:\n{}", text(&o), m.log());
     // The reader opened before the switch finishes against the old location.
-    reader.read_to_end(&mut got).unwrap();
+    reader
+        .read_to_end(&mut got)
+        .unwrap_or_else(|e| panic!("the reader opened before the switch: {e}\nlog:\n{}", m.log()));
     assert_eq!(got.len(), big.len());
     assert_eq!(sha256(&got), sha256(&big));
 

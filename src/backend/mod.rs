@@ -147,6 +147,11 @@ pub struct PutOptions {
     pub content_type: Option<String>,
     /// Cache-Control to store; `None` as for `content_type`.
     pub cache_control: Option<String>,
+    /// The MD5 of the body, when the caller already knows it (a migration from a store whose
+    /// ETag is the MD5): a backend that sends a body checksum sends this as Content-MD5
+    /// instead of hashing the body again, and the service refuses a body that differs
+    /// ([`BackendErrorKind::Corrupted`]). Used by `put_opts` only; others ignore it.
+    pub content_md5: Option<[u8; 16]>,
 }
 
 impl PutOptions {
@@ -172,6 +177,12 @@ impl PutOptions {
     /// Create the object only if the key is free (see [`PutOptions::create_only`]).
     pub fn with_create_only(mut self, create_only: bool) -> Self {
         self.create_only = create_only;
+        self
+    }
+
+    /// The body's known MD5 (see [`PutOptions::content_md5`]).
+    pub fn with_content_md5(mut self, md5: Option<[u8; 16]>) -> Self {
+        self.content_md5 = md5;
         self
     }
 }

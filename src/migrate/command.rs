@@ -126,13 +126,16 @@ pub fn run(config: &Config, opts: &MigrateOptions) -> anyhow::Result<(Report, De
         let backends = build_backends(config).await?;
         let raw_from = backends.get(&t.backend).context("source backend")?.clone();
         let raw_to = backends.get(&dest.backend).context("target backend")?.clone();
+        // One S3 bucket that copies by itself: the service moves the bytes. (The local
+        // backend declares S3's capabilities but keeps no POSIX metadata a copy could fix.)
         let server_side = (dest.backend == t.backend
-            && matches!(config.backends.get(&t.backend), Some(BackendConfig::S3(_))))
-        .then(|| ServerSide {
-            raw: raw_to.clone(),
-            src_prefix: normalise(&t.prefix),
-            dst_prefix: dest.full_prefix.clone(),
-        });
+            && matches!(config.backends.get(&t.backend), Some(BackendConfig::S3(_)))
+            && raw_to.capabilities().server_side_copy)
+            .then(|| ServerSide {
+                raw: raw_to.clone(),
+                src_prefix: normalise(&t.prefix),
+                dst_prefix: dest.full_prefix.clone(),
+            });
         let ep = Endpoints {
             source: Arc::new(PrefixBackend::new(raw_from, &t.prefix)),
             target: Arc::new(PrefixBackend::new(raw_to, &dest.full_prefix)),

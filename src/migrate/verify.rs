@@ -5,6 +5,12 @@
 //! so it can predict the ETag the target must report for what it wrote and compare without
 //! reading the object back. Where the target's ETag is not of that form (the local backend,
 //! some providers with encryption) [`check`] asks for a read-back instead.
+//!
+//! Hashing is the largest CPU cost of a copy (~1.5 s per GiB), and often redundant: when the
+//! source's ETag is a plain MD5 and the target has shown that its ETags are the MD5 of what
+//! it stores, the target's ETag equal to the source's proves the copy byte for byte, as
+//! `rclone` proves its copies. [`must_hash`] decides per object, [`shows_md5_etags`] is the
+//! evidence that lets a run stop hashing: a hashed copy whose target ETag was its MD5.
 
 use std::time::SystemTime;
 
@@ -55,13 +61,46 @@ pub fn multipart_etag(parts: &[Md5Sum]) -> String {
     format!("{}-{}", hex(&d), parts.len())
 }
 
+/// The MD5 a plain-MD5 ETag states (`None` for any other form).
+pub fn etag_md5(etag: &str) -> Option<Md5Sum> {
+    if !is_plain_md5(etag) {
+        return None;
+    }
+    let e = bare(etag);
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(e.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Whether a copy written in one piece must hash the bytes it reads. Not when the source
+/// states its MD5 (`source_md5`) and the target has shown its ETags are content MD5s
+/// (`target_shows_md5`): [`check`] then compares the target's ETag with the source's. A
+/// second attempt (`retry`) hashes, so its report tells a bad read from a bad write.
+pub fn must_hash(source_md5: Option<&Md5Sum>, target_shows_md5: bool, retry: bool) -> bool {
+    source_md5.is_none() || !target_shows_md5 || retry
+}
+
+/// Whether a verified copy shows that the target's ETags are the MD5 of what it stores: the
+/// bytes were hashed here, and the target's ETag is that very digest.
+pub fn shows_md5_etags(written: &Written, stored: &Stored, verdict: &Check) -> bool {
+    written.hashed
+        && *verdict == Check::Match
+        && written.md5.is_some()
+        && stored.etag.as_deref().and_then(etag_md5) == written.md5
+}
+
 /// What a copy wrote, as hashed while streaming.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     /// Bytes written.
     pub size: u64,
-    /// MD5 of the whole object, when it was written in one piece.
+    /// MD5 of the whole object, when it was written in one piece: computed from the bytes
+    /// copied, or (`hashed` false) the one the source's ETag states.
     pub md5: Option<Md5Sum>,
+    /// Whether `md5` / `parts` were computed here from the bytes copied.
+    pub hashed: bool,
     /// MD5 of each part, when it was written as a multipart upload.
     pub parts: Option<Vec<Md5Sum>>,
     /// Stored modification time given to the copy.
@@ -150,6 +189,7 @@ mod tests {
         Written {
             size: data.len() as u64,
             md5: Some(md5_of(data)),
+            hashed: true,
             parts: None,
             mtime: Some(UNIX_EPOCH + Duration::new(1_700_000_000, 5)),
             posix: PosixAttrs::new(0o100644, 1000, 1000),
@@ -242,6 +282,52 @@ mod tests {
         let mut s = stored(&w, etag);
         s.posix = PosixAttrs::default();
         assert_eq!(check(&w, None, &s), Check::Match);
+    }
+
+    #[test]
+    fn etag_md5_parses_plain_md5s_only() {
+        let d = md5_of(b"hello");
+        assert_eq!(etag_md5(&format!("\"{}\"", hex(&d).to_uppercase())), Some(d));
+        assert_eq!(etag_md5(&format!("{}-2", hex(&d))), None);
+        assert_eq!(etag_md5("\"5-18c-2b3\""), None);
+    }
+
+    #[test]
+    fn hashing_stops_only_with_a_source_md5_and_a_target_shown_to_report_md5s() {
+        let d = md5_of(b"x");
+        assert!(must_hash(None, true, false), "nothing to compare the target with");
+        assert!(must_hash(Some(&d), false, false), "target not shown to report MD5s yet");
+        assert!(must_hash(Some(&d), true, true), "a second attempt hashes");
+        assert!(!must_hash(Some(&d), true, false));
+    }
+
+    #[test]
+    fn only_a_hashed_copy_matched_by_its_digest_shows_md5_etags() {
+        let w = written(b"hello");
+        let good = stored(&w, Some(format!("\"{}\"", hex(&md5_of(b"hello")))));
+        assert!(shows_md5_etags(&w, &good, &Check::Match));
+        assert!(!shows_md5_etags(&w, &good, &Check::NeedReadBack));
+        // Matched by a read-back: the ETag is no MD5.
+        let local = stored(&w, Some("\"5-18c-2b3\"".into()));
+        assert!(!shows_md5_etags(&w, &local, &Check::Match));
+        // Not hashed here: the ETag equal to the source's proves nothing about the form.
+        let mut unhashed = w.clone();
+        unhashed.hashed = false;
+        assert!(!shows_md5_etags(&unhashed, &good, &Check::Match));
+    }
+
+    #[test]
+    fn an_unhashed_copy_is_judged_by_the_source_md5() {
+        // The source states MD5("hello"); the copy was not hashed here.
+        let mut w = written(b"hello");
+        w.hashed = false;
+        let src = format!("\"{}\"", hex(&md5_of(b"hello")));
+        let same = stored(&w, Some(src.clone()));
+        assert_eq!(check(&w, Some(&src), &same), Check::Match);
+        let other = stored(&w, Some(format!("\"{}\"", hex(&md5_of(b"hellp")))));
+        assert!(matches!(check(&w, Some(&src), &other), Check::Mismatch(m) if m.contains("content differs")));
+        // A target without MD5 ETags: read back, compared with the source's digest.
+        assert_eq!(check(&w, Some(&src), &stored(&w, None)), Check::NeedReadBack);
     }
 
     #[test]

@@ -68,6 +68,21 @@ impl UploadChecksum {
             },
         }
     }
+
+    /// [`UploadChecksum::of`], but with the body's MD5 given by the caller (a migration
+    /// copying an object whose source ETag is its MD5) sent as Content-MD5 instead of a
+    /// checksum computed here: the service checks the body against the source's own digest,
+    /// and no byte is hashed twice. With [`UploadChecksum::None`] nothing is sent, as asked.
+    pub(super) fn of_known(self, data: &[u8], md5: Option<&[u8; 16]>) -> BodyChecksum {
+        match (self, md5) {
+            (Self::None, _) | (_, None) => self.of(data),
+            (_, Some(d)) => BodyChecksum {
+                md5: Some(base64_simd::STANDARD.encode_to_string(d)),
+                crc32c: None,
+                md5_hex: Some(d.iter().map(|b| format!("{b:02x}")).collect()),
+            },
+        }
+    }
 }
 
 /// Whether what an answer carries agrees with what was sent.
@@ -209,6 +224,16 @@ mod tests {
         let m = UploadChecksum::Md5.of(b"");
         assert_eq!(m.md5.as_deref(), Some("1B2M2Y8AsgTpgAmY7PhCfg=="));
         assert_eq!(UploadChecksum::None.of(b"x"), BodyChecksum::default());
+        // A known MD5 is sent as given (it need not be the body's: the service judges).
+        let known = [7u8; 16];
+        let k = UploadChecksum::Crc32c.of_known(b"x", Some(&known));
+        assert_eq!(k.md5, Some(base64_simd::STANDARD.encode_to_string(known)));
+        assert_eq!(k.crc32c, None);
+        assert_eq!(UploadChecksum::Md5.of_known(b"", None), UploadChecksum::Md5.of(b""));
+        assert_eq!(
+            UploadChecksum::None.of_known(b"x", Some(&known)),
+            BodyChecksum::default()
+        );
     }
 
     #[test]

@@ -448,7 +448,7 @@ impl Backend for S3Backend {
 
     async fn put_opts(&self, key: &str, data: Bytes, opts: &PutOptions) -> BackendResult<PutResult> {
         let len = i64::try_from(data.len()).unwrap_or(i64::MAX);
-        let sum = self.checksum.of(&data);
+        let sum = self.checksum.of_known(&data, opts.content_md5.as_ref());
         let req = self
             .client
             .put_object()
