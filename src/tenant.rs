@@ -15,7 +15,9 @@
 //!
 //! Retired bindings stay reachable by id (not by name) while anything still holds them (open
 //! handles keep an `Arc<Tenant>`), so a file opened before its tenant was removed or moved
-//! keeps its attributes and finishes against its old backend.
+//! keeps its attributes and finishes against its old backend. Every generation of a binding
+//! counts: a handle opened before a reload that kept the id (a freeze, a mode change) holds
+//! that older `Tenant`, and must still find it after a later reload retires the id.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, Weak};
@@ -148,8 +150,9 @@ struct Tables {
     by_name: BTreeMap<String, Arc<Tenant>>,
     /// Live bindings by id.
     by_id: HashMap<TenantId, Arc<Tenant>>,
-    /// Bindings removed or re-pointed by a reload, while something still holds them.
-    retired: HashMap<TenantId, Weak<Tenant>>,
+    /// Generations of bindings no longer live (retired, or replaced by an update that kept the
+    /// id), by id: any of them may be what an open handle holds.
+    retired: HashMap<TenantId, Vec<Weak<Tenant>>>,
 }
 
 impl Tables {
@@ -181,10 +184,15 @@ impl Tables {
         Some(t)
     }
 
+    /// Keep `t` reachable by id for the handles that hold it, after it stops being live.
+    fn supersede(&mut self, t: &Arc<Tenant>) {
+        self.retired.entry(t.id).or_default().push(Arc::downgrade(t));
+    }
+
     fn retire(&mut self, name: &str) -> Option<Arc<Tenant>> {
         let t = self.by_name.remove(name)?;
         self.by_id.remove(&t.id);
-        self.retired.insert(t.id, Arc::downgrade(&t));
+        self.supersede(&t);
         Some(t)
     }
 }
@@ -228,7 +236,7 @@ impl TenantTable {
         t.by_id
             .get(&id)
             .cloned()
-            .or_else(|| t.retired.get(&id).and_then(Weak::upgrade))
+            .or_else(|| t.retired.get(&id)?.iter().find_map(Weak::upgrade))
     }
 
     /// Live tenant by directory name.
@@ -264,7 +272,10 @@ impl TenantTable {
         let mut t = self.inner.write().unwrap_or_else(|e| e.into_inner());
         // Retired bindings nothing holds any more: dropped here, at a cost bounded by the
         // number of bindings earlier reloads retired.
-        t.retired.retain(|_, w| w.strong_count() > 0);
+        t.retired.retain(|_, gens| {
+            gens.retain(|w| w.strong_count() > 0);
+            !gens.is_empty()
+        });
         let mut out = Applied::default();
         for c in changes {
             match c {
@@ -302,6 +313,7 @@ impl TenantTable {
                         policy: old.policy.clone(),
                         ..s
                     };
+                    t.supersede(&old);
                     t.bind(spec, Some(old.id));
                     out.updated.push(name);
                 }
@@ -317,6 +329,7 @@ impl TenantTable {
                         recount: s.policy.recount,
                         urls: s.policy.urls.clone(),
                     });
+                    t.supersede(&old);
                     t.bind(TenantSpec { policy, ..s }, Some(old.id));
                     out.updated.push(name);
                 }
@@ -420,5 +433,25 @@ mod tests {
         assert_eq!((t2.mode, t2.policy.rules.quota), (0o700, Some(5000)));
         assert!(Arc::ptr_eq(&t2.policy.usage, &t.policy.usage), "usage carried over");
         assert_eq!(t2.policy.usage.used(), 1000);
+    }
+
+    /// `migrate --freeze` then `--switch`: a reload that keeps the id (the freeze) and then
+    /// one that re-points. A file opened before the freeze holds the first generation, which
+    /// must stay reachable by its id after the re-point retires the id.
+    #[test]
+    fn a_handle_from_before_an_update_finds_its_binding_after_a_repoint() {
+        let a: Arc<dyn Backend> = Arc::new(InMemoryBackend::new());
+        let b: Arc<dyn Backend> = Arc::new(InMemoryBackend::new());
+        let table = TenantTable::new(vec![spec("t", &a, 0o755)]);
+        let held = table.by_name("t").unwrap();
+        table.apply(vec![TenantChange::Reconfigure(spec("t", &a, 0o555))]);
+        table.apply(vec![TenantChange::Repoint(spec("t", &b, 0o755))]);
+        assert!(table.get(held.id).is_none(), "not live any more");
+        let found = table.get_any(held.id).expect("held by an open handle");
+        assert!(Arc::ptr_eq(&found, &held));
+        // Once the handle closes, every generation of the id is gone.
+        drop((held, found));
+        table.apply(vec![]);
+        assert!(table.get_any(0).is_none());
     }
 }

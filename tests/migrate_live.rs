@@ -3,8 +3,9 @@
 //! switch and gets the right bytes; writes during the freeze get EROFS; writes after the
 //! switch land in the target bucket; `--write-config` leaves the file agreeing with the mount.
 //!
-//! The suite streams 48 MiB; the issue's 200 MiB file is the ignored variant, which fails
-//! today (see its `ignore` reason and docs/migrate.md).
+//! The reader, as the issue asks, streams 200 MiB and pauses after the switch for longer than
+//! the kernel keeps attributes: its next read makes the kernel ask for them again, from a
+//! tenant binding that two reloads (the freeze, then the switch) have retired.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,16 +35,9 @@ fn read_some(f: &mut std::fs::File, len: usize, into: &mut Vec<u8>) {
     into.extend_from_slice(&buf);
 }
 
+/// Failed before the retired bindings kept every generation (2026-12-05): the paused reader's
+/// `fstat` after the switch found no binding for its id (ENOENT).
 #[test]
-fn a_mounted_tenant_moves_while_it_is_read() {
-    moves_while_read(48 * MIB);
-}
-
-/// The issue's size: a reader streaming a 200 MiB file. Fails (2026-12-05): the reader
-/// opened before `--switch` gets ENOENT on its next read after the switch (48 MiB passes);
-/// the run takes ~3 s, so once fixed it can join the suite in place of the 48 MiB one.
-#[test]
-#[ignore = "known failure: ENOENT for a reader across --switch at 200 MiB; run with -- --ignored"]
 fn a_mounted_tenant_moves_while_a_200_mib_file_is_read() {
     moves_while_read(200 * MIB);
 }
@@ -119,7 +113,9 @@ fn moves_while_read(size: usize) {
 
     let o = migrate(&["--switch", "--write-config"]);
     assert!(o.status.success(), "{}\nlog:\n{}", text(&o), m.log());
-    // The reader opened before the switch finishes against the old location.
+    // The reader opened before the switch finishes against the old location, after a pause
+    // (a player paused across the switch) longer than the kernel's attribute cache (1 s).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     reader
         .read_to_end(&mut got)
         .unwrap_or_else(|e| panic!("the reader opened before the switch: {e}\nlog:\n{}", m.log()));

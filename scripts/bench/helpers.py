@@ -357,6 +357,12 @@ def targets(med):
         if on is not None and off:
             chk("CPU per GiB %s with metrics on <= 1.03x off" % name, on <= 1.03 * off,
                 "%s vs %s s/GiB (%+.1f %%)" % (fmt(on), fmt(off), 100 * (on / off - 1)))
+    # Issue 22: upload checksums (CRC32C per body, unsigned payloads) cost at most 0.1 s of CPU
+    # per GiB written.
+    on, off = g("byosfs-sum", "cpu_write_gib"), g("byosfs-nosum", "cpu_write_gib")
+    if on is not None and off is not None:
+        chk("upload checksums cost <= 0.1 s CPU per GiB written", on - off <= 0.1,
+            "%s vs %s s/GiB (%+.2f)" % (fmt(on), fmt(off), on - off))
     return res
 
 
