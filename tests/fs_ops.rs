@@ -80,11 +80,17 @@ fn fixture_over(bucket: Arc<InMemoryBackend>) -> Fixture {
 }
 
 fn fixture_with(bucket: Arc<InMemoryBackend>, config: FsConfig) -> Fixture {
-    let tenants = TenantTable::new(vec![
+    let tenants = vec![
         spec("acme", &bucket, "acme/", false),
         spec("acme2", &bucket, "acme2/", false),
         spec("frozen", &bucket, "frozen/", true),
-    ]);
+    ];
+    fixture_of(bucket, tenants, config)
+}
+
+/// A filesystem of `tenants` (their backends views of `bucket` or wrappers of it).
+fn fixture_of(bucket: Arc<InMemoryBackend>, tenants: Vec<TenantSpec>, config: FsConfig) -> Fixture {
+    let tenants = TenantTable::new(tenants);
     let staging = tempfile::tempdir().unwrap();
     let uploader = Uploader::new(UploadConfig {
         part_size: 5 << 20,
@@ -759,17 +765,8 @@ async fn a_quota_recount_is_exact_with_writes_and_deletes_landing_during_its_lis
     let mut spec = spec("q", &bucket, "q/", false);
     spec.backend = held.clone();
     spec.policy = policy.clone();
-    let staging = tempfile::tempdir().unwrap();
-    let uploader = Uploader::new(UploadConfig {
-        part_size: 5 << 20,
-        max_concurrent_parts: 4,
-        memory_budget: 64 << 20,
-        staging_dir: staging.path().to_owned(),
-        staging_limit: 1 << 30,
-    })
-    .unwrap();
-    let cache = Arc::new(BlockCache::new(64 << 20, 1 << 20));
-    let fs = Filesystem::new(TenantTable::new(vec![spec]), cache, uploader, FsConfig::default());
+    let f = fixture_of(bucket.clone(), vec![spec], FsConfig::default());
+    let fs = &f.fs;
     let q = ino(&fs, "q").await;
     for name in ["a", "e"] {
         ino(&fs, &format!("q/{name}")).await; // known to the mount, as the kernel's lookup makes them

@@ -150,6 +150,19 @@ pub struct Copier {
 }
 
 /// Budget permits are KiB, so a `u32` count covers budgets up to 4 TiB.
+/// The outcome of a write to the target: a body the target refused as corrupted (its
+/// Content-MD5 check) is a verification failure, copied again once; anything else is an
+/// error of that step.
+fn write_target<T>(res: Result<T, BackendError>) -> Result<(), CopyError> {
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == BackendErrorKind::Corrupted => {
+            Err(CopyError::Mismatch(format!("the target refused the body: {e}")))
+        }
+        Err(e) => Err(at("write target")(e)),
+    }
+}
+
 fn kib(bytes: u64) -> u32 {
     u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
@@ -303,13 +316,7 @@ impl Copier {
             ));
         }
         let opts = opts.clone().with_content_md5(Some(md5));
-        match self.dst.put_opts(&src.key, data, &opts).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == BackendErrorKind::Corrupted => {
-                return Err(CopyError::Mismatch(format!("the target refused the body: {e}")));
-            }
-            Err(e) => return Err(at("write target")(e)),
-        }
+        write_target(self.dst.put_opts(&src.key, data, &opts).await)?;
         Ok(Written {
             size: src.size,
             md5: Some(md5),
@@ -343,13 +350,7 @@ impl Copier {
             hasher.clone(),
         );
         let opts = opts.clone().with_content_md5(source_md5);
-        match self.dst.put_stream(&src.key, src.size, body, &opts).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == BackendErrorKind::Corrupted => {
-                return Err(CopyError::Mismatch(format!("the target refused the body: {e}")));
-            }
-            Err(e) => return Err(at("write target")(e)),
-        }
+        write_target(self.dst.put_stream(&src.key, src.size, body, &opts).await)?;
         let computed = hasher
             .lock()
             .unwrap_or_else(|e| e.into_inner())
