@@ -767,9 +767,9 @@ async fn a_quota_recount_is_exact_with_writes_and_deletes_landing_during_its_lis
     spec.policy = policy.clone();
     let f = fixture_of(bucket.clone(), vec![spec], FsConfig::default());
     let fs = &f.fs;
-    let q = ino(&fs, "q").await;
+    let q = ino(fs, "q").await;
     for name in ["a", "e"] {
-        ino(&fs, &format!("q/{name}")).await; // known to the mount, as the kernel's lookup makes them
+        ino(fs, &format!("q/{name}")).await; // known to the mount, as the kernel's lookup makes them
     }
     // Open throughout, 5 bytes written and not stored.
     let (_, open) = fs
@@ -781,7 +781,7 @@ async fn a_quota_recount_is_exact_with_writes_and_deletes_landing_during_its_lis
     let changes = async {
         held.taken.notified().await;
         // The listing has passed `a` (its first page); `b`, `c`, `e` are still ahead.
-        write_file(&fs, "q", "b", &[3u8; 7]).await;
+        write_file(fs, "q", "b", &[3u8; 7]).await;
         fs.unlink(q, OsStr::new("a")).await.unwrap();
         fs.unlink(q, OsStr::new("e")).await.unwrap();
         held.release.add_permits(1);
